@@ -4,6 +4,12 @@ Importing this package registers the plugin with odc-stats under the short name
 ``ndvi-seasonal``; the class is also reachable as ``odc_ndvi_plugin.NDVISeasonal``.
 """
 
-from ._version import __version__
+from odc.stats.plugins._registry import register
 
-__all__ = ["__version__"]
+from ._version import __version__
+from .config import NDVIConfig
+from .plugin import NDVISeasonal
+
+register("ndvi-seasonal", NDVISeasonal)
+
+__all__ = ["NDVIConfig", "NDVISeasonal", "__version__"]

@@ -1,0 +1,288 @@
+"""The plugin's configuration: one frozen dataclass, validated once, errors name the key.
+
+``NDVIConfig.from_plugin_config(mapping)`` is the only way in: it applies a preset,
+checks every key, and raises ``ValueError("plugin_config.<key>: ... allowed: ...")``
+for anything it cannot use. Everything downstream reads the validated fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .flags import ClearRule, compile_clear_rule
+from .seasons import SEASON_MODES, Seasons, band_name
+from .stats import STATISTICS, band_dtype_nodata
+
+__all__ = ["LOADERS", "PRESETS", "NDVIConfig", "Preset", "OutputBand"]
+
+#: resampling names GDAL understands (for the NDVI band when it has to be warped)
+RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+#: ``direct``: our own reader (window reads, NDVI at native resolution, one warp);
+#: ``odc-stats``: odc-stats' ``load_with_native_transform`` with our native transform.
+LOADERS = ("direct", "odc-stats")
+MASK_FILTER_OPS = ("opening", "closing", "dilation", "erosion")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Band names, default clear-pixel flags and the mask band's known flag table."""
+
+    red_band: str
+    nir_band: str
+    mask_band: str
+    good_pixel_flags: Mapping[str, Any]
+    flags_definition: Mapping[str, Any]
+
+
+_C2_CONFIDENCE = {0: "none", 1: "low", 2: "medium", 3: "high"}
+_C2_HIGH = {0: "not_high_confidence", 1: "high_confidence"}
+
+#: USGS Collection 2 Level-2 QA_PIXEL (same table as cfg/products/ls_c2l2_sr.odc-product.yaml)
+C2_QA_PIXEL_FLAGS: Mapping[str, Any] = {
+    "nodata": {"bits": 0, "values": {0: False, 1: True}},
+    "dilated_cloud": {"bits": 1, "values": {0: "not_dilated", 1: "dilated"}},
+    "cirrus": {"bits": 2, "values": {0: "not_high_confidence", 1: "high_confidence"}},
+    "cloud": {"bits": 3, "values": _C2_HIGH},
+    "cloud_shadow": {"bits": 4, "values": _C2_HIGH},
+    "snow": {"bits": 5, "values": _C2_HIGH},
+    "clear": {"bits": 6, "values": {0: False, 1: True}},
+    "water": {"bits": 7, "values": {0: "land_or_cloud", 1: "water"}},
+    "cloud_confidence": {"bits": [8, 9], "values": _C2_CONFIDENCE},
+    "cloud_shadow_confidence": {"bits": [10, 11], "values": _C2_CONFIDENCE},
+    "snow_ice_confidence": {"bits": [12, 13], "values": _C2_CONFIDENCE},
+    "cirrus_confidence": {"bits": [14, 15], "values": _C2_CONFIDENCE},
+}
+
+#: DEA Collection 3 ARD Fmask (same table as cfg/products/ga_ls_ard_3.odc-product.yaml)
+DEA_FMASK_FLAGS: Mapping[str, Any] = {
+    "fmask": {
+        "bits": [0, 1, 2, 3, 4, 5, 6, 7],
+        "values": {0: "nodata", 1: "valid", 2: "cloud", 3: "shadow", 4: "snow", 5: "water"},
+    }
+}
+
+PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        "usgs_c2": Preset(
+            red_band="red",
+            nir_band="nir08",
+            mask_band="qa_pixel",
+            good_pixel_flags={
+                "nodata": False,
+                "cloud": "not_high_confidence",
+                "cloud_shadow": "not_high_confidence",
+                "water": "land_or_cloud",
+            },
+            flags_definition=C2_QA_PIXEL_FLAGS,
+        ),
+        "dea_ard": Preset(
+            red_band="nbart_red",
+            nir_band="nbart_nir",
+            mask_band="oa_fmask",
+            good_pixel_flags={"fmask": "valid"},
+            flags_definition=DEA_FMASK_FLAGS,
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class OutputBand:
+    """One output band: its name, statistic, season (year mode) and encoding."""
+
+    name: str
+    statistic: str
+    season: str | None
+    dtype: str
+    nodata: float | int
+
+
+def _fail(key: str, msg: str) -> ValueError:
+    return ValueError(f"plugin_config.{key}: {msg}")
+
+
+def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise _fail(key, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _band(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(key, f"expected a band name, got {value!r}")
+    return value
+
+
+def _per_band_numbers(key: str, value: Any) -> Mapping[str, float]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"expected a mapping band -> number, got {value!r}")
+    out = {}
+    for band, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise _fail(f"{key}.{band}", f"expected a number, got {number!r}")
+        out[str(band)] = float(number)
+    return MappingProxyType(out)
+
+
+def _mask_filters(value: Any) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise _fail("mask_filters", f"expected a list of [operation, radius], got {value!r}")
+    out = []
+    for item in value:
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise _fail("mask_filters", f"expected [operation, radius], got {item!r}")
+        op, radius = item
+        _choice("mask_filters", op, MASK_FILTER_OPS)
+        if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+            raise _fail("mask_filters", f"radius of {op!r} must be an integer >= 1, got {radius!r}")
+        out.append((op, radius))
+    return tuple(out)
+
+
+def _statistics(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not value:
+        raise _fail("statistics", f"expected a non-empty list; allowed: {', '.join(STATISTICS)}")
+    for stat in value:
+        _choice("statistics", stat, STATISTICS)
+    if len(set(value)) != len(value):
+        raise _fail("statistics", f"duplicate entries in {list(value)!r}")
+    return tuple(value)
+
+
+def _chunks(value: Any) -> Mapping[str, int]:
+    if not isinstance(value, Mapping) or set(value) - {"x", "y"}:
+        raise _fail("chunks", f"expected {{x: int, y: int}} (-1 = whole tile), got {value!r}")
+    out = {}
+    for ax in ("y", "x"):
+        n = value.get(ax, -1)
+        if isinstance(n, bool) or not isinstance(n, int) or (n < 1 and n != -1):
+            raise _fail(f"chunks.{ax}", f"expected a positive integer or -1, got {n!r}")
+        out[ax] = n
+    return MappingProxyType(out)
+
+
+@dataclass(frozen=True)
+class NDVIConfig:
+    """Validated plugin configuration (see README "Plugin configuration")."""
+
+    preset: str = "usgs_c2"
+    red_band: str = "red"
+    nir_band: str = "nir08"
+    mask_band: str = "qa_pixel"
+    good_pixel_flags: Mapping[str, Any] = field(
+        default_factory=lambda: dict(PRESETS["usgs_c2"].good_pixel_flags)
+    )
+    mask_filters: tuple[tuple[str, int], ...] = ()
+    statistics: tuple[str, ...] = ("mean", "count")
+    seasons: Seasons = field(default_factory=lambda: Seasons.from_config(None))
+    min_clear: int = 1
+    scale_factor: Mapping[str, float] = field(default_factory=dict)
+    add_offset: Mapping[str, float] = field(default_factory=dict)
+    resampling: str = "nearest"
+    chunks: Mapping[str, int] = field(default_factory=lambda: {"y": 1600, "x": 1600})
+    loader: str = "direct"
+    preview_band: str | None = None
+
+    #: keys odc-stats itself may pass through ``plugin_config`` that we accept and ignore
+    PASSTHROUGH = ("group_by", "basis", "transform_code", "area_of_interest")
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return (
+            "preset",
+            "red_band",
+            "nir_band",
+            "mask_band",
+            "good_pixel_flags",
+            "mask_filters",
+            "statistics",
+            "seasons",
+            "season_mode",
+            "min_clear",
+            "scale_factor",
+            "add_offset",
+            "resampling",
+            "chunks",
+            "loader",
+            "preview_band",
+        )
+
+    @classmethod
+    def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
+        """Validate a ``plugin_config`` mapping (as found in an odc-stats run config)."""
+        cfg = dict(plugin_config or {})
+        unknown = sorted(set(cfg) - set(cls.keys()) - set(cls.PASSTHROUGH))
+        if unknown:
+            raise ValueError(
+                f"plugin_config: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(cls.keys())}"
+            )
+        preset = PRESETS[_choice("preset", cfg.get("preset", "usgs_c2"), tuple(PRESETS))]
+        mask_band = _band("mask_band", cfg.get("mask_band", preset.mask_band))
+        flags = cfg.get("good_pixel_flags", preset.good_pixel_flags)
+        if not isinstance(flags, Mapping) or not flags:
+            raise _fail("good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}")
+        min_clear = cfg.get("min_clear", 1)
+        if isinstance(min_clear, bool) or not isinstance(min_clear, int) or min_clear < 1:
+            raise _fail("min_clear", f"expected an integer >= 1, got {min_clear!r}")
+        preview = cfg.get("preview_band")
+        config = cls(
+            preset=cfg.get("preset", "usgs_c2"),
+            red_band=_band("red_band", cfg.get("red_band", preset.red_band)),
+            nir_band=_band("nir_band", cfg.get("nir_band", preset.nir_band)),
+            mask_band=mask_band,
+            good_pixel_flags=MappingProxyType(dict(flags)),
+            mask_filters=_mask_filters(cfg.get("mask_filters")),
+            statistics=_statistics(cfg.get("statistics", ["mean", "count"])),
+            seasons=Seasons.from_config(
+                cfg.get("seasons"),
+                mode=_choice("season_mode", cfg.get("season_mode", "task"), SEASON_MODES),
+            ),
+            min_clear=min_clear,
+            scale_factor=_per_band_numbers("scale_factor", cfg.get("scale_factor")),
+            add_offset=_per_band_numbers("add_offset", cfg.get("add_offset")),
+            resampling=_choice("resampling", cfg.get("resampling", "nearest"), RESAMPLING),
+            chunks=_chunks(cfg.get("chunks", {"y": 1600, "x": 1600})),
+            loader=_choice("loader", cfg.get("loader", "direct"), LOADERS),
+            preview_band=preview,
+        )
+        if len({config.red_band, config.nir_band, config.mask_band}) != 3:
+            raise _fail("red_band", "red_band, nir_band and mask_band must be three different bands")
+        # the preset knows its mask band's flag table: check flags now, not at first load
+        if mask_band == preset.mask_band:
+            config.clear_rule(preset.flags_definition)
+        names = [b.name for b in config.output_bands]
+        if preview is not None and preview not in names:
+            raise _fail("preview_band", f"{preview!r} is not an output band; allowed: {', '.join(names)}")
+        return config
+
+    @property
+    def input_bands(self) -> tuple[str, str, str]:
+        return (self.red_band, self.nir_band, self.mask_band)
+
+    @property
+    def output_bands(self) -> tuple[OutputBand, ...]:
+        """Output bands in order: season-major, then ``statistics`` order."""
+        out = []
+        for season in self.seasons.groups:
+            for stat in self.statistics:
+                dtype, nodata = band_dtype_nodata(stat)
+                out.append(OutputBand(band_name(stat, season), stat, season, dtype.name, nodata))
+        return tuple(out)
+
+    @property
+    def measurements(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.output_bands)
+
+    def clear_rule(self, flags_definition: Mapping[str, Any]) -> ClearRule:
+        """Compile ``good_pixel_flags`` against the mask band's ``flags_definition``."""
+        return compile_clear_rule(flags_definition, self.good_pixel_flags, band=self.mask_band)

@@ -1,0 +1,201 @@
+"""``NDVISeasonal``: the odc-stats plugin, glue between the config and the rooms.
+
+config -> ``measurements``; datasets -> ``input_data`` (load.py: a ``(spec, y, x)`` NDVI
+stack with a solar-date ``time`` coordinate); stack -> ``reduce`` (seasons.py groups,
+stats.py kernels); result -> ``rgba`` preview (preview.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from datacube.model import Dataset, Product
+from odc.geo.geobox import GeoBox
+from odc.stats.plugins._base import StatsPluginInterface
+
+from ._version import __version__
+from .config import NDVIConfig
+from .load import load_ndvi_direct
+from .ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
+from .stats import reduce_block
+
+__all__ = ["NDVISeasonal"]
+
+
+class NDVISeasonal(StatsPluginInterface):
+    """Cloud-masked seasonal NDVI statistics (see README for ``plugin_config`` keys)."""
+
+    NAME = "ndvi_seasonal"
+    SHORT_NAME = "ndvi_seasonal"
+    VERSION = __version__
+    PRODUCT_FAMILY = "ndvi"
+
+    def __init__(self, **plugin_config: Any):
+        self.config = NDVIConfig.from_plugin_config(plugin_config)
+        cfg = self.config
+        super().__init__(
+            resampling=cfg.resampling,
+            input_bands=list(cfg.input_bands),
+            chunks=dict(cfg.chunks),
+            basis=cfg.red_band,
+            group_by="solar_day",
+            measurements=cfg.measurements,
+        )
+        self._inputs: dict[str, NDVIInputs] = {}
+
+    # -- products -------------------------------------------------------------------
+    def ndvi_inputs(self, product: Product) -> NDVIInputs:
+        """Band encodings and clear rule for ``product``; errors name the key and band.
+
+        This is where ``good_pixel_flags`` meets the mask band's real flags_definition.
+        """
+        cached = self._inputs.get(product.name)
+        if cached is not None:
+            return cached
+        cfg = self.config
+        measurements: Mapping[str, Mapping[str, Any]] = product.measurements
+        for key, band in (
+            ("red_band", cfg.red_band),
+            ("nir_band", cfg.nir_band),
+            ("mask_band", cfg.mask_band),
+        ):
+            if band not in measurements:
+                raise ValueError(
+                    f"plugin_config.{key}: product {product.name!r} has no band {band!r}; "
+                    f"allowed: {', '.join(measurements)}"
+                )
+        mask = measurements[cfg.mask_band]
+        flags = mask.get("flags_definition")
+        if not flags:
+            raise ValueError(
+                f"plugin_config.mask_band: band {cfg.mask_band!r} of product {product.name!r} "
+                "has no flags_definition"
+            )
+        inputs = NDVIInputs(
+            red=BandEncoding.from_measurement(
+                measurements[cfg.red_band],
+                scale_factor=cfg.scale_factor.get(cfg.red_band),
+                add_offset=cfg.add_offset.get(cfg.red_band),
+            ),
+            nir=BandEncoding.from_measurement(
+                measurements[cfg.nir_band],
+                scale_factor=cfg.scale_factor.get(cfg.nir_band),
+                add_offset=cfg.add_offset.get(cfg.nir_band),
+            ),
+            clear=cfg.clear_rule(flags),
+            mask_nodata=mask.get("nodata"),
+        )
+        self._inputs[product.name] = inputs
+        return inputs
+
+    def validate_product(self, product: Product) -> None:
+        """Fail early (before any task runs) if this config cannot read ``product``."""
+        self.ndvi_inputs(product)
+
+    # -- loading --------------------------------------------------------------------
+    def input_data(self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any) -> xr.Dataset:
+        cfg = self.config
+        for ds in datasets:
+            self.ndvi_inputs(ds.product)
+        if cfg.loader == "odc-stats" and datasets:
+            return self._input_data_odc_stats(datasets, geobox, **kwargs)
+        return load_ndvi_direct(
+            datasets,
+            geobox,
+            inputs_for=lambda ds: self.ndvi_inputs(ds.product),
+            bands=cfg.input_bands,
+            chunks=(cfg.chunks["y"], cfg.chunks["x"]),
+            resampling=cfg.resampling,
+            mask_filters=cfg.mask_filters,
+        )
+
+    def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
+        """odc-stats loader path: the three native bands -> one float32 NDVI band."""
+        cfg = self.config
+        inputs = next(iter(self._inputs.values()))
+        pad = max((r for _, r in cfg.mask_filters), default=0)
+        bad_filter = None
+        if cfg.mask_filters:
+            from functools import partial
+
+            from odc.algo._masking import mask_cleanup_np
+
+            bad_filter = partial(mask_cleanup_np, mask_filters=cfg.mask_filters)
+
+        def _ndvi(red: np.ndarray, nir: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            if red.ndim == 3:
+                return np.stack(
+                    [ndvi_from_bands(r, n, m, inputs, bad_filter=bad_filter) for r, n, m in zip(red, nir, mask, strict=True)]
+                )
+            return ndvi_from_bands(red, nir, mask, inputs, bad_filter=bad_filter)
+
+        red, nir, mask = (xx[b] for b in cfg.input_bands)
+        depth = {red.dims.index("y"): pad, red.dims.index("x"): pad} if pad else 0
+        data = da.map_overlap(
+            _ndvi, red.data, nir.data, mask.data, depth=depth, boundary="none", dtype=np.float32
+        )
+        ndvi = xr.DataArray(data, dims=red.dims, coords=red.coords, attrs={"nodata": np.nan})
+        return xr.Dataset({"ndvi": ndvi}, attrs=xx.attrs)
+
+    def _input_data_odc_stats(self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any) -> xr.Dataset:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("XSCALE", "YSCALE")}
+        xx = super().input_data(datasets, geobox, **kwargs)
+        (tdim,) = (d for d in xx["ndvi"].dims if d not in ("y", "x"))
+        times = xx[tdim].values
+        if tdim == "spec":
+            times = xx["solar_day"].values if "solar_day" in xx.coords else xx["time"].values
+        ndvi = xx["ndvi"]
+        if tdim != "spec":
+            ndvi = ndvi.rename({tdim: "spec"})
+        ndvi = ndvi.drop_vars([c for c in ndvi.coords if c not in ("y", "x", "spatial_ref")])
+        ndvi = ndvi.assign_coords(time=("spec", np.asarray(times, dtype="datetime64[D]").astype("datetime64[ns]")))
+        ndvi.attrs["nodata"] = np.nan
+        return xr.Dataset({"ndvi": ndvi})
+
+    # -- reduction ------------------------------------------------------------------
+    def reduce(self, xx: xr.Dataset) -> xr.Dataset:
+        """``ndvi (spec, y, x)`` -> one band per (season, statistic), see ``measurements``."""
+        cfg = self.config
+        ndvi = xx["ndvi"]
+        (tdim,) = (d for d in ndvi.dims if d not in ("y", "x"))
+        ndvi = ndvi.transpose(tdim, "y", "x")
+        times = ndvi["time"].values if "time" in ndvi.coords else ndvi[tdim].values
+        groups = cfg.seasons.group_index(times)
+        bands = cfg.output_bands
+        data = ndvi.data if isinstance(ndvi.data, da.Array) else da.from_array(ndvi.data, chunks=(-1, -1, -1))
+        data = data.rechunk({0: -1})
+        stack = da.map_blocks(
+            reduce_block,
+            data,
+            group_index=groups,
+            n_groups=len(cfg.seasons.groups),
+            statistics=cfg.statistics,
+            min_clear=cfg.min_clear,
+            chunks=((len(bands),), *data.chunks[1:]),
+            dtype=np.float32,
+        )
+        coords = {k: v for k, v in ndvi.coords.items() if tdim not in v.dims}
+        out = {}
+        for i, band in enumerate(bands):
+            plane = stack[i]
+            if plane.dtype != np.dtype(band.dtype):
+                plane = plane.astype(band.dtype)
+            out[band.name] = xr.DataArray(
+                plane, dims=("y", "x"), coords=coords, attrs={"nodata": band.nodata, "units": "1"}
+            )
+        return xr.Dataset(out, attrs=xx.attrs)
+
+    def rgba(self, xx: xr.Dataset) -> xr.DataArray | None:
+        """Colour-mapped NDVI preview (written as ``rgba`` when cog_opts.overrides has it)."""
+        from .preview import ndvi_rgba
+
+        band = self.config.preview_band or next(
+            (b.name for b in self.config.output_bands if b.statistic != "count"), None
+        )
+        if band is None:
+            return None
+        return ndvi_rgba(xx[band])

@@ -1,0 +1,118 @@
+"""Where a month becomes a season, and where an output band gets its name.
+
+Two grouping modes:
+
+* ``task``: every observation of an odc-stats task is one group (use with
+  ``odc-stats save-tasks --frequency seasonal``, whose tasks are already a season);
+  bands are ``ndvi_<stat>`` and ``clear_count``.
+* ``year``: a task is a 12-month window and observations are grouped by the month of
+  their (solar) date into the configured seasons; bands get a ``_<season>`` suffix,
+  e.g. ``ndvi_mean_djf`` or ``clear_count_jja``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_SEASONS",
+    "SEASON_MODES",
+    "Seasons",
+    "band_name",
+]
+
+DEFAULT_SEASONS: Mapping[str, tuple[int, ...]] = {
+    "djf": (12, 1, 2),
+    "mam": (3, 4, 5),
+    "jja": (6, 7, 8),
+    "son": (9, 10, 11),
+}
+SEASON_MODES = ("task", "year")
+
+#: statistic name -> output band stem
+_BAND_STEM = {
+    "mean": "ndvi_mean",
+    "median": "ndvi_median",
+    "std": "ndvi_std",
+    "min": "ndvi_min",
+    "max": "ndvi_max",
+    "count": "clear_count",
+}
+
+
+def band_name(statistic: str, season: str | None = None) -> str:
+    """Output band name of ``statistic`` (for ``season`` in year mode)."""
+    stem = _BAND_STEM[statistic]
+    return stem if season is None else f"{stem}_{season}"
+
+
+@dataclass(frozen=True)
+class Seasons:
+    """Ordered seasons, each a set of calendar months (1-12), no month in two seasons.
+
+    In ``task`` mode there is a single unnamed group holding every observation.
+    """
+
+    names: tuple[str, ...]
+    months: tuple[tuple[int, ...], ...]
+    mode: str = "task"
+
+    @classmethod
+    def from_config(
+        cls, seasons: Mapping[str, Sequence[int]] | None, *, mode: str = "task"
+    ) -> Seasons:
+        """Validate a ``seasons`` mapping; errors name the ``plugin_config`` key."""
+        if mode not in SEASON_MODES:
+            raise ValueError(
+                f"plugin_config.season_mode: {mode!r} is not allowed; allowed: {', '.join(SEASON_MODES)}"
+            )
+        if seasons is None:
+            seasons = DEFAULT_SEASONS
+        if not isinstance(seasons, Mapping) or not seasons:
+            raise ValueError(
+                "plugin_config.seasons: expected a non-empty mapping of season name -> list of months"
+            )
+        owner: dict[int, str] = {}
+        names, months = [], []
+        for name, mm in seasons.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(
+                    f"plugin_config.seasons: season name {name!r} must be an identifier (letters, digits, _)"
+                )
+            if isinstance(mm, (str, bytes)) or not isinstance(mm, Sequence) or len(mm) == 0:
+                raise ValueError(
+                    f"plugin_config.seasons.{name}: expected a non-empty list of months 1-12, got {mm!r}"
+                )
+            for m in mm:
+                if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= 12:
+                    raise ValueError(
+                        f"plugin_config.seasons.{name}: month {m!r} is outside 1-12 (allowed: 1..12)"
+                    )
+                if int(m) in owner:
+                    raise ValueError(
+                        f"plugin_config.seasons.{name}: month {m} is already in season {owner[int(m)]!r};"
+                        " a month may belong to one season only"
+                    )
+                owner[int(m)] = name
+            names.append(name)
+            months.append(tuple(int(m) for m in mm))
+        return cls(names=tuple(names), months=tuple(months), mode=mode)
+
+    @property
+    def groups(self) -> tuple[str | None, ...]:
+        """Group labels in output order: season names in year mode, ``(None,)`` in task mode."""
+        return self.names if self.mode == "year" else (None,)
+
+    def group_index(self, times: np.ndarray) -> np.ndarray:
+        """Group number of each observation time (``datetime64``); -1 = in no season."""
+        times = np.asarray(times, dtype="datetime64[D]")
+        if self.mode == "task":
+            return np.zeros(times.shape, dtype=np.int16)
+        month_of = (times.astype("datetime64[M]").astype(np.int64) % 12) + 1
+        lut = np.full(13, -1, dtype=np.int16)
+        for i, mm in enumerate(self.months):
+            lut[list(mm)] = i
+        return lut[month_of]

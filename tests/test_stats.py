@@ -1,0 +1,99 @@
+"""stats.py kernels against plain numpy on small synthetic stacks."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from odc_ndvi_plugin.stats import COUNT_NODATA, STATISTICS, band_dtype_nodata, reduce_block
+
+
+def _numpy_reference(obs: np.ndarray, stat: str, min_clear: int) -> np.ndarray:
+    obs = obs.astype(np.float64)
+    count = (~np.isnan(obs)).sum(axis=0)
+    if stat == "count":
+        return count.astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fn = {"mean": np.nanmean, "median": np.nanmedian, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}[stat]
+        value = fn(obs, axis=0) if obs.shape[0] else np.full(obs.shape[1:], np.nan)
+    return np.where(count >= min_clear, value, np.nan)
+
+
+def _stack(kind: str, rng: np.random.Generator, t: int = 9, shape=(5, 6)) -> np.ndarray:
+    obs = rng.uniform(-0.3, 0.95, size=(t, *shape)).astype(np.float32)
+    if kind == "clear":
+        pass
+    elif kind == "random_nan":
+        obs[rng.random(obs.shape) < 0.4] = np.nan
+    elif kind == "all_cloud":
+        obs[:] = np.nan
+    elif kind == "one_obs":
+        obs[1:] = np.nan
+    elif kind == "nodata_edge":
+        obs[:, :, :2] = np.nan  # scene edge: left columns never observed
+        obs[rng.random(obs.shape) < 0.3] = np.nan
+    elif kind == "ties":
+        obs[:] = np.round(obs, 1)
+    return obs
+
+
+KINDS = ["clear", "random_nan", "all_cloud", "one_obs", "nodata_edge", "ties"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stat", STATISTICS)
+@pytest.mark.parametrize("min_clear", [1, 3])
+def test_single_group_matches_numpy(kind, stat, min_clear):
+    rng = np.random.default_rng(abs(hash((kind, stat))) % 2**32)
+    obs = _stack(kind, rng)
+    out = reduce_block(obs, np.zeros(len(obs), int), n_groups=1, statistics=(stat,), min_clear=min_clear)
+    expected = _numpy_reference(obs, stat, min_clear if stat != "count" else 0)
+    assert out.shape == (1, *obs.shape[1:]) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], expected, rtol=0, atol=2e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_groups_are_independent_and_empty_groups_are_nodata(kind):
+    rng = np.random.default_rng(7)
+    obs = _stack(kind, rng, t=12)
+    groups = np.array([0, 0, 1, 1, 1, 3, 3, 3, 3, -1, -1, 0])  # group 2 empty, -1 ignored
+    stats = ("mean", "std", "count", "max")
+    out = reduce_block(obs, groups, n_groups=4, statistics=stats, min_clear=1)
+    assert out.shape == (4 * len(stats), *obs.shape[1:])
+    for g in range(4):
+        sel = obs[groups == g]
+        for s, stat in enumerate(stats):
+            expected = _numpy_reference(sel, stat, 0 if stat == "count" else 1)
+            np.testing.assert_allclose(out[g * len(stats) + s], expected, atol=2e-6, equal_nan=True)
+    # empty season: counts are 0, not NaN; float statistics are NaN
+    assert (out[2 * len(stats) + 2] == 0).all()
+    assert np.isnan(out[2 * len(stats) + 0]).all()
+
+
+def test_empty_stack():
+    out = reduce_block(np.zeros((0, 3, 4), np.float32), np.zeros(0, int), n_groups=2, statistics=("mean", "count"))
+    assert out.shape == (4, 3, 4)
+    assert np.isnan(out[0]).all() and (out[1] == 0).all()
+
+
+def test_std_is_stable_for_tiny_variance():
+    obs = (0.8 + np.arange(40, dtype=np.float64)[:, None, None] * 1e-5).astype(np.float32) * np.ones((1, 2, 2), np.float32)
+    out = reduce_block(obs, np.zeros(40, int), n_groups=1, statistics=("std",))
+    np.testing.assert_allclose(out[0], np.std(obs.astype(np.float64), axis=0), rtol=1e-3)
+
+
+def test_counts_saturate_below_the_nodata_value():
+    obs = np.zeros((3, 1, 1), np.float32)
+    out = reduce_block(obs, np.zeros(3, int), n_groups=1, statistics=("count",))
+    assert out[0, 0, 0] == 3
+    assert COUNT_NODATA == 65535
+
+
+@pytest.mark.parametrize("stat, dtype, nodata_is_nan", [(s, "float32", True) for s in STATISTICS if s != "count"] + [("count", "uint16", False)])
+def test_band_encoding(stat, dtype, nodata_is_nan):
+    dt, nodata = band_dtype_nodata(stat)
+    assert dt == np.dtype(dtype)
+    assert np.isnan(nodata) == nodata_is_nan
