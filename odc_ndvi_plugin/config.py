@@ -37,7 +37,9 @@ class Preset:
     flags_definition: Mapping[str, Any]
 
 
-_C2_CONFIDENCE = {0: "none", 1: "low", 2: "medium", 3: "high"}
+_C2_CLOUD_CONFIDENCE = {0: "none", 1: "low", 2: "medium", 3: "high"}
+# USGS reserves the "medium" level of the other three confidence pairs
+_C2_CONFIDENCE = {0: "none", 1: "low", 2: "reserved", 3: "high"}
 _C2_HIGH = {0: "not_high_confidence", 1: "high_confidence"}
 
 #: USGS Collection 2 Level-2 QA_PIXEL (same table as cfg/products/ls_c2l2_sr.odc-product.yaml)
@@ -50,7 +52,7 @@ C2_QA_PIXEL_FLAGS: Mapping[str, Any] = {
     "snow": {"bits": 5, "values": _C2_HIGH},
     "clear": {"bits": 6, "values": {0: False, 1: True}},
     "water": {"bits": 7, "values": {0: "land_or_cloud", 1: "water"}},
-    "cloud_confidence": {"bits": [8, 9], "values": _C2_CONFIDENCE},
+    "cloud_confidence": {"bits": [8, 9], "values": _C2_CLOUD_CONFIDENCE},
     "cloud_shadow_confidence": {"bits": [10, 11], "values": _C2_CONFIDENCE},
     "snow_ice_confidence": {"bits": [12, 13], "values": _C2_CONFIDENCE},
     "cirrus_confidence": {"bits": [14, 15], "values": _C2_CONFIDENCE},

@@ -24,7 +24,7 @@ C2_FLAG_SETS = [
     {"clear": True},
     {"nodata": False, "cloud_confidence": "low", "cirrus_confidence": "none"},
     {"snow": "high_confidence", "water": "water"},
-    {"cloud_shadow_confidence": "medium", "dilated_cloud": "not_dilated", "nodata": 0},
+    {"cloud_shadow_confidence": "reserved", "dilated_cloud": "not_dilated", "nodata": 0},
     {"cloud_confidence": "high", "cloud": "high_confidence"},
     {"nodata": True},
 ]
@@ -99,3 +99,25 @@ def test_evaluate_any_integer_dtype(dtype):
     values = np.array([0, 1, 2, 3, 64, 255], dtype=dtype)
     rule = compile_clear_rule(DEA_FMASK_FLAGS, {"fmask": "valid"}, band="oa_fmask")
     np.testing.assert_array_equal(rule.evaluate(np.tile(values, 1000)), np.tile(values == 1, 1000))
+
+
+@pytest.mark.parametrize(
+    "product_file, band, table",
+    [
+        ("ls_c2l2_sr.odc-product.yaml", "qa_pixel", C2_QA_PIXEL_FLAGS),
+        ("ga_ls_ard_3.odc-product.yaml", "oa_fmask", DEA_FMASK_FLAGS),
+    ],
+)
+def test_preset_flag_tables_equal_the_product_definitions(product_file, band, table):
+    import yaml
+
+    from tests.conftest import PRODUCTS_DIR
+
+    doc = yaml.safe_load((PRODUCTS_DIR / product_file).read_text())
+    (measurement,) = (m for m in doc["measurements"] if m["name"] == band)
+    # DEA writes the codes as strings ('0': nodata); make_mask int()s them, so do we
+    strip = {
+        k: {"bits": v["bits"], "values": {int(c): name for c, name in v["values"].items()}}
+        for k, v in measurement["flags_definition"].items()
+    }
+    assert strip == {k: {"bits": v["bits"], "values": dict(v["values"])} for k, v in table.items()}
