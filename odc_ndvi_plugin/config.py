@@ -232,7 +232,9 @@ class NDVIConfig:
         mask_band = _band("mask_band", cfg.get("mask_band", preset.mask_band))
         flags = cfg.get("good_pixel_flags", preset.good_pixel_flags)
         if not isinstance(flags, Mapping) or not flags:
-            raise _fail("good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}")
+            raise _fail(
+                "good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}"
+            )
         min_clear = cfg.get("min_clear", 1)
         if isinstance(min_clear, bool) or not isinstance(min_clear, int) or min_clear < 1:
             raise _fail("min_clear", f"expected an integer >= 1, got {min_clear!r}")
@@ -258,13 +260,17 @@ class NDVIConfig:
             preview_band=preview,
         )
         if len({config.red_band, config.nir_band, config.mask_band}) != 3:
-            raise _fail("red_band", "red_band, nir_band and mask_band must be three different bands")
+            raise _fail(
+                "red_band", "red_band, nir_band and mask_band must be three different bands"
+            )
         # the preset knows its mask band's flag table: check flags now, not at first load
         if mask_band == preset.mask_band:
             config.clear_rule(preset.flags_definition)
         names = [b.name for b in config.output_bands]
         if preview is not None and preview not in names:
-            raise _fail("preview_band", f"{preview!r} is not an output band; allowed: {', '.join(names)}")
+            raise _fail(
+                "preview_band", f"{preview!r} is not an output band; allowed: {', '.join(names)}"
+            )
         return config
 
     @property

@@ -35,7 +35,13 @@ from odc.geo.xr import xr_coords
 
 from .ndvi import NDVIInputs, ndvi_from_bands
 
-__all__ = ["InputReadError", "SolarDay", "group_by_solar_day", "load_ndvi_direct", "measurement_uri"]
+__all__ = [
+    "InputReadError",
+    "SolarDay",
+    "group_by_solar_day",
+    "load_ndvi_direct",
+    "measurement_uri",
+]
 
 
 class InputReadError(RuntimeError):
@@ -97,7 +103,11 @@ def _read_window(
 ) -> np.ndarray:
     """Read ``window`` (may extend past the file); outside the file is ``fill``."""
     full = rasterio.windows.Window(0, 0, src.width, src.height)
-    out = np.full((int(window.height), int(window.width)), fill if fill is not None else 0, dtype=src.dtypes[0])
+    out = np.full(
+        (int(window.height), int(window.width)),
+        fill if fill is not None else 0,
+        dtype=src.dtypes[0],
+    )
     try:
         inner = window.intersection(full)
     except rasterio.errors.WindowError:
@@ -151,7 +161,9 @@ def _scene_ndvi_on(
         )
         ny, nx = dst.shape.yx
         if aligned:
-            window = rasterio.windows.Window(round(col) - pad, round(row) - pad, nx + 2 * pad, ny + 2 * pad)
+            window = rasterio.windows.Window(
+                round(col) - pad, round(row) - pad, nx + 2 * pad, ny + 2 * pad
+            )
             arrays = [_read_window(s, window, f) for s, f in zip(srcs, fills, strict=True)]
             ndvi = ndvi_from_bands(*arrays, inputs, bad_filter=bad_filter)
             return ndvi[pad : pad + ny, pad : pad + nx]
@@ -243,7 +255,10 @@ def load_ndvi_direct(
         )
         for day in days
     ]
-    cy, cx = (geobox.shape.y if chunks[0] == -1 else chunks[0], geobox.shape.x if chunks[1] == -1 else chunks[1])
+    cy, cx = (
+        geobox.shape.y if chunks[0] == -1 else chunks[0],
+        geobox.shape.x if chunks[1] == -1 else chunks[1],
+    )
     tiles = GeoboxTiles(geobox, (cy, cx))
     ny_t, nx_t = tiles.shape.yx
     rows = []
@@ -254,7 +269,9 @@ def load_ndvi_direct(
             for ix in range(nx_t):
                 sub = tiles[iy, ix]
                 block = dask.delayed(_day_chunk, pure=True)(sources, sub, resampling, mask_filters)
-                col_blocks.append(da.from_delayed(block, shape=(1, *sub.shape.yx), dtype=np.float32))
+                col_blocks.append(
+                    da.from_delayed(block, shape=(1, *sub.shape.yx), dtype=np.float32)
+                )
             row_blocks.append(col_blocks)
         rows.append(da.block(row_blocks))
     if rows:
@@ -263,6 +280,7 @@ def load_ndvi_direct(
         data = da.full((0, *geobox.shape.yx), np.nan, dtype=np.float32, chunks=(1, cy, cx))
     times = np.array([d.date for d in days], dtype="datetime64[ns]")
     coords = {"time": ("spec", times), **xr_coords(geobox)}
-    ndvi = xr.DataArray(data, dims=("spec", "y", "x"), coords=coords, attrs={"nodata": np.nan, "units": "1"})
+    ndvi = xr.DataArray(
+        data, dims=("spec", "y", "x"), coords=coords, attrs={"nodata": np.nan, "units": "1"}
+    )
     return xr.Dataset({"ndvi": ndvi})
-

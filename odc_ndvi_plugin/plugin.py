@@ -129,7 +129,10 @@ class NDVISeasonal(StatsPluginInterface):
         def _ndvi(red: np.ndarray, nir: np.ndarray, mask: np.ndarray) -> np.ndarray:
             if red.ndim == 3:
                 return np.stack(
-                    [ndvi_from_bands(r, n, m, inputs, bad_filter=bad_filter) for r, n, m in zip(red, nir, mask, strict=True)]
+                    [
+                        ndvi_from_bands(r, n, m, inputs, bad_filter=bad_filter)
+                        for r, n, m in zip(red, nir, mask, strict=True)
+                    ]
                 )
             return ndvi_from_bands(red, nir, mask, inputs, bad_filter=bad_filter)
 
@@ -141,7 +144,9 @@ class NDVISeasonal(StatsPluginInterface):
         ndvi = xr.DataArray(data, dims=red.dims, coords=red.coords, attrs={"nodata": np.nan})
         return xr.Dataset({"ndvi": ndvi}, attrs=xx.attrs)
 
-    def _input_data_odc_stats(self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any) -> xr.Dataset:
+    def _input_data_odc_stats(
+        self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any
+    ) -> xr.Dataset:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("XSCALE", "YSCALE")}
         xx = super().input_data(datasets, geobox, **kwargs)
         (tdim,) = (d for d in xx["ndvi"].dims if d not in ("y", "x"))
@@ -152,7 +157,9 @@ class NDVISeasonal(StatsPluginInterface):
         if tdim != "spec":
             ndvi = ndvi.rename({tdim: "spec"})
         ndvi = ndvi.drop_vars([c for c in ndvi.coords if c not in ("y", "x", "spatial_ref")])
-        ndvi = ndvi.assign_coords(time=("spec", np.asarray(times, dtype="datetime64[D]").astype("datetime64[ns]")))
+        ndvi = ndvi.assign_coords(
+            time=("spec", np.asarray(times, dtype="datetime64[D]").astype("datetime64[ns]"))
+        )
         ndvi.attrs["nodata"] = np.nan
         return xr.Dataset({"ndvi": ndvi})
 
@@ -166,7 +173,11 @@ class NDVISeasonal(StatsPluginInterface):
         times = ndvi["time"].values if "time" in ndvi.coords else ndvi[tdim].values
         groups = cfg.seasons.group_index(times)
         bands = cfg.output_bands
-        data = ndvi.data if isinstance(ndvi.data, da.Array) else da.from_array(ndvi.data, chunks=(-1, -1, -1))
+        data = (
+            ndvi.data
+            if isinstance(ndvi.data, da.Array)
+            else da.from_array(ndvi.data, chunks=(-1, -1, -1))
+        )
         data = data.rechunk({0: -1})
         stack = da.map_blocks(
             reduce_block,

@@ -40,9 +40,7 @@ def ndvi_rgba(ndvi: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(rgba, dims=("y", "x", "band"), coords=coords, attrs={"nodata": None})
 
 
-def quicklook_png(
-    panels: Sequence[tuple[str, np.ndarray]], path: Path, *, title: str = ""
-) -> Path:
+def quicklook_png(panels: Sequence[tuple[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
     """One PNG with a panel per (label, NDVI array), shared colour ramp and a colour bar."""
     import matplotlib
 

@@ -41,9 +41,7 @@ def band_dtype_nodata(statistic: str) -> tuple[np.dtype, float | int]:
     return FLOAT_DTYPE, float("nan")
 
 
-def _group_stats(
-    obs: np.ndarray, statistics: Sequence[str], min_clear: int
-) -> list[np.ndarray]:
+def _group_stats(obs: np.ndarray, statistics: Sequence[str], min_clear: int) -> list[np.ndarray]:
     """Statistics of one group's observations ``(n, y, x)`` (NaN = not clear)."""
     valid = ~np.isnan(obs)
     count = valid.sum(axis=0, dtype=np.int32)

@@ -30,7 +30,9 @@ C2_FLAG_SETS = [
 ]
 
 
-@pytest.mark.parametrize("flags", C2_FLAG_SETS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+@pytest.mark.parametrize(
+    "flags", C2_FLAG_SETS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items())
+)
 def test_qa_pixel_rule_matches_make_mask_for_all_65536_values(flags):
     rule = compile_clear_rule(C2_QA_PIXEL_FLAGS, flags, band="qa_pixel")
     expected = _reference(ALL_U16, C2_QA_PIXEL_FLAGS, flags)
@@ -49,7 +51,9 @@ def test_fmask_rule_matches_make_mask_for_every_value(value):
 
 
 def test_enum_set_is_the_union_of_make_masks():
-    rule = compile_clear_rule(DEA_FMASK_FLAGS, {"fmask": ["valid", "snow", "water"]}, band="oa_fmask")
+    rule = compile_clear_rule(
+        DEA_FMASK_FLAGS, {"fmask": ["valid", "snow", "water"]}, band="oa_fmask"
+    )
     expected = np.zeros(ALL_U8.shape, bool)
     for value in ("valid", "snow", "water"):
         expected |= _reference(ALL_U8, DEA_FMASK_FLAGS, {"fmask": value})
@@ -60,15 +64,20 @@ def test_enum_set_is_the_union_of_make_masks():
 def test_list_values_combine_with_other_flags():
     flags = {"nodata": False, "cloud_confidence": ["none", "low"]}
     rule = compile_clear_rule(C2_QA_PIXEL_FLAGS, flags, band="qa_pixel")
-    expected = _reference(ALL_U16, C2_QA_PIXEL_FLAGS, {"nodata": False, "cloud_confidence": "none"}) | _reference(
-        ALL_U16, C2_QA_PIXEL_FLAGS, {"nodata": False, "cloud_confidence": "low"}
-    )
+    expected = _reference(
+        ALL_U16, C2_QA_PIXEL_FLAGS, {"nodata": False, "cloud_confidence": "none"}
+    ) | _reference(ALL_U16, C2_QA_PIXEL_FLAGS, {"nodata": False, "cloud_confidence": "low"})
     np.testing.assert_array_equal(rule.evaluate(ALL_U16), expected)
 
 
 def test_flag_values_from_a_database_have_string_keys():
     # flags_definition read back from the index can carry string codes
-    defn = {"fmask": {"bits": list(range(8)), "values": {str(k): v for k, v in DEA_FMASK_FLAGS["fmask"]["values"].items()}}}
+    defn = {
+        "fmask": {
+            "bits": list(range(8)),
+            "values": {str(k): v for k, v in DEA_FMASK_FLAGS["fmask"]["values"].items()},
+        }
+    }
     rule = compile_clear_rule(defn, {"fmask": "valid"}, band="oa_fmask")
     assert rule.terms == ((255, 1),)
 
@@ -77,7 +86,10 @@ def test_flag_values_from_a_database_have_string_keys():
     "flags, message",
     [
         ({"cloudy": False}, "unknown flag 'cloudy' for band 'qa_pixel'; allowed: cirrus"),
-        ({"cloud": "maybe"}, "good_pixel_flags.cloud: value 'maybe' is not allowed for band 'qa_pixel'; allowed: 'not_high_confidence', 'high_confidence'"),
+        (
+            {"cloud": "maybe"},
+            "good_pixel_flags.cloud: value 'maybe' is not allowed for band 'qa_pixel'; allowed: 'not_high_confidence', 'high_confidence'",
+        ),
         ({"cloud_confidence": "very_high"}, "allowed: 'none', 'low', 'medium', 'high'"),
         ({"water": True}, "good_pixel_flags.water: value True is not allowed"),
         ({"nodata": []}, "empty list of values"),

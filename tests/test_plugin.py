@@ -14,7 +14,9 @@ from odc.stats.plugins import resolve
 
 from odc_ndvi_plugin import NDVISeasonal
 
-GEOBOX = GeoBox.from_bbox((1_500_000, -3_900_960, 1_500_960, -3_900_000), "epsg:3577", resolution=30)
+GEOBOX = GeoBox.from_bbox(
+    (1_500_000, -3_900_960, 1_500_960, -3_900_000), "epsg:3577", resolution=30
+)
 
 
 def _ndvi_stack(dates: list[str], *, seed: int = 0, cloud: float = 0.3, chunks=None) -> xr.Dataset:
@@ -24,7 +26,9 @@ def _ndvi_stack(dates: list[str], *, seed: int = 0, cloud: float = 0.3, chunks=N
     values[rng.random(values.shape) < cloud] = np.nan
     data = da.from_array(values, chunks=chunks or (1, 16, 16))
     times = np.array(dates, dtype="datetime64[ns]")
-    ndvi = xr.DataArray(data, dims=("spec", "y", "x"), coords={"time": ("spec", times), **xr_coords(GEOBOX)})
+    ndvi = xr.DataArray(
+        data, dims=("spec", "y", "x"), coords={"time": ("spec", times), **xr_coords(GEOBOX)}
+    )
     return xr.Dataset({"ndvi": ndvi})
 
 
@@ -34,8 +38,18 @@ def _nan_reduce(values: np.ndarray, stat: str, min_clear: int = 1) -> np.ndarray
         return count
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fn = {"mean": np.nanmean, "median": np.nanmedian, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}[stat]
-        out = fn(values.astype(np.float64), axis=0) if len(values) else np.full(values.shape[1:], np.nan)
+        fn = {
+            "mean": np.nanmean,
+            "median": np.nanmedian,
+            "std": np.nanstd,
+            "min": np.nanmin,
+            "max": np.nanmax,
+        }[stat]
+        out = (
+            fn(values.astype(np.float64), axis=0)
+            if len(values)
+            else np.full(values.shape[1:], np.nan)
+        )
     return np.where(count >= min_clear, out, np.nan)
 
 
@@ -53,23 +67,53 @@ def test_accepts_odc_stats_resampling_override():
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"statistics": ["mean", "mode"]}, "plugin_config.statistics: 'mode' is not allowed; allowed: mean, median, std, min, max, count"),
-        ({"good_pixel_flags": {"cloudz": False}}, "plugin_config.good_pixel_flags: unknown flag 'cloudz' for band 'qa_pixel'"),
-        ({"good_pixel_flags": {"cloud": "no"}}, "plugin_config.good_pixel_flags.cloud: value 'no' is not allowed"),
-        ({"preset": "dea_ard", "good_pixel_flags": {"fmask": "clear"}}, "allowed: 'nodata', 'valid', 'cloud', 'shadow', 'snow', 'water'"),
-        ({"seasons": {"a": [1, 2], "b": [2]}}, "plugin_config.seasons.b: month 2 is already in season 'a'"),
+        (
+            {"statistics": ["mean", "mode"]},
+            "plugin_config.statistics: 'mode' is not allowed; allowed: mean, median, std, min, max, count",
+        ),
+        (
+            {"good_pixel_flags": {"cloudz": False}},
+            "plugin_config.good_pixel_flags: unknown flag 'cloudz' for band 'qa_pixel'",
+        ),
+        (
+            {"good_pixel_flags": {"cloud": "no"}},
+            "plugin_config.good_pixel_flags.cloud: value 'no' is not allowed",
+        ),
+        (
+            {"preset": "dea_ard", "good_pixel_flags": {"fmask": "clear"}},
+            "allowed: 'nodata', 'valid', 'cloud', 'shadow', 'snow', 'water'",
+        ),
+        (
+            {"seasons": {"a": [1, 2], "b": [2]}},
+            "plugin_config.seasons.b: month 2 is already in season 'a'",
+        ),
         ({"seasons": {"a": [0, 1]}}, "plugin_config.seasons.a: month 0 is outside 1-12"),
-        ({"season_mode": "monthly"}, "plugin_config.season_mode: 'monthly' is not allowed; allowed: task, year"),
-        ({"preset": "sentinel2"}, "plugin_config.preset: 'sentinel2' is not allowed; allowed: usgs_c2, dea_ard"),
+        (
+            {"season_mode": "monthly"},
+            "plugin_config.season_mode: 'monthly' is not allowed; allowed: task, year",
+        ),
+        (
+            {"preset": "sentinel2"},
+            "plugin_config.preset: 'sentinel2' is not allowed; allowed: usgs_c2, dea_ard",
+        ),
         ({"min_clear": 0}, "plugin_config.min_clear: expected an integer >= 1"),
         ({"red_band": ""}, "plugin_config.red_band: expected a band name"),
         ({"nir_band": "red"}, "must be three different bands"),
-        ({"mask_filters": [["blur", 2]]}, "plugin_config.mask_filters: 'blur' is not allowed; allowed: opening, closing, dilation, erosion"),
+        (
+            {"mask_filters": [["blur", 2]]},
+            "plugin_config.mask_filters: 'blur' is not allowed; allowed: opening, closing, dilation, erosion",
+        ),
         ({"mask_filters": [["opening", 0]]}, "radius of 'opening' must be an integer >= 1"),
         ({"chunks": {"x": 0}}, "plugin_config.chunks.x: expected a positive integer or -1"),
         ({"scale_factor": {"red": "big"}}, "plugin_config.scale_factor.red: expected a number"),
-        ({"loader": "fast"}, "plugin_config.loader: 'fast' is not allowed; allowed: direct, odc-stats"),
-        ({"preview_band": "rgb"}, "plugin_config.preview_band: 'rgb' is not an output band; allowed: ndvi_mean, clear_count"),
+        (
+            {"loader": "fast"},
+            "plugin_config.loader: 'fast' is not allowed; allowed: direct, odc-stats",
+        ),
+        (
+            {"preview_band": "rgb"},
+            "plugin_config.preview_band: 'rgb' is not an output band; allowed: ndvi_mean, clear_count",
+        ),
         ({"colour": 1}, "plugin_config: unknown key(s) 'colour'; allowed: preset"),
         ({"resampling": "sinc"}, "plugin_config.resampling: 'sinc' is not allowed"),
     ],
@@ -84,18 +128,39 @@ def test_invalid_config_fails_at_construction(config, message):
     "config, bands",
     [
         ({}, ("ndvi_mean", "clear_count")),
-        ({"statistics": ["median", "std", "min", "max"]}, ("ndvi_median", "ndvi_std", "ndvi_min", "ndvi_max")),
-        ({"season_mode": "year", "statistics": ["mean", "count"]},
-         ("ndvi_mean_djf", "clear_count_djf", "ndvi_mean_mam", "clear_count_mam",
-          "ndvi_mean_jja", "clear_count_jja", "ndvi_mean_son", "clear_count_son")),
-        ({"season_mode": "year", "seasons": {"wet": [11, 12, 1, 2, 3], "dry": [5, 6, 7, 8, 9]}, "statistics": ["count"]},
-         ("clear_count_wet", "clear_count_dry")),
+        (
+            {"statistics": ["median", "std", "min", "max"]},
+            ("ndvi_median", "ndvi_std", "ndvi_min", "ndvi_max"),
+        ),
+        (
+            {"season_mode": "year", "statistics": ["mean", "count"]},
+            (
+                "ndvi_mean_djf",
+                "clear_count_djf",
+                "ndvi_mean_mam",
+                "clear_count_mam",
+                "ndvi_mean_jja",
+                "clear_count_jja",
+                "ndvi_mean_son",
+                "clear_count_son",
+            ),
+        ),
+        (
+            {
+                "season_mode": "year",
+                "seasons": {"wet": [11, 12, 1, 2, 3], "dry": [5, 6, 7, 8, 9]},
+                "statistics": ["count"],
+            },
+            ("clear_count_wet", "clear_count_dry"),
+        ),
     ],
 )
 def test_measurements_are_exactly_what_reduce_produces(config, bands):
     plugin = NDVISeasonal(**config)
     assert plugin.measurements == bands
-    out = plugin.reduce(_ndvi_stack(["2022-12-05", "2023-01-20", "2023-04-01", "2023-07-11", "2023-10-30"]))
+    out = plugin.reduce(
+        _ndvi_stack(["2022-12-05", "2023-01-20", "2023-04-01", "2023-07-11", "2023-10-30"])
+    )
     assert tuple(out.data_vars) == bands
     for band in out.data_vars.values():
         if band.name.startswith("clear_count"):
@@ -117,13 +182,30 @@ def test_task_mode_reduce_equals_numpy(stat, min_clear):
 
 
 def test_year_mode_djf_spans_year_boundary_and_empty_season():
-    dates = ["2022-12-03", "2022-12-19", "2023-01-04", "2023-02-21", "2023-03-09", "2023-05-28", "2023-09-02", "2023-11-20"]
+    dates = [
+        "2022-12-03",
+        "2022-12-19",
+        "2023-01-04",
+        "2023-02-21",
+        "2023-03-09",
+        "2023-05-28",
+        "2023-09-02",
+        "2023-11-20",
+    ]
     stack = _ndvi_stack(dates, seed=5)
-    out = NDVISeasonal(season_mode="year", statistics=["mean", "count", "max"]).reduce(stack).compute()
+    out = (
+        NDVISeasonal(season_mode="year", statistics=["mean", "count", "max"])
+        .reduce(stack)
+        .compute()
+    )
     values = stack.ndvi.values
     djf, mam, son = values[:4], values[4:6], values[6:]
-    np.testing.assert_allclose(out.ndvi_mean_djf.values, _nan_reduce(djf, "mean"), atol=2e-6, equal_nan=True)
-    np.testing.assert_allclose(out.ndvi_max_mam.values, _nan_reduce(mam, "max"), atol=0, equal_nan=True)
+    np.testing.assert_allclose(
+        out.ndvi_mean_djf.values, _nan_reduce(djf, "mean"), atol=2e-6, equal_nan=True
+    )
+    np.testing.assert_allclose(
+        out.ndvi_max_mam.values, _nan_reduce(mam, "max"), atol=0, equal_nan=True
+    )
     np.testing.assert_array_equal(out.clear_count_son.values, _nan_reduce(son, "count"))
     # no winter (JJA) observation at all: counts 0, statistics nodata
     assert (out.clear_count_jja.values == 0).all()

@@ -15,9 +15,17 @@ def _dates(*iso: str) -> np.ndarray:
 @pytest.mark.parametrize(
     "date, season",
     [
-        ("2022-12-01", "djf"), ("2022-12-31", "djf"), ("2023-01-15", "djf"), ("2023-02-28", "djf"),
-        ("2023-03-01", "mam"), ("2023-05-31", "mam"), ("2023-06-01", "jja"), ("2023-08-31", "jja"),
-        ("2023-09-01", "son"), ("2023-11-30", "son"), ("2024-02-29", "djf"),
+        ("2022-12-01", "djf"),
+        ("2022-12-31", "djf"),
+        ("2023-01-15", "djf"),
+        ("2023-02-28", "djf"),
+        ("2023-03-01", "mam"),
+        ("2023-05-31", "mam"),
+        ("2023-06-01", "jja"),
+        ("2023-08-31", "jja"),
+        ("2023-09-01", "son"),
+        ("2023-11-30", "son"),
+        ("2024-02-29", "djf"),
     ],
 )
 def test_default_year_mode_months(date, season):
@@ -33,7 +41,9 @@ def test_djf_spans_the_year_boundary():
 
 def test_custom_seasons_leave_other_months_out():
     s = Seasons.from_config({"wet": [11, 12, 1, 2, 3], "dry": [5, 6, 7, 8, 9]}, mode="year")
-    idx = s.group_index(_dates("2023-01-01", "2023-04-10", "2023-06-30", "2023-10-31", "2023-11-01"))
+    idx = s.group_index(
+        _dates("2023-01-01", "2023-04-10", "2023-06-30", "2023-10-31", "2023-11-01")
+    )
     assert list(idx) == [0, -1, 1, -1, 0]
     assert s.groups == ("wet", "dry")
 
@@ -47,7 +57,11 @@ def test_task_mode_is_one_group():
 @pytest.mark.parametrize(
     "seasons, mode, message",
     [
-        ({"a": [1, 2], "b": [2, 3]}, "year", "plugin_config.seasons.b: month 2 is already in season 'a'"),
+        (
+            {"a": [1, 2], "b": [2, 3]},
+            "year",
+            "plugin_config.seasons.b: month 2 is already in season 'a'",
+        ),
         ({"a": [0]}, "year", "plugin_config.seasons.a: month 0 is outside 1-12"),
         ({"a": [13]}, "year", "month 13 is outside 1-12"),
         ({"a": []}, "year", "plugin_config.seasons.a: expected a non-empty list"),
@@ -56,7 +70,11 @@ def test_task_mode_is_one_group():
         ({"a": [True]}, "year", "month True is outside"),
         ({"not valid": [1]}, "year", "must be an identifier"),
         ({}, "year", "plugin_config.seasons: expected a non-empty mapping"),
-        (None, "monthly", "plugin_config.season_mode: 'monthly' is not allowed; allowed: task, year"),
+        (
+            None,
+            "monthly",
+            "plugin_config.season_mode: 'monthly' is not allowed; allowed: task, year",
+        ),
     ],
 )
 def test_bad_seasons(seasons, mode, message):
@@ -67,9 +85,16 @@ def test_bad_seasons(seasons, mode, message):
 
 @pytest.mark.parametrize(
     "stat, season, name",
-    [("mean", None, "ndvi_mean"), ("count", None, "clear_count"), ("mean", "djf", "ndvi_mean_djf"),
-     ("count", "jja", "clear_count_jja"), ("median", "wet", "ndvi_median_wet"), ("std", None, "ndvi_std"),
-     ("min", "son", "ndvi_min_son"), ("max", None, "ndvi_max")],
+    [
+        ("mean", None, "ndvi_mean"),
+        ("count", None, "clear_count"),
+        ("mean", "djf", "ndvi_mean_djf"),
+        ("count", "jja", "clear_count_jja"),
+        ("median", "wet", "ndvi_median_wet"),
+        ("std", None, "ndvi_std"),
+        ("min", "son", "ndvi_min_son"),
+        ("max", None, "ndvi_max"),
+    ],
 )
 def test_band_names(stat, season, name):
     assert band_name(stat, season) == name

@@ -17,7 +17,13 @@ def _numpy_reference(obs: np.ndarray, stat: str, min_clear: int) -> np.ndarray:
         return count.astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fn = {"mean": np.nanmean, "median": np.nanmedian, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}[stat]
+        fn = {
+            "mean": np.nanmean,
+            "median": np.nanmedian,
+            "std": np.nanstd,
+            "min": np.nanmin,
+            "max": np.nanmax,
+        }[stat]
         value = fn(obs, axis=0) if obs.shape[0] else np.full(obs.shape[1:], np.nan)
     return np.where(count >= min_clear, value, np.nan)
 
@@ -49,7 +55,9 @@ KINDS = ["clear", "random_nan", "all_cloud", "one_obs", "nodata_edge", "ties"]
 def test_single_group_matches_numpy(kind, stat, min_clear):
     rng = np.random.default_rng(abs(hash((kind, stat))) % 2**32)
     obs = _stack(kind, rng)
-    out = reduce_block(obs, np.zeros(len(obs), int), n_groups=1, statistics=(stat,), min_clear=min_clear)
+    out = reduce_block(
+        obs, np.zeros(len(obs), int), n_groups=1, statistics=(stat,), min_clear=min_clear
+    )
     expected = _numpy_reference(obs, stat, min_clear if stat != "count" else 0)
     assert out.shape == (1, *obs.shape[1:]) and out.dtype == np.float32
     np.testing.assert_allclose(out[0], expected, rtol=0, atol=2e-6, equal_nan=True)
@@ -74,13 +82,17 @@ def test_groups_are_independent_and_empty_groups_are_nodata(kind):
 
 
 def test_empty_stack():
-    out = reduce_block(np.zeros((0, 3, 4), np.float32), np.zeros(0, int), n_groups=2, statistics=("mean", "count"))
+    out = reduce_block(
+        np.zeros((0, 3, 4), np.float32), np.zeros(0, int), n_groups=2, statistics=("mean", "count")
+    )
     assert out.shape == (4, 3, 4)
     assert np.isnan(out[0]).all() and (out[1] == 0).all()
 
 
 def test_std_is_stable_for_tiny_variance():
-    obs = (0.8 + np.arange(40, dtype=np.float64)[:, None, None] * 1e-5).astype(np.float32) * np.ones((1, 2, 2), np.float32)
+    obs = (0.8 + np.arange(40, dtype=np.float64)[:, None, None] * 1e-5).astype(
+        np.float32
+    ) * np.ones((1, 2, 2), np.float32)
     out = reduce_block(obs, np.zeros(40, int), n_groups=1, statistics=("std",))
     np.testing.assert_allclose(out[0], np.std(obs.astype(np.float64), axis=0), rtol=1e-3)
 
@@ -92,7 +104,10 @@ def test_counts_saturate_below_the_nodata_value():
     assert COUNT_NODATA == 65535
 
 
-@pytest.mark.parametrize("stat, dtype, nodata_is_nan", [(s, "float32", True) for s in STATISTICS if s != "count"] + [("count", "uint16", False)])
+@pytest.mark.parametrize(
+    "stat, dtype, nodata_is_nan",
+    [(s, "float32", True) for s in STATISTICS if s != "count"] + [("count", "uint16", False)],
+)
 def test_band_encoding(stat, dtype, nodata_is_nan):
     dt, nodata = band_dtype_nodata(stat)
     assert dt == np.dtype(dtype)

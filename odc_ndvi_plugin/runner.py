@@ -1,0 +1,382 @@
+"""One task runner for local dask, dask-gateway clusters and SQS queues.
+
+``NDVITaskRunner`` is odc-stats' ``TaskRunner`` (same run config file, task db, task
+selection, output naming, COG/STAC sink) with three changes that production needs:
+
+* failures are contained per task: a task whose graph cannot be built or whose
+  computation fails is reported (with the dataset/file named by the error) and the run
+  goes on; odc-stats aborts the whole run at the first unreadable input;
+* several tasks are kept in flight (``max_in_flight``) so a large cluster is not idle
+  between tiles; SQS leases of running tasks are extended, a message is deleted only
+  after the task's outputs are complete and released (made visible) on failure;
+* the dask client comes from outside (a gateway cluster) or is a loopback-only
+  ``LocalCluster``; files are written atomically (temp name + rename), the STAC item
+  last, so a file under its final name is always whole and the STAC item means "done".
+
+Interruption (Ctrl-C/SIGTERM) cancels what is in flight, releases its SQS messages and
+removes its partial files; a rerun then does exactly the missing tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import dask
+import xarray as xr
+from distributed import Client, Future, wait
+from odc.stats.io import S3COGSink, WriteResult
+from odc.stats.model import Task, TaskResult, TaskRunnerConfig
+from odc.stats.proc import TaskRunner
+
+__all__ = [
+    "AtomicCOGSink",
+    "NDVITaskRunner",
+    "RunSummary",
+    "load_run_config",
+    "sigterm_as_interrupt",
+]
+
+_log = logging.getLogger(__name__)
+
+#: keys of an odc-stats run config that TaskRunnerConfig takes
+RUN_CONFIG_KEYS = (
+    "product",
+    "filedb",
+    "plugin",
+    "threads",
+    "memory_limit",
+    "output_location",
+    "s3_acl",
+    "overwrite",
+    "max_processing_time",
+    "heartbeat_filepath",
+    "plugin_config",
+    "cog_opts",
+    "aws_unsigned",
+    "job_queue_max_lease",
+    "renew_safety_margin",
+    "future_poll_interval",
+)
+#: keys odc-stats' CLI reads from the same file beside TaskRunnerConfig
+CLI_ONLY_KEYS = ("dataset_filters", "apply_eodatasets3")
+
+
+def load_run_config(
+    config: dict[str, Any], **overrides: Any
+) -> tuple[TaskRunnerConfig, dict[str, Any]]:
+    """Validate an odc-stats run config mapping; unknown keys are an error naming the key.
+
+    Returns the TaskRunnerConfig and the CLI-only extras (dataset_filters, apply_eodatasets3).
+    """
+    unknown = sorted(set(config) - set(RUN_CONFIG_KEYS) - set(CLI_ONLY_KEYS))
+    if unknown:
+        raise ValueError(
+            f"run config: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(RUN_CONFIG_KEYS + CLI_ONLY_KEYS)}"
+        )
+    merged = {k: v for k, v in config.items() if k in RUN_CONFIG_KEYS}
+    merged.update({k: v for k, v in overrides.items() if v is not None and v != ""})
+    if not merged.get("plugin"):
+        raise ValueError("run config: 'plugin' is required (e.g. odc_ndvi_plugin.NDVISeasonal)")
+    if not merged.get("output_location"):
+        raise ValueError(
+            "run config: 'output_location' is required (file:///path or s3://bucket/prefix)"
+        )
+    scheme = urlparse(str(merged["output_location"])).scheme
+    if scheme not in ("file", "s3"):
+        raise ValueError(
+            f"run config: output_location {merged['output_location']!r} must start with file:// or s3://"
+        )
+    extras = {k: config[k] for k in CLI_ONLY_KEYS if k in config}
+    return TaskRunnerConfig(**merged), extras
+
+
+@dask.delayed(name="atomic-save-to-file", pure=False)
+def _atomic_write(data: bytes | str, path: str, with_deps: Any = None) -> WriteResult:
+    """Write ``data`` to ``path`` via a temp file in the same folder + rename."""
+    if isinstance(data, str):
+        data = data.encode("utf8")
+    digest = hashlib.sha1(data).hexdigest()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError:
+        _log.exception("failed to write %s", path)
+        tmp.unlink(missing_ok=True)
+        return WriteResult(path, digest, "Failed Write")
+    return WriteResult(path, digest, None)
+
+
+class AtomicCOGSink(S3COGSink):
+    """odc-stats' sink, but local files appear under their final name only when whole."""
+
+    def _write_blob(self, data, url: str, ContentType: str | None = None, with_deps=None):  # noqa: N803
+        parsed = urlparse(url)
+        if parsed.scheme != "file":
+            return super()._write_blob(data, url, ContentType=ContentType, with_deps=with_deps)
+        return _atomic_write(data, parsed.path, with_deps=with_deps)
+
+    def task_files(self, task: Task) -> list[str]:
+        """Every URL a task writes (bands, rgba, checksums, metadata)."""
+        urls = list(task.paths("absolute", ext=self._band_ext).values())
+        urls.append(task.aux_path("rgba", relative_to="absolute", ext=self._band_ext))
+        for ext in ("sha1", self._stac_meta_ext, self._odc_meta_ext, self._proc_info_ext):
+            urls.append(task.metadata_path("absolute", ext=ext))
+        return urls
+
+    def remove_task_outputs(self, task: Task) -> None:
+        """Best effort removal of whatever a failed/cancelled task left behind."""
+        for url in self.task_files(task):
+            parsed = urlparse(url)
+            try:
+                if parsed.scheme == "file":
+                    Path(parsed.path).unlink(missing_ok=True)
+                elif parsed.scheme == "s3":
+                    import boto3
+
+                    boto3.client("s3").delete_object(
+                        Bucket=parsed.netloc, Key=parsed.path.lstrip("/")
+                    )
+            except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
+                _log.warning("could not remove %s", url)
+
+
+@dataclass
+class RunSummary:
+    """Counts and failures of one run (printed at the end, also as progress)."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"done {self.done}, skipped {self.skipped}, failed {self.failed}, in flight {self.in_flight}"
+
+
+@dataclass
+class _Running:
+    task: Task
+    future: Future
+    started: float
+
+
+class NDVITaskRunner(TaskRunner):
+    """odc-stats' TaskRunner with per-task failure containment and tasks in flight."""
+
+    def __init__(
+        self,
+        cfg: TaskRunnerConfig,
+        *,
+        client: Client | None = None,
+        from_sqs: str = "",
+        max_in_flight: int = 1,
+        resolution: tuple[float, float] | None = None,
+        on_result: Callable[[TaskResult, RunSummary], None] | None = None,
+    ):
+        super().__init__(cfg, resolution=resolution, from_sqs=from_sqs)
+        self.sink = AtomicCOGSink(cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public)
+        self._client = client
+        self._owns_client = client is None
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.summary = RunSummary()
+        self._on_result = on_result
+
+    # -- dask ------------------------------------------------------------------------
+    def _init_dask(self) -> Client:
+        """Loopback-only local cluster (odc-stats' default binds its dashboard on 0.0.0.0)."""
+        from datacube.utils.rio import configure_s3_access
+        from distributed import LocalCluster
+        from odc.stats.proc import S3ClientPlugin, get_max_cpu, get_max_mem
+
+        cfg = self._cfg
+        nthreads = cfg.threads if cfg.threads > 0 else get_max_cpu()
+        memory_limit: str | int = cfg.memory_limit or max(get_max_mem() - (1 << 30), 1 << 30)
+        cluster = LocalCluster(
+            n_workers=1,
+            threads_per_worker=nthreads,
+            processes=False,
+            memory_limit=memory_limit,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
+        client = Client(cluster)
+        for c in (None, client):
+            configure_s3_access(aws_unsigned=cfg.aws_unsigned, cloud_defaults=True, client=c)
+        client.register_plugin(S3ClientPlugin())
+        _log.info("Started local dask on 127.0.0.1 with %d threads", nthreads)
+        return client
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            cluster = getattr(self._client, "cluster", None)
+            self._client.close()
+            if cluster is not None:
+                cluster.close()
+        self._client = None
+
+    def __del__(self):  # odc-stats' __del__ would start a cluster just to close it
+        pass
+
+    # -- one task ----------------------------------------------------------------------
+    def _graph(self, task: Task, apply_eodatasets3: bool) -> Any:
+        proc, cfg = self.proc, self._cfg
+        ds = proc.reduce(
+            proc.input_data(
+                task.datasets,
+                task.geobox,
+                transform_code=proc.transform_code,
+                area_of_interest=proc.area_of_interest,
+            )
+        )
+        aux = None
+        if "rgba" in cfg.cog_opts.get("overrides", {}):
+            rgba = proc.rgba(ds)
+            if rgba is not None:
+                aux = xr.Dataset({"rgba": rgba})
+        return self.sink.dump(task, proc, ds, aux, apply_eodatasets3)
+
+    def _record(self, result: TaskResult) -> TaskResult:
+        s = self.summary
+        if result.skipped:
+            s.skipped += 1
+        elif result:
+            s.done += 1
+        else:
+            s.failed += 1
+            s.errors.append((result.task.location, str(result.error)))
+        if self._on_result is not None:
+            self._on_result(result, s)
+        return result
+
+    def _finish(self, running: _Running) -> TaskResult:
+        task, tk = running.task, running.task.source
+        try:
+            rr: WriteResult = running.future.result()
+            error = None if rr.error is None else f"failed to write {rr.path}"
+            path = rr.path
+        except Exception as err:  # noqa: BLE001 - contained per task by design
+            error, path = f"{type(err).__name__}: {err}", ""
+        if error is None:
+            _log.info("Finished %s", task.location)
+            if tk is not None:
+                tk.done()
+            return TaskResult(task, path)
+        _log.error("Task %s failed: %s", task.location, error)
+        self.sink.remove_task_outputs(task)
+        if tk is not None:
+            tk.cancel()
+        return TaskResult(task, error=error)
+
+    def _fail_early(self, task: Task, err: Exception) -> TaskResult:
+        error = f"{type(err).__name__}: {err}"
+        _log.error("Task %s failed before computing: %s", task.location, error)
+        if task.source is not None:
+            task.source.cancel()
+        return TaskResult(task, error=error)
+
+    def _cancel_all(self, running: list[_Running]) -> None:
+        for r in running:
+            r.future.cancel()
+            if r.task.source is not None:
+                r.task.source.cancel()
+        for r in running:
+            self.sink.remove_task_outputs(r.task)
+
+    def _poll(self, running: list[_Running]) -> Iterator[TaskResult]:
+        """Wait for at least one task (or a poll interval); yield finished ones."""
+        cfg = self._cfg
+        wait(
+            [r.future for r in running],
+            timeout=cfg.future_poll_interval,
+            return_when="FIRST_COMPLETED",
+        )
+        now = time.monotonic()
+        for r in list(running):
+            if r.future.done():
+                running.remove(r)
+                yield self._finish(r)
+            elif cfg.max_processing_time > 0 and now - r.started > cfg.max_processing_time:
+                running.remove(r)
+                r.future.cancel()
+                self.sink.remove_task_outputs(r.task)
+                if r.task.source is not None:
+                    r.task.source.cancel()
+                yield TaskResult(
+                    r.task, error=f"cancelled after max_processing_time={cfg.max_processing_time}s"
+                )
+            elif r.task.source is not None:
+                r.task.source.extend_if_needed(cfg.job_queue_max_lease, cfg.renew_safety_margin)
+        if cfg.heartbeat_filepath is not None:
+            self._register_heartbeat(cfg.heartbeat_filepath)
+
+    def _run(self, tasks: Iterable[Task], apply_eodatasets3) -> Iterator[TaskResult]:
+        client = self.client()
+        running: list[_Running] = []
+        try:
+            for task in tasks:
+                while len(running) >= self.max_in_flight:
+                    for result in self._poll(running):
+                        self.summary.in_flight = len(running)
+                        yield self._record(result)
+                if not self._cfg.overwrite and self.sink.exists(task):
+                    _log.info("Skipped %s (STAC item exists)", task.location)
+                    if task.source is not None:
+                        task.source.done()
+                    yield self._record(TaskResult(task, self.sink.uri(task), skipped=True))
+                    continue
+                try:
+                    graph = self._graph(task, bool(apply_eodatasets3))
+                except Exception as err:  # noqa: BLE001 - contained per task by design
+                    yield self._record(self._fail_early(task, err))
+                    continue
+                _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
+                running.append(_Running(task, client.compute(graph), time.monotonic()))
+                self.summary.in_flight = len(running)
+            while running:
+                for result in self._poll(running):
+                    self.summary.in_flight = len(running)
+                    yield self._record(result)
+        except BaseException:
+            _log.warning("Interrupted: cancelling %d task(s) in flight", len(running))
+            self._cancel_all(running)
+            running.clear()
+            raise
+        finally:
+            self.summary.in_flight = len(running)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C inside the block (Kubernetes stops pods with SIGTERM)."""
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
