@@ -380,3 +380,76 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def check_output_location(location: str) -> None:
+    """Fail before any work if ``location`` cannot be written (names the target)."""
+    parsed = urlparse(location)
+    probe_name = f".odc-ndvi-write-probe-{uuid.uuid4().hex[:8]}"
+    if parsed.scheme == "file":
+        folder = Path(parsed.path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / probe_name
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"output_location {location!r} is not writable: {err}") from err
+    elif parsed.scheme == "s3":
+        import boto3
+
+        key = f"{parsed.path.strip('/')}/{probe_name}".lstrip("/")
+        try:
+            s3 = boto3.client("s3")
+            s3.put_object(Bucket=parsed.netloc, Key=key, Body=b"")
+            s3.delete_object(Bucket=parsed.netloc, Key=key)
+        except Exception as err:  # noqa: BLE001 - any failure means "cannot write there"
+            raise ValueError(f"output_location {location!r} is not writable: {err}") from err
+
+
+def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
+    """Checks that fail the whole run before any task: output writable, inputs readable."""
+    check_output_location(runner.product.location)
+    if from_sqs:
+        return
+    validate = getattr(runner.proc, "validate_product", None)
+    tiles = runner.rdr.all_tiles
+    if validate is None or not tiles:
+        return
+    for ds in runner.rdr.datasets(tiles[0])[:1]:
+        validate(ds.product)
+
+
+def execute(
+    cfg: TaskRunnerConfig,
+    *,
+    tasks: list[str] | None = None,
+    from_sqs: str = "",
+    client: Client | None = None,
+    max_in_flight: int = 1,
+    dataset_filters: str | None = None,
+    apply_eodatasets3: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue."""
+
+    def report(result: TaskResult, summary: RunSummary) -> None:
+        if progress is None:
+            return
+        what = "skipped" if result.skipped else ("done" if result else f"FAILED: {result.error}")
+        progress(f"[{summary.line()}] {result.task.location} {what}")
+
+    runner = NDVITaskRunner(cfg, client=client, from_sqs=from_sqs, max_in_flight=max_in_flight, on_result=report)
+    try:
+        preflight(runner, from_sqs=from_sqs)
+        results = (
+            runner.run(sqs=from_sqs, ds_filters=dataset_filters, apply_eodatasets3=apply_eodatasets3)
+            if from_sqs
+            else runner.run(tasks=list(tasks or []), ds_filters=dataset_filters, apply_eodatasets3=apply_eodatasets3)
+        )
+        with sigterm_as_interrupt():
+            for _ in results:
+                pass
+    finally:
+        runner.close()
+    return runner.summary

@@ -1,0 +1,196 @@
+"""``odc-ndvi``: thin click commands over the rooms (runner, demo, synthetic, product)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+__all__ = ["main"]
+
+
+def _read_yaml(path: str, what: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {what} {path!r}: {err}") from err
+    except yaml.YAMLError as err:
+        raise click.BadParameter(f"{what} {path!r} is not valid YAML: {err}") from err
+    if not isinstance(doc, dict):
+        raise click.BadParameter(f"{what} {path!r} must be a YAML mapping")
+    return doc
+
+
+def _setup_logging(verbose: bool) -> None:
+    from .secrets import RedactingFilter
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+
+
+@click.group()
+@click.version_option(package_name="odc-ndvi-plugin")
+def main() -> None:
+    """Cloud-masked seasonal NDVI statistics with odc-stats."""
+
+
+@main.command("run")
+@click.option("--config", "config_path", required=True, help="odc-stats run config (YAML file).")
+@click.option("--location", help="Output location: file:///path or s3://bucket/prefix.")
+@click.option("--from-sqs", default="", help="Take tasks from this SQS queue (name or URL).")
+@click.option("--gateway-config", help="Run on a dask-gateway cluster described by this YAML file.")
+@click.option("--gateway", "gateway_address", help="Gateway address (default: dask config / DASK_GATEWAY__ADDRESS).")
+@click.option("--max-in-flight", type=int, default=None, help="Tasks computed at once (default 1 local, 2 x workers on a gateway).")
+@click.option("--threads", type=int, help="Local dask threads (default: all cores).")
+@click.option("--memory-limit", help="Local dask memory limit, e.g. 4GiB.")
+@click.option("--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist.")
+@click.option("--max-processing-time", type=int, help="Cancel a task after this many seconds.")
+@click.option("--dryrun", is_flag=True, help="List the tasks and whether their outputs exist.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+@click.argument("filedb", required=False, default="")
+@click.argument("tasks", nargs=-1)
+def run_command(
+    config_path: str,
+    location: str | None,
+    from_sqs: str,
+    gateway_config: str | None,
+    gateway_address: str | None,
+    max_in_flight: int | None,
+    threads: int | None,
+    memory_limit: str | None,
+    overwrite: bool | None,
+    max_processing_time: int | None,
+    dryrun: bool,
+    verbose: bool,
+    filedb: str,
+    tasks: tuple[str, ...],
+) -> None:
+    """Run tasks (all, or TASKS: ids, indices or slices as odc-stats run) from FILEDB or SQS."""
+    from .runner import execute, load_run_config
+
+    _setup_logging(verbose)
+    if from_sqs and tasks:
+        raise click.UsageError("give either TASKS or --from-sqs, not both")
+    if not from_sqs and not filedb:
+        raise click.UsageError("FILEDB (the task db from save-tasks) is required unless --from-sqs")
+    try:
+        cfg, extras = load_run_config(
+            _read_yaml(config_path, "run config"),
+            filedb=filedb,
+            output_location=location,
+            threads=threads,
+            memory_limit=memory_limit,
+            overwrite=overwrite,
+            max_processing_time=max_processing_time,
+        )
+        if dryrun:
+            from .runner import NDVITaskRunner
+
+            runner = NDVITaskRunner(cfg)
+            for result in runner.dry_run(list(tasks)):
+                click.echo(result.meta)
+            return
+
+        def progress(msg: str) -> None:
+            click.echo(msg, err=True)
+
+        kwargs: dict[str, Any] = dict(
+            tasks=list(tasks),
+            from_sqs=from_sqs,
+            dataset_filters=extras.get("dataset_filters"),
+            apply_eodatasets3=bool(extras.get("apply_eodatasets3", False)),
+            progress=progress,
+        )
+        if gateway_config:
+            from .gateway import GatewayClusterConfig, open_gateway_cluster
+
+            gcfg = GatewayClusterConfig.from_file(gateway_config)
+            with open_gateway_cluster(gcfg, address=gateway_address) as (_cluster, client):
+                workers = max(1, len(client.scheduler_info().get("workers", {})))
+                summary = execute(cfg, client=client, max_in_flight=max_in_flight or 2 * workers, **kwargs)
+        else:
+            summary = execute(cfg, max_in_flight=max_in_flight or 1, **kwargs)
+    except (ValueError, TimeoutError, PermissionError) as err:
+        raise click.ClickException(str(err)) from err
+    except KeyboardInterrupt:
+        click.echo("interrupted: tasks in flight were cancelled; rerun to finish the rest", err=True)
+        sys.exit(130)
+    click.echo(f"Tasks: {summary.line()}")
+    for location_, error in summary.errors:
+        click.echo(f"  failed {location_}: {error}", err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+@main.command("check-config")
+@click.argument("config_path")
+def check_config_command(config_path: str) -> None:
+    """Validate a run config and its plugin_config without running anything."""
+    from odc.stats.plugins import resolve
+
+    from .runner import load_run_config
+
+    try:
+        cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
+        plugin = resolve(cfg.plugin)(**cfg.plugin_config)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"ok: {cfg.plugin} -> bands {', '.join(plugin.measurements)}")
+
+
+@main.command("product-definition")
+@click.argument("config_path")
+def product_definition_command(config_path: str) -> None:
+    """Print the output product definition (eo3 YAML) for a run config."""
+    from odc.stats.plugins import resolve
+
+    from .product import dump_product_definition, output_product_definition
+    from .runner import load_run_config
+
+    try:
+        cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
+        plugin = resolve(cfg.plugin)(**cfg.plugin_config)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(dump_product_definition(output_product_definition(plugin, cfg.product)), nl=False)
+
+
+@main.command("demo")
+@click.option("--workdir", default=".work/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--size", type=click.Choice(["demo", "tiny"]), default="demo", show_default=True)
+@click.option("--flavour", type=click.Choice(["usgs_c2", "dea_ard"]), default="usgs_c2", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Recompute tasks whose outputs exist.")
+@click.option("-v", "--verbose", is_flag=True)
+def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
+    """The main job, from scratch: index, archive, save-tasks, run, quicklooks."""
+    from .demo import run_demo
+
+    _setup_logging(verbose)
+    try:
+        report = run_demo(Path(workdir), size=size, flavour=flavour, overwrite=overwrite, progress=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
+        sys.exit(130)
+    click.echo(report.text())
+    if report.summary.failed:
+        sys.exit(1)
+
+
+def _attach_synth() -> None:
+    try:
+        from .synthetic import synth_command
+    except ImportError:  # pragma: no cover - module under construction
+        return
+    main.add_command(synth_command)
+
+
+_attach_synth()
