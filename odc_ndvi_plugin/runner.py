@@ -208,22 +208,28 @@ class NDVITaskRunner(TaskRunner):
         from odc.stats.proc import S3ClientPlugin, get_max_cpu, get_max_mem
 
         cfg = self._cfg
-        nthreads = cfg.threads if cfg.threads > 0 else get_max_cpu()
+        nthreads = cfg.threads if cfg.threads > 0 else max(1, get_max_cpu() or 0, os.cpu_count() or 1)
         memory_limit: str | int = cfg.memory_limit or max(get_max_mem() - (1 << 30), 1 << 30)
         cluster = LocalCluster(
             n_workers=1,
             threads_per_worker=nthreads,
             processes=False,
             memory_limit=memory_limit,
-            host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
         )
         client = Client(cluster)
-        for c in (None, client):
-            configure_s3_access(aws_unsigned=cfg.aws_unsigned, cloud_defaults=True, client=c)
+        if self._needs_s3():
+            for c in (None, client):
+                configure_s3_access(aws_unsigned=cfg.aws_unsigned, cloud_defaults=True, client=c)
         client.register_plugin(S3ClientPlugin())
         _log.info("Started local dask on 127.0.0.1 with %d threads", nthreads)
         return client
+
+    def _needs_s3(self) -> bool:
+        """S3 set-up only when something is on S3 (it probes for credentials, slowly)."""
+        if self._cfg.aws_unsigned or self.product.location.startswith("s3://"):
+            return True
+        return any(k in os.environ for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE"))
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:
