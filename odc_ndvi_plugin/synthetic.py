@@ -392,10 +392,10 @@ class ArchiveSpec:
         tile_px: int = 512,
         **kwargs: Any,
     ) -> ArchiveSpec:
-        """Demo preset: 2x2 tiles of 512 px, one season-year (2019-12-02 .. 2020-11-18) at the
+        """Demo preset: 2x2 tiles of 512 px, one season-year (2019-12-03 .. 2020-11-19) at the
         16-day revisit (23 dates) x 2 paths = 46 scenes."""
         opts: dict[str, Any] = dict(
-            start=dt.date(2019, 12, 2),
+            start=dt.date(2019, 12, 3),
             end=dt.date(2020, 11, 30),
             revisit_days=16,
             rows_per_path=1,
@@ -961,6 +961,11 @@ class Truth:
     exact: bool
     scenes: tuple[SceneTruth, ...]
     landcover: np.ndarray  # uint8 LandCover, 255 outside the region
+
+    def scenes_for(self, scene: Scene | str) -> tuple[SceneTruth, ...]:
+        """The truth of one scene (by :class:`Scene` or name); empty if it misses the geobox."""
+        name = scene if isinstance(scene, str) else scene.name
+        return tuple(s for s in self.scenes if s.scene.name == name)
 
     def days(self) -> tuple[DayTruth, ...]:
         """Per solar day, scenes fused (first valid observation wins)."""
