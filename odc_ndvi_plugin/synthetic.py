@@ -694,7 +694,8 @@ def _date_fields(
 
 @dataclass(frozen=True)
 class Scene:
-    """One written (or to be written) scene of the archive."""
+    """One written (or to be written) scene of the archive (hashable; compared by identity
+    fields, the geometry objects are derived from them)."""
 
     name: str
     product: str
@@ -702,9 +703,9 @@ class Scene:
     datetime: dt.datetime  # acquisition time, UTC
     wrs_path: int
     wrs_row: int
-    geobox: GeoBox  # the scene raster grid
+    geobox: GeoBox = field(compare=False)  # the scene raster grid
     window: tuple[int, int, int, int]  # (row_off, col_off, height, width) on the scene grid
-    footprint: Geometry  # valid-data polygon (EO3 geometry), scene CRS
+    footprint: Geometry = field(compare=False)  # valid-data polygon (EO3 geometry), scene CRS
     dataset_yaml: Path
     id: uuid.UUID
     measurement_files: tuple[tuple[str, str], ...] = field(repr=False)  # (measurement, file)
@@ -906,7 +907,7 @@ def _plan(spec: ArchiveSpec, root: Path) -> tuple[Scene, ...]:
 # --- truth -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SceneTruth:
     """What one scene stores on an output geobox.
 
@@ -934,7 +935,7 @@ class SceneTruth:
         return self.valid & ~np.isin(self.condition, [int(c) for c in bad])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DayTruth:
     """All scenes of one solar day fused (overlaps are identical, so the order is irrelevant)."""
 
@@ -953,7 +954,7 @@ class DayTruth:
         return self.valid & ~np.isin(self.condition, [int(c) for c in bad])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Truth:
     """Ground truth of an archive on an output geobox."""
 

@@ -33,6 +33,19 @@ def archives(tmp_path_factory) -> dict[str, sy.Archive]:
 
 
 @pytest.fixture(scope="session")
+def scene_data(archives) -> dict[str, list[tuple[sy.Scene, sy.SceneTruth, dict[str, np.ndarray]]]]:
+    """Per flavour: (scene, its truth on its own grid, the arrays read from its COGs)."""
+    out = {}
+    for flavour, archive in archives.items():
+        rows = []
+        for scene in archive.scenes:
+            (st,) = archive.truth(scene.geobox, dates=[scene.solar_date]).scenes_for(scene)
+            rows.append((scene, st, _scene_arrays(scene)))
+        out[flavour] = rows
+    return out
+
+
+@pytest.fixture(scope="session")
 def product_docs() -> dict[str, dict]:
     return {f: yaml.safe_load(sy.product_definition_path(f).read_text()) for f in FLAVOURS}
 
@@ -375,12 +388,9 @@ def test_decode_matches_product_scaling(product_docs, flavour, dn, expected):
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_every_scene_file_equals_truth(archives, flavour):
-    archive = archives[flavour]
+def test_every_scene_file_equals_truth(scene_data, flavour):
     info = sy._FLAVOUR_INFO[flavour]
-    for scene in archive.scenes:
-        (st,) = archive.truth(scene.geobox, dates=[scene.solar_date]).scenes_for(scene)
-        arr = _scene_arrays(scene)
+    for scene, st, arr in scene_data[flavour]:
         np.testing.assert_array_equal(sy.decode(flavour, arr[info.red]), st.red)
         np.testing.assert_array_equal(sy.decode(flavour, arr[info.nir]), st.nir)
         if flavour == "usgs_c2":
@@ -421,13 +431,11 @@ QA_PREDICATES = [
 
 
 @pytest.mark.parametrize(("query", "predicate"), QA_PREDICATES, ids=lambda v: str(v))
-def test_stored_qa_pixel_flags_match_conditions(archives, product_docs, query, predicate):
-    archive = archives["usgs_c2"]
+def test_stored_qa_pixel_flags_match_conditions(scene_data, product_docs, query, predicate):
     flags = _flags(product_docs["usgs_c2"], "qa_pixel")
     hits = 0
-    for scene in archive.scenes[::3]:
-        (st,) = archive.truth(scene.geobox, dates=[scene.solar_date]).scenes_for(scene)
-        qa = _scene_arrays(scene)["qa_pixel"]
+    for _, st, arrays in scene_data["usgs_c2"]:
+        qa = arrays["qa_pixel"]
         want = predicate(st.condition, st.water)
         np.testing.assert_array_equal(_make_mask(qa, flags, **query), want)
         hits += int(want.sum())
@@ -435,14 +443,12 @@ def test_stored_qa_pixel_flags_match_conditions(archives, product_docs, query, p
 
 
 @pytest.mark.parametrize("name", ["nodata", "valid", "cloud", "shadow", "snow", "water"])
-def test_stored_fmask_matches_conditions(archives, product_docs, name):
-    archive = archives["dea_ard"]
+def test_stored_fmask_matches_conditions(scene_data, product_docs, name):
     flags = _flags(product_docs["dea_ard"], "oa_fmask")
     want_codes = [c for c, n in FMASK_NAMES.items() if n == name]
     hits = 0
-    for scene in archive.scenes:
-        (st,) = archive.truth(scene.geobox, dates=[scene.solar_date]).scenes_for(scene)
-        fm = _scene_arrays(scene)["oa_fmask"]
+    for _, st, arrays in scene_data["dea_ard"]:
+        fm = arrays["oa_fmask"]
         want = np.isin(st.condition, want_codes)
         np.testing.assert_array_equal(_make_mask(fm, flags, fmask=name), want)
         hits += int(want.sum())
