@@ -88,10 +88,12 @@ SYSTEM_USER = "embedded_postgres"
 _PG_SUPERUSER = "postgres"
 _PG_PORT = 5432  # only names the socket file (.s.PGSQL.5432); there is no TCP listener
 _SOCKET_PREFIX = "odcpg-"
+_MAX_LOG_BYTES = 16 * 1024 * 1024  # postgres.log is rotated (once) at start beyond this
 _MAX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _DB_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _ENV_NAME_RE = re.compile(r"[a-z][a-z0-9]*")
 _APP = "odc-ndvi"
+_MAX_REPORTED = 20  # problems listed in one IndexingError
 
 # Config options that say *where* the index is; used to decide whether the user configured one.
 _LOCATING_OPTIONS = ("db_url", "db_hostname", "db_port", "db_database", "index_driver")
@@ -223,7 +225,8 @@ class DatacubeEnv:
         config, so config files are not consulted) and ``ODC_<ENV>_DB_URL`` /
         ``ODC_<ENV>_INDEX_DRIVER`` (which take precedence over ``ODC_ALL_*`` and legacy
         variables). For the user's configuration: ``ODC_ENVIRONMENT`` and, if it came from
-        a file, ``ODC_CONFIG_PATH`` with its absolute path.
+        a file, ``ODC_CONFIG_PATH`` with its absolute path. The values include the database
+        URL (and any password in it): pass them on, do not log them.
         """
         out = {"ODC_ENVIRONMENT": self.name}
         if self.db_url is None:
@@ -626,7 +629,6 @@ def _start_postmaster(
         "listen_addresses": "",  # no TCP at all
         "unix_socket_directories": str(sock),
         "port": str(_PG_PORT),
-        "max_connections": "100",
     }
     if not durable:
         settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -635,6 +637,9 @@ def _start_postmaster(
         cmd += ["-c", f"{key}={value}"]
 
     log = data_dir / "postgres.log"
+    with contextlib.suppress(OSError):
+        if log.stat().st_size > _MAX_LOG_BYTES:
+            log.replace(log.with_name(log.name + ".1"))
     t0 = time.monotonic()
     with open(log, "ab") as log_fh:
         proc = subprocess.Popen(
@@ -721,7 +726,7 @@ def _locked_state(data_dir: Path) -> Iterator[dict[str, Any]]:
                 "managed": bool(isinstance(state, dict) and state.get("managed")),
             }
         live = {}
-        for token, h in state["handles"].items():
+        for token, h in state["handles"].items():  # drop handles of dead processes
             try:
                 if abs(psutil.Process(h["pid"]).create_time() - h["ctime"]) < 1.0:
                     live[token] = h
@@ -734,6 +739,12 @@ def _locked_state(data_dir: Path) -> Iterator[dict[str, Any]]:
         os.pwrite(fd, data, 0)
     finally:
         os.close(fd)
+
+
+def _process_ctime(pid: int | None = None) -> float:
+    import psutil
+
+    return psutil.Process(pid).create_time()
 
 
 class PgServer:
@@ -883,7 +894,7 @@ def _check_db_name(name: str) -> None:
 
 
 def _acquire(data_dir: Path, *, db_name: str, durable: bool, start_timeout: float) -> PgServer:
-    data_dir = Path(data_dir).expanduser().absolute()
+    data_dir = Path(data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     run_as = _server_user()
     _ensure_binaries_usable(run_as)
@@ -917,11 +928,14 @@ def _acquire(data_dir: Path, *, db_name: str, durable: bool, start_timeout: floa
             )
             state["managed"] = True
             started = True
-        assert info.socket_dir is not None
-        token = uuid.uuid4().hex
-        import psutil
-
-        state["handles"][token] = {"pid": os.getpid(), "ctime": psutil.Process().create_time()}
+        try:
+            assert info.socket_dir is not None
+            token = uuid.uuid4().hex
+            state["handles"][token] = {"pid": os.getpid(), "ctime": _process_ctime()}
+        except BaseException:
+            if child is not None:
+                _shutdown(child.pid, child)
+            raise
     return PgServer(
         data_dir=data_dir,
         socket_dir=info.socket_dir,
@@ -1193,9 +1207,12 @@ def index_datasets(
             else:
                 resolved.append((path, dataset))
         if problems:
+            shown = problems[:_MAX_REPORTED]
+            if len(problems) > len(shown):
+                shown.append(f"... and {len(problems) - len(shown)} more")
             raise IndexingError(
                 f"{len(problems)} problem(s) indexing datasets, nothing added:\n  "
-                + "\n  ".join(problems)
+                + "\n  ".join(shown)
             )
         done = len(skipped)
         if progress is not None and done:

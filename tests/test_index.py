@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def write_dataset(directory: Path, i: int, *, product: str = PRODUCT, size: int 
         "grids": {"default": {"shape": [size, size], "transform": list(transform)[:6] + [0, 0, 1]}},
         "measurements": {"red": {"path": "red.tif"}, "nir": {"path": "nir.tif"}},
         "properties": {
-            "datetime": f"2020-01-{1 + i:02d}T00:00:00Z",
+            "datetime": (datetime(2020, 1, 1) + timedelta(days=i)).strftime("%Y-%m-%dT00:00:00Z"),
             "odc:processing_datetime": "2020-02-01T00:00:00Z",
             "odc:file_format": "GeoTIFF",
         },
@@ -372,11 +373,15 @@ def test_restart_reuse_stale_pid_interrupt_and_sharing(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_killed_run_leaves_server_that_next_run_adopts_and_stops(tmp_path: Path) -> None:
     data = tmp_path / "pgdata"
+    # load index.py on its own: importing the odc_ndvi_plugin package (odc-stats, datacube,
+    # xarray) would add seconds to this subprocess
     script = textwrap.dedent(f"""
-        import time
+        import importlib.util, sys, time
         from pathlib import Path
-        from odc_ndvi_plugin.index import embedded_postgres
-        with embedded_postgres(Path({str(data)!r}), durable=False) as s:
+        spec = importlib.util.spec_from_file_location("_index", {idx.__file__!r})
+        mod = sys.modules["_index"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        with mod.embedded_postgres(Path({str(data)!r}), durable=False) as s:
             print(s.pid, flush=True)
             time.sleep(120)
     """)
