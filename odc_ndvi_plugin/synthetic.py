@@ -782,9 +782,12 @@ def _strip(
     other: float,
     slope: float,
     shift: float,
-    transpose: bool,
+    across_x: bool,
 ) -> Any:
-    """Polygon of strip k of n along one axis (0..size) with overlapping, slanted ragged edges."""
+    """Polygon of strip k of n spanning part of one axis (0..size), with overlapping, slanted,
+    ragged edges; the outer edges of the first and last strips lie far outside (the region clip
+    makes them straight). Points are built as (a, b): a along the edges (0..other), b across.
+    ``across_x``: the strip spans an x range (a path), so (a, b) is (y, x)."""
     from shapely.geometry import Polygon
 
     s = size / n
@@ -800,7 +803,7 @@ def _strip(
     else:
         hi_pts = _edge((*key, "hi"), hi, slope, other / 2, other, 1.5)
     ring = lo_pts + hi_pts[::-1]
-    if transpose:  # points are (x, y) already when the strip runs along y
+    if across_x:
         return Polygon([(b, a) for a, b in ring])
     return Polygon(ring)
 
@@ -849,7 +852,7 @@ def _plan(spec: ArchiveSpec, root: Path) -> tuple[Scene, ...]:
                 gh,
                 -0.1,
                 shift,
-                transpose=True,
+                across_x=True,
             )
             for r in range(spec.rows_per_path):
                 row = spec.first_row + r
@@ -861,7 +864,7 @@ def _plan(spec: ArchiveSpec, root: Path) -> tuple[Scene, ...]:
                     gw,
                     0.1,
                     shift,
-                    transpose=False,
+                    across_x=False,
                 )
                 poly = pstrip.intersection(rstrip).intersection(lay.region_pix)
                 if poly.is_empty or poly.area < 4 or poly.geom_type != "Polygon":
