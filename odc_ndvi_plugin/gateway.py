@@ -360,13 +360,25 @@ def _make_gateway(
 ) -> Gateway:
     import dask.config
     from dask_gateway import BasicAuth, Gateway
+    from dask_gateway.utils import format_template
 
-    if auth is None and (cfg.auth is not None or username is not None or password is not None):
-        auth_cfg = cfg.auth or GatewayAuthConfig()
-        if auth_cfg.type == "basic":
-            kwargs = dask.config.get("gateway.auth.kwargs", None) or {}
-            user = username or auth_cfg.username or kwargs.get("username")
-            if password is None and auth_cfg.password_env:
+    auth_cfg = cfg.auth
+    if auth is None and auth_cfg is None and (username is not None or password is not None):
+        auth_cfg = GatewayAuthConfig()
+    if auth is None:
+        auth_type = (
+            auth_cfg.type if auth_cfg is not None else dask.config.get("gateway.auth.type", None)
+        )
+        if auth_type == "basic":
+            # Built here rather than by dask_gateway.get_auth: dask parses DASK_* values
+            # as Python literals, so a numeric password arrives as an int, which
+            # BasicAuth cannot encode.
+            kwargs = {
+                k: format_template(v)
+                for k, v in (dask.config.get("gateway.auth.kwargs", None) or {}).items()
+            }
+            user = username or (auth_cfg and auth_cfg.username) or kwargs.get("username")
+            if password is None and auth_cfg is not None and auth_cfg.password_env:
                 if auth_cfg.password_env not in os.environ:
                     raise ValueError(
                         f"auth.password_env names {auth_cfg.password_env!r}, which is not set"
@@ -374,10 +386,13 @@ def _make_gateway(
                 password = os.environ[auth_cfg.password_env]
             if password is None:
                 password = kwargs.get("password")
-            auth = BasicAuth(username=user, password=None if password is None else str(password))
-        else:
+            auth = BasicAuth(
+                username=None if user is None else str(user),
+                password=None if password is None else str(password),
+            )
+        elif auth_cfg is not None:
             auth = auth_cfg.type
-    if password:
+    if password is not None:
         register_secret(str(password))
     try:
         return Gateway(

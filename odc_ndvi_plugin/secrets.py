@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = [
     "MASK",
+    "MIN_SECRET_LENGTH",
     "NON_SECRET_SUFFIXES",
     "SECRET_NAME_PARTS",
     "RedactingFilter",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 MASK = "***"
+MIN_SECRET_LENGTH = 4  # shorter values are not scrubbed from free text
 
 SECRET_NAME_PARTS: tuple[str, ...] = (
     "secret",
@@ -154,8 +156,12 @@ def redact_mapping(mapping: Mapping[Any, Any], *, mask: str = MASK) -> dict[Any,
 
 def register_secret(value: str | None) -> None:
     """Add ``value`` to the process-wide set that every :class:`RedactingFilter` and
-    :func:`redact_text` (with ``registered=True``) scrubs. Empty values are ignored."""
-    if value:
+    :func:`redact_text` (with ``registered=True``) scrubs.
+
+    Values shorter than :data:`MIN_SECRET_LENGTH` are ignored: scrubbing a one-letter
+    password from every log line would mangle the logs and reveal it all the same.
+    """
+    if value is not None and len(str(value)) >= MIN_SECRET_LENGTH:
         with _REGISTRY_LOCK:
             _REGISTRY.add(str(value))
 
@@ -167,7 +173,7 @@ def registered_secrets() -> frozenset[str]:
 
 
 def secret_values_from_environ(
-    environ: Mapping[str, str] | None = None, *, min_length: int = 4
+    environ: Mapping[str, str] | None = None, *, min_length: int = MIN_SECRET_LENGTH
 ) -> frozenset[str]:
     """Values of environment variables whose names are secret (``AWS_SECRET_ACCESS_KEY``,
     ``AWS_SESSION_TOKEN``, ``DASK_GATEWAY__AUTH__KWARGS__PASSWORD``, ...).
@@ -240,7 +246,7 @@ class RedactingFilter(logging.Filter):
         secrets: Iterable[str] = (),
         from_environ: bool = True,
         environ: Mapping[str, str] | None = None,
-        min_length: int = 4,
+        min_length: int = MIN_SECRET_LENGTH,
         mask: str = MASK,
     ) -> None:
         super().__init__(name)

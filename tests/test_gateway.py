@@ -157,6 +157,15 @@ def test_missing_address_is_explained(monkeypatch):
                 pass
 
 
+def test_unreachable_gateway_is_a_connection_error():
+    from tests.fixtures.servers import free_port
+
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(ConnectionError, match=f"^cannot reach the dask-gateway at {address}"):
+        with open_gateway_cluster(_cfg(), address=address, username="u", password="dummy-password"):
+            pass
+
+
 # ----------------------------------------------------------------------- with server
 
 
@@ -374,6 +383,34 @@ def test_cluster_is_shut_down_when_the_block_raises(gateway_env, exc):
             assert name in _active(gateway_env)
             raise exc
     _assert_gone(gateway_env, name, processes=isinstance(exc, KeyboardInterrupt))
+
+
+@pytest.mark.servers
+def test_cluster_is_shut_down_after_ctrl_c_while_waiting(gateway_env, monkeypatch):
+    import odc_ndvi_plugin.gateway as room
+
+    seen = []
+
+    def interrupted(gateway, cluster, **kw):
+        seen.append(cluster.name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(room, "_wait_for_workers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with open_gateway_cluster(_cfg(workers=1)):
+            pytest.fail("must not get here")
+    assert len(seen) == 1
+    _assert_gone(gateway_env, seen[0], processes=True)
+
+
+@pytest.mark.servers
+def test_password_from_environment_config_is_used_and_registered(gateway_env):
+    from odc_ndvi_plugin.secrets import redact_text
+
+    with open_gateway_cluster(_cfg(workers=0)) as (cluster, _):
+        assert cluster.gateway.auth.username == gateway_env.username
+    # the password came from DASK_GATEWAY__AUTH__KWARGS__PASSWORD and is now scrubbed
+    assert redact_text(f"pw={gateway_env.password}") == "pw=***"
 
 
 @pytest.mark.servers

@@ -224,6 +224,9 @@ def test_redact_text(text, secrets, expected):
 def test_registered_secrets_are_scrubbed_everywhere():
     register_secret("registered-value")
     register_secret("")
+    register_secret("abc")  # too short to scrub from free text
+    register_secret(None)
+    assert sec.registered_secrets() == {"registered-value"}
     assert redact_text("a registered-value b") == "a *** b"
     assert redact_text("a registered-value b", registered=False) == "a registered-value b"
     assert RedactingFilter(from_environ=False).redact("registered-value") == MASK
