@@ -1,0 +1,284 @@
+"""Reduce-only benchmark: ``NDVISeasonal(season_mode="year").reduce`` vs the tutorial's xarray.
+
+Both cases reduce the same in-memory, dask-backed NDVI block ``ndvi (spec, y, x)``
+(float32, NaN = cloud, a ``time`` coordinate on ``spec``; the layout of
+``tests/test_plugin.py::_ndvi_stack``) with the same local threaded dask scheduler:
+
+* ``plugin``:   ``NDVISeasonal(season_mode="year").reduce(xx).compute()`` (mean + clear
+  count for DJF/MAM/JJA/SON, the plugin's defaults);
+* ``tutorial``: the tutorial's raw xarray lines on the same float data:
+  ``cloud_free = stack.where(mask)``; NDVI; ``cloud_free.groupby("time.season").mean("time")``.
+  ``mask`` is a lazy boolean "clear" array (``isfinite``), standing in for ``make_mask``.
+  By default the block already *is* NDVI, so the NDVI step is the identity; with
+  ``--tutorial-ndvi`` the tutorial also computes ``(nir - red) / (nir + red)`` from lazy
+  red/nir bands derived from the block (extra arithmetic the plugin does at load time).
+
+Every case runs in its own fresh interpreter (``python bench_reduce.py --case ...``); the
+parent reads that child's own peak RSS and CPU time with ``os.wait4``. The child builds
+the input (same seed -> same data), then times only the compute; its peak RSS therefore
+includes the input block, which is reported separately as ``input_rss``.
+
+Both results are checked to agree (``np.testing.assert_allclose``) before the table is
+printed. JSON goes to ``benchmarks/results/`` (gitignored).
+
+    python benchmarks/bench_reduce.py                      # 40 x 2048 x 2048, 2 threads
+    python benchmarks/bench_reduce.py --obs 20 --px 512    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CASES = ("plugin", "tutorial")
+SEASONS = ("djf", "mam", "jja", "son")
+
+
+def _dates(n: int) -> np.ndarray:
+    """``n`` acquisition dates spread over one Dec..Nov year (the year-mode task window)."""
+    start = np.datetime64("2022-12-01")
+    step = 365 / n
+    days = np.floor(np.arange(n) * step + step / 2).astype("timedelta64[D]")
+    return (start + days).astype("datetime64[ns]")
+
+
+def _build(obs: int, px: int, chunk: int, cloud: float, seed: int):
+    """The input block, built slice by slice (no float64 full-size temporaries)."""
+    import dask.array as da
+    import xarray as xr
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_coords
+
+    gbox = GeoBox.from_bbox(
+        (1_500_000, -3_900_000 - 30 * px, 1_500_000 + 30 * px, -3_900_000),
+        "epsg:3577",
+        resolution=30,
+    )
+    rng = np.random.default_rng(seed)
+    values = np.empty((obs, px, px), dtype=np.float32)
+    for i in range(obs):
+        plane = rng.uniform(-0.2, 0.9, size=(px, px)).astype(np.float32)
+        plane[rng.random((px, px)) < cloud] = np.nan
+        values[i] = plane
+    data = da.from_array(values, chunks=(1, chunk, chunk))
+    ndvi = xr.DataArray(
+        data, dims=("spec", "y", "x"), coords={"time": ("spec", _dates(obs)), **xr_coords(gbox)}
+    )
+    return xr.Dataset({"ndvi": ndvi})
+
+
+def _rss_now() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _run_case(args: argparse.Namespace) -> None:
+    """Child process: build the input, time one case, save its means and timings."""
+    import dask
+
+    xx = _build(args.obs, args.px, args.chunk, args.cloud, args.seed)
+    input_rss = _rss_now()
+    if args.case == "plugin":
+        from odc_ndvi_plugin import NDVISeasonal
+
+        plugin = NDVISeasonal(season_mode="year")
+        out = plugin.reduce(xx)
+    else:
+        import xarray as xr
+
+        ndvi = xx["ndvi"].swap_dims({"spec": "time"})
+        mask = ndvi.notnull()  # the clear mask (lazy, boolean), like make_mask's output
+        if args.tutorial_ndvi:
+            red = (1 - ndvi) / 2  # float32 "bands" with (nir - red) / (nir + red) == ndvi
+            nir = (1 + ndvi) / 2
+            cloud_free = xr.Dataset({"red": red, "nir": nir}).where(mask)
+            ndvi_cf = (cloud_free.nir - cloud_free.red) / (cloud_free.nir + cloud_free.red)
+        else:
+            cloud_free = ndvi.where(mask)
+            ndvi_cf = cloud_free  # the block already is NDVI
+        out = ndvi_cf.groupby("time.season").mean("time")
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    with dask.config.set(scheduler="threads", num_workers=args.threads):
+        out = out.compute()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+
+    if args.case == "plugin":
+        means = {s: out[f"ndvi_mean_{s}"].values for s in SEASONS}
+        dtypes = sorted({str(v.dtype) for v in out.data_vars.values()})
+    else:
+        means = {s: out.sel(season=s.upper()).values for s in SEASONS}
+        dtypes = [str(out.dtype)]
+    np.savez(args.save, **means)
+    report = {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "input_rss_bytes": input_rss,
+        "peak_rss_bytes_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "output_dtypes": dtypes,
+    }
+    Path(args.report).write_text(json.dumps(report))
+
+
+def _spawn(case: str, args: argparse.Namespace, tmp: Path) -> dict:
+    """Run one case in a fresh interpreter; its rusage comes from ``os.wait4``."""
+    save, report = tmp / f"{case}.npz", tmp / f"{case}.json"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--case",
+        case,
+        "--save",
+        str(save),
+        "--report",
+        str(report),
+        "--obs",
+        str(args.obs),
+        "--px",
+        str(args.px),
+        "--chunk",
+        str(args.chunk),
+        "--cloud",
+        str(args.cloud),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+    ]
+    if args.tutorial_ndvi:
+        cmd.append("--tutorial-ndvi")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"case {case!r} failed with exit code {proc.returncode}")
+    result = json.loads(report.read_text())
+    result.update(
+        process_wall_s=time.perf_counter() - t0,
+        process_cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+    )
+    return result
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--obs", type=int, default=40, help="observations (spec length), default 40")
+    p.add_argument("--px", type=int, default=2048, help="block is PX x PX pixels, default 2048")
+    p.add_argument("--chunk", type=int, default=1024, help="input chunks (1, C, C), default 1024")
+    p.add_argument("--cloud", type=float, default=0.3, help="NaN (cloud) fraction, default 0.3")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="dask threads, default 2")
+    p.add_argument(
+        "--tutorial-ndvi",
+        action="store_true",
+        help="tutorial case also computes NDVI from (lazy) red/nir bands",
+    )
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
+    # child-process arguments
+    p.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    p.add_argument("--save", help=argparse.SUPPRESS)
+    p.add_argument("--report", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.case:
+        _run_case(args)
+        return 0
+
+    shape = f"{args.obs} x {args.px} x {args.px}"
+    print(
+        f"bench_reduce: ndvi (spec, y, x) float32 {shape} "
+        f"({args.obs * args.px * args.px * 4 / 2**20:,.0f} MiB), chunks (1, {args.chunk}, "
+        f"{args.chunk}), cloud {args.cloud:.0%}, dask threaded scheduler, {args.threads} threads"
+    )
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_reduce_") as tmpdir:
+        tmp = Path(tmpdir)
+        for case in CASES:
+            print(f"  running {case} ...", flush=True)
+            results[case] = _spawn(case, args, tmp)
+        a, b = np.load(tmp / "plugin.npz"), np.load(tmp / "tutorial.npz")
+        max_diff = 0.0
+        for s in SEASONS:
+            np.testing.assert_allclose(a[s], b[s], rtol=1e-5, atol=1e-6, equal_nan=True)
+            np.testing.assert_array_equal(np.isnan(a[s]), np.isnan(b[s]))
+            both = ~np.isnan(a[s])
+            if both.any():
+                diff = np.abs(a[s][both].astype(np.float64) - b[s][both].astype(np.float64))
+                max_diff = max(max_diff, float(diff.max()))
+    print(f"  means agree (allclose rtol=1e-5, atol=1e-6; max |diff| {max_diff:.2e})\n")
+
+    header = (
+        "| case     | wall s | CPU s | peak RSS MiB | RSS with input MiB | peak - input MiB "
+        "| out dtypes     |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for case in CASES:
+        r = results[case]
+        print(
+            f"| {case:<8} | {r['wall_s']:6.1f} | {r['cpu_s']:5.1f} | {_mib(r['peak_rss_bytes']):>12} "
+            f"| {_mib(r['input_rss_bytes']):>18} "
+            f"| {_mib(r['peak_rss_bytes'] - r['input_rss_bytes']):>16} "
+            f"| {','.join(r['output_dtypes']):<14} |"
+        )
+    pl, tu = results["plugin"], results["tutorial"]
+    ratios = {
+        "wall": pl["wall_s"] / tu["wall_s"],
+        "cpu": pl["cpu_s"] / tu["cpu_s"],
+        "peak_rss": pl["peak_rss_bytes"] / tu["peak_rss_bytes"],
+        "peak_minus_input": (pl["peak_rss_bytes"] - pl["input_rss_bytes"])
+        / max(1, tu["peak_rss_bytes"] - tu["input_rss_bytes"]),
+    }
+    print(
+        f"\nplugin / tutorial: wall {ratios['wall']:.2f}x, CPU {ratios['cpu']:.2f}x, "
+        f"peak RSS {ratios['peak_rss']:.2f}x (above input: {ratios['peak_minus_input']:.2f}x)"
+    )
+
+    now = dt.datetime.now(dt.UTC)
+    doc = {
+        "benchmark": "bench_reduce",
+        "utc": now.isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "params": {
+            k: getattr(args, k)
+            for k in ("obs", "px", "chunk", "cloud", "seed", "threads", "tutorial_ndvi")
+        },
+        "max_abs_diff": max_diff,
+        "results": results,
+        "ratios_plugin_over_tutorial": ratios,
+    }
+    out = args.out or RESULTS / f"bench_reduce_{now:%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
