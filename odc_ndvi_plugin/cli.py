@@ -113,7 +113,7 @@ def run_command(
         if gateway_config:
             from .gateway import GatewayClusterConfig, open_gateway_cluster
 
-            gcfg = GatewayClusterConfig.from_file(gateway_config)
+            gcfg = GatewayClusterConfig.from_yaml(gateway_config)
             with open_gateway_cluster(gcfg, address=gateway_address) as (_cluster, client):
                 workers = max(1, len(client.scheduler_info().get("workers", {})))
                 summary = execute(cfg, client=client, max_in_flight=max_in_flight or 2 * workers, **kwargs)

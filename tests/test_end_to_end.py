@@ -1,0 +1,278 @@
+"""End to end on a real datacube: synthetic archive -> embedded PostgreSQL index ->
+``odc-stats save-tasks`` -> ``odc-stats run`` (subprocesses) -> COGs + STAC, checked against
+the generator's truth in plain numpy, re-indexed with the output product definition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.index import add_products, index_datasets
+from odc_ndvi_plugin.synthetic import ArchiveSpec, Condition, generate_archive
+from tests.conftest import CFG_DIR
+
+pytestmark = pytest.mark.integration
+
+ALL_STATS = ["mean", "median", "std", "min", "max", "count"]
+IFD_ORDER_MESSAGES = (
+    "The offset of the main IFD should be 8",
+    "The offset of the first block of the image should be after its IFD",
+)
+SEASON_MONTHS = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (9, 10, 11)}
+
+
+def _clear_usgs_default(scene) -> np.ndarray:
+    # the tutorial's flags: nodata false, cloud & shadow not high confidence, land_or_cloud;
+    # the generator sets the water bit for water surfaces except under high-confidence cloud
+    bad = scene.condition.copy()
+    return scene.valid & ~np.isin(bad, [Condition.CLOUD_HIGH, Condition.SHADOW]) & ~scene.water
+
+
+def _clear_dea_valid(scene) -> np.ndarray:
+    return scene.condition == Condition.CLEAR_LAND
+
+
+def _truth_days(archive, geobox, clear_fn) -> list[tuple[np.datetime64, np.ndarray]]:
+    """Per solar day: NDVI of the first clear scene (overlaps must agree), NaN elsewhere."""
+    truth = archive.truth(geobox)
+    days: dict = {}
+    for scene in truth.scenes:
+        clear = clear_fn(scene)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ndvi = (scene.nir - scene.red) / (scene.nir + scene.red)
+        ndvi = np.where(clear & np.isfinite(ndvi), ndvi, np.nan)
+        day = np.datetime64(scene.solar_date, "D")
+        if day not in days:
+            days[day] = ndvi
+        else:
+            prev = days[day]
+            both = ~np.isnan(prev) & ~np.isnan(ndvi)
+            np.testing.assert_array_equal(prev[both], ndvi[both])  # same surface, same day
+            days[day] = np.where(np.isnan(prev), ndvi, prev)
+    return sorted(days.items())
+
+
+def _reference(stack: np.ndarray, stat: str) -> np.ndarray:
+    count = (~np.isnan(stack)).sum(0)
+    if stat == "count":
+        return count
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fn = {
+            "mean": np.nanmean,
+            "median": np.nanmedian,
+            "std": np.nanstd,
+            "min": np.nanmin,
+            "max": np.nanmax,
+        }
+        value = fn[stat](stack, axis=0) if len(stack) else np.full(stack.shape[1:], np.nan)
+    return np.where(count >= 1, value, np.nan)
+
+
+def _env(dcenv) -> dict[str, str]:
+    env = {**os.environ, **dcenv.environ()}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _odc_stats_run(
+    env, config: Path, db: Path, out: Path, *extra: str
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "odc.stats",
+        "run",
+        "--config",
+        str(config),
+        # odc-stats 1.9.7 reads an unlimited cgroup CPU quota (-1) as 0 threads and hangs
+        "--threads",
+        "2",
+        "--location",
+        f"file://{out}",
+        *extra,
+        str(db),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, check=False)
+
+
+@pytest.fixture(scope="module")
+def usgs(tmp_path_factory, datacube_env_module):
+    """Tiny USGS C2 archive, indexed, with a 12-month (Dec..Nov) task db."""
+    root = tmp_path_factory.mktemp("e2e")
+    spec = ArchiveSpec.tiny(flavour="usgs_c2")
+    archive = generate_archive(spec, root / "archive")
+    add_products(datacube_env_module, [archive.product_definition])
+    index_datasets(datacube_env_module, archive.dataset_paths)
+    window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
+    db = save_tasks(
+        datacube_env_module.environ(),
+        config=CFG_DIR / "save-tasks-usgs-c2-year.yaml",
+        grid=spec.gridspec,
+        temporal_range=window,
+        output=root / "tasks" / "year.db",
+    )
+    return {
+        "root": root,
+        "spec": spec,
+        "archive": archive,
+        "db": db,
+        "env": datacube_env_module,
+        "window": window,
+    }
+
+
+@pytest.fixture(scope="module")
+def year_run(usgs):
+    """``odc-stats run`` (the real CLI) of the shipped year config, every statistic."""
+    out = usgs["root"] / "out-year"
+    stats = yaml.safe_dump({"statistics": ALL_STATS}, default_flow_style=True)
+    proc = _odc_stats_run(
+        _env(usgs["env"]),
+        CFG_DIR / "run-usgs-c2-year.yaml",
+        usgs["db"],
+        out,
+        "--plugin-config",
+        stats,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def _task_dir(out: Path, tile: tuple[int, int], period: str) -> Path:
+    x, y = tile
+    return out / f"x{x:+04d}" / f"y{y:+05d}" / period
+
+
+def test_year_run_matches_truth_for_every_season_and_statistic(usgs, year_run):
+    out, _ = year_run
+    spec, archive = usgs["spec"], usgs["archive"]
+    tiles = spec.tiles()
+    assert len(tiles) == 2
+    for tile, geobox in tiles.items():
+        days = _truth_days(archive, geobox, _clear_usgs_default)
+        task = _task_dir(out, tile, usgs["window"])
+        for season, months in SEASON_MONTHS.items():
+            sel = [v for d, v in days if d.astype(object).month in months]
+            assert sel, f"no truth observations in {season}"
+            stack = np.stack(sel)
+            for stat in ALL_STATS:
+                band = f"clear_count_{season}" if stat == "count" else f"ndvi_{stat}_{season}"
+                (cog,) = task.glob(f"*_{band}.tif")
+                with rasterio.open(cog) as src:
+                    got = src.read(1)
+                    if stat == "count":
+                        assert src.nodata == 65535
+                    else:
+                        assert np.isnan(src.nodata)
+                expected = _reference(stack, stat)
+                if stat == "count":
+                    assert got.dtype == np.uint16
+                    np.testing.assert_array_equal(got, expected, err_msg=f"{tile} {band}")
+                else:
+                    assert got.dtype == np.float32
+                    np.testing.assert_allclose(
+                        got, expected, rtol=0, atol=1e-5, equal_nan=True, err_msg=f"{tile} {band}"
+                    )
+        # the data is not trivially empty: most pixels have clear observations in every season
+        with rasterio.open(next(task.glob("*_clear_count_jja.tif"))) as src:
+            assert (src.read(1) > 0).mean() > 0.5
+
+
+def test_cogs_are_valid_and_stac_items_are_consistent(usgs, year_run):
+    from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+
+    out, _ = year_run
+    items = sorted(out.rglob("*.stac-item.json"))
+    assert len(items) == 2
+    for item_path in items:
+        item = json.loads(item_path.read_text())
+        assert item["properties"]["odc:product"] == "ndvi_seasonal_year_usgs_c2"
+        assert item["properties"]["dtr:start_datetime"].startswith("2019-12-01")
+        bands = {k for k in item["assets"]}
+        assert len(bands) == 4 * len(ALL_STATS)
+        for band, asset in item["assets"].items():
+            path = item_path.parent / Path(asset["href"]).name
+            assert path.exists(), band
+            warnings_, errors, _ = validate(str(path), full_check=True)
+            # odc-geo's COG writer (used by odc-stats' sink) puts the overview IFDs before
+            # the main IFD; GDAL 3.6's validator flags that ordering and nothing else
+            errors = [e for e in errors if not e.startswith(IFD_ORDER_MESSAGES)]
+            assert not errors, (band, errors)
+            with rasterio.open(path) as src:
+                assert src.profile["tiled"]
+        # rgba preview written beside, and no temp files left behind
+        assert list(item_path.parent.glob("*_rgba.tif"))
+        assert not list(item_path.parent.glob(".*.tmp"))
+
+
+def test_rerun_skips_and_overwrite_recomputes(usgs, year_run):
+    out, _ = year_run
+    item = next(out.rglob("*.stac-item.json"))
+    before = item.stat().st_mtime_ns
+    env = _env(usgs["env"])
+    stats = yaml.safe_dump({"statistics": ALL_STATS}, default_flow_style=True)
+    proc = _odc_stats_run(
+        env, CFG_DIR / "run-usgs-c2-year.yaml", usgs["db"], out, "--plugin-config", stats
+    )
+    assert proc.returncode == 0
+    assert "Skipped" in proc.stderr + proc.stdout
+    assert item.stat().st_mtime_ns == before
+    proc = _odc_stats_run(
+        env,
+        CFG_DIR / "run-usgs-c2-year.yaml",
+        usgs["db"],
+        out,
+        "--plugin-config",
+        stats,
+        "--overwrite",
+        "0",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    changed = [p for p in out.rglob("*.stac-item.json") if p.stat().st_mtime_ns != before]
+    assert item in changed
+
+
+def test_outputs_index_back_and_load_the_same_values(usgs, year_run, make_datacube_env):
+    from odc_ndvi_plugin import NDVISeasonal
+    from odc_ndvi_plugin.product import output_product_definition
+
+    out, _ = year_run
+    run_cfg = yaml.safe_load((CFG_DIR / "run-usgs-c2-year.yaml").read_text())
+    plugin = NDVISeasonal(**{**run_cfg["plugin_config"], "statistics": ALL_STATS})
+    doc = output_product_definition(plugin, run_cfg["product"])
+    product_yaml = usgs["root"] / "ndvi-product.yaml"
+    product_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = make_datacube_env()
+    add_products(env, [product_yaml])
+    items = sorted(out.rglob("*.stac-item.json"))
+    # odc-stats writes STAC items; datacube converts STAC to eo3 datasets of our product
+    import pystac
+    from datacube.metadata import stac2ds
+
+    dc = env.datacube()
+    product = dc.index.products.get_by_name(doc["name"])
+    for item_path in items:
+        item = pystac.Item.from_file(str(item_path))
+        (ds,) = stac2ds([item], product_cache={product.name: product})
+        dc.index.datasets.add(ds, with_lineage=False)
+    tile, geobox = next(iter(usgs["spec"].tiles().items()))
+    loaded = dc.load(
+        product=doc["name"], like=geobox, measurements=["ndvi_mean_djf", "clear_count_djf"]
+    )
+    task = _task_dir(out, tile, usgs["window"])
+    with rasterio.open(next(task.glob("*_ndvi_mean_djf.tif"))) as src:
+        np.testing.assert_array_equal(loaded.ndvi_mean_djf.values[0], src.read(1))
+    with rasterio.open(next(task.glob("*_clear_count_djf.tif"))) as src:
+        np.testing.assert_array_equal(loaded.clear_count_djf.values[0], src.read(1))
