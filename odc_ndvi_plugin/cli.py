@@ -48,11 +48,22 @@ def main() -> None:
 @click.option("--location", help="Output location: file:///path or s3://bucket/prefix.")
 @click.option("--from-sqs", default="", help="Take tasks from this SQS queue (name or URL).")
 @click.option("--gateway-config", help="Run on a dask-gateway cluster described by this YAML file.")
-@click.option("--gateway", "gateway_address", help="Gateway address (default: dask config / DASK_GATEWAY__ADDRESS).")
-@click.option("--max-in-flight", type=int, default=None, help="Tasks computed at once (default 1 local, 2 x workers on a gateway).")
+@click.option(
+    "--gateway",
+    "gateway_address",
+    help="Gateway address (default: dask config / DASK_GATEWAY__ADDRESS).",
+)
+@click.option(
+    "--max-in-flight",
+    type=int,
+    default=None,
+    help="Tasks computed at once (default 1 local, 2 x workers on a gateway).",
+)
 @click.option("--threads", type=int, help="Local dask threads (default: all cores).")
 @click.option("--memory-limit", help="Local dask memory limit, e.g. 4GiB.")
-@click.option("--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist.")
+@click.option(
+    "--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist."
+)
 @click.option("--max-processing-time", type=int, help="Cancel a task after this many seconds.")
 @click.option("--dryrun", is_flag=True, help="List the tasks and whether their outputs exist.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
@@ -116,13 +127,17 @@ def run_command(
             gcfg = GatewayClusterConfig.from_yaml(gateway_config)
             with open_gateway_cluster(gcfg, address=gateway_address) as (_cluster, client):
                 workers = max(1, len(client.scheduler_info().get("workers", {})))
-                summary = execute(cfg, client=client, max_in_flight=max_in_flight or 2 * workers, **kwargs)
+                summary = execute(
+                    cfg, client=client, max_in_flight=max_in_flight or 2 * workers, **kwargs
+                )
         else:
             summary = execute(cfg, max_in_flight=max_in_flight or 1, **kwargs)
     except (ValueError, TimeoutError, PermissionError) as err:
         raise click.ClickException(str(err)) from err
     except KeyboardInterrupt:
-        click.echo("interrupted: tasks in flight were cancelled; rerun to finish the rest", err=True)
+        click.echo(
+            "interrupted: tasks in flight were cancelled; rerun to finish the rest", err=True
+        )
         sys.exit(130)
     click.echo(f"Tasks: {summary.line()}")
     for location_, error in summary.errors:
@@ -165,9 +180,13 @@ def product_definition_command(config_path: str) -> None:
 
 
 @main.command("demo")
-@click.option("--workdir", default=".work/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--workdir", default=".work/demo", show_default=True, type=click.Path(file_okay=False)
+)
 @click.option("--size", type=click.Choice(["demo", "tiny"]), default="demo", show_default=True)
-@click.option("--flavour", type=click.Choice(["usgs_c2", "dea_ard"]), default="usgs_c2", show_default=True)
+@click.option(
+    "--flavour", type=click.Choice(["usgs_c2", "dea_ard"]), default="usgs_c2", show_default=True
+)
 @click.option("--overwrite", is_flag=True, help="Recompute tasks whose outputs exist.")
 @click.option("-v", "--verbose", is_flag=True)
 def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
@@ -176,7 +195,9 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
 
     _setup_logging(verbose)
     try:
-        report = run_demo(Path(workdir), size=size, flavour=flavour, overwrite=overwrite, progress=click.echo)
+        report = run_demo(
+            Path(workdir), size=size, flavour=flavour, overwrite=overwrite, progress=click.echo
+        )
     except KeyboardInterrupt:
         click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
         sys.exit(130)

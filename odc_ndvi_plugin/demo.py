@@ -28,7 +28,10 @@ __all__ = ["CFG_DIR", "DemoReport", "run_demo", "save_tasks"]
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
-_SAVE_TASKS_CONFIG = {"usgs_c2": "save-tasks-usgs-c2-year.yaml", "dea_ard": "save-tasks-dea-ard-year.yaml"}
+_SAVE_TASKS_CONFIG = {
+    "usgs_c2": "save-tasks-usgs-c2-year.yaml",
+    "dea_ard": "save-tasks-dea-ard-year.yaml",
+}
 
 
 @dataclass
@@ -79,10 +82,14 @@ def save_tasks(
         temporal_range,
         str(output),
     ]
-    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0 or not output.exists():
         output.unlink(missing_ok=True)
-        raise RuntimeError(f"odc-stats save-tasks failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(
+            f"odc-stats save-tasks failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return output
 
 
@@ -112,7 +119,9 @@ def run_demo(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    spec = ArchiveSpec.demo(flavour=flavour) if size == "demo" else ArchiveSpec.tiny(flavour=flavour)
+    spec = (
+        ArchiveSpec.demo(flavour=flavour) if size == "demo" else ArchiveSpec.tiny(flavour=flavour)
+    )
     region = (
         f"{spec.width_px}x{spec.height_px} px of {spec.resolution} m ({len(spec.tiles())} tiles of "
         f"{spec.tile_px}^2), {len(spec.dates)} dates {spec.start}..{spec.end}, {spec.product}"
@@ -163,6 +172,10 @@ def run_demo(
         task_dir = stac.parent
         png = workdir / "quicklooks" / f"{stac.name.replace('.stac-item.json', '')}.png"
         if not png.exists() or png.stat().st_mtime < stac.stat().st_mtime:
-            _quicklook(task_dir, png, title=f"{cfg.product.get('name', '')} {task_dir.relative_to(outputs)}: mean NDVI")
+            _quicklook(
+                task_dir,
+                png,
+                title=f"{cfg.product.get('name', '')} {task_dir.relative_to(outputs)}: mean NDVI",
+            )
         quicklooks.append(png)
     return DemoReport(workdir, region, summary, outputs, quicklooks, timings)

@@ -31,12 +31,6 @@ def output_product_definition(
         if isinstance(nodata, float) and math.isnan(nodata):
             nodata = float("nan")
         doc = {"name": band.name, "dtype": band.dtype, "nodata": nodata, "units": "1"}
-        season = f" in season {band.season}" if band.season else ""
-        doc["description"] = (
-            f"number of clear observations{season}"
-            if band.statistic == "count"
-            else f"{band.statistic} of clear-sky NDVI{season}"
-        )
         measurements.append(doc)
     return {
         "name": name,

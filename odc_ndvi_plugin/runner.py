@@ -196,9 +196,25 @@ class NDVITaskRunner(TaskRunner):
         self.sink = AtomicCOGSink(cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public)
         self._client = client
         self._owns_client = client is None
+        self._workers_ready = False
+        if from_sqs:
+            self._close_task_db_before_reopen()
         self.max_in_flight = max(1, int(max_in_flight))
         self.summary = RunSummary()
         self._on_result = on_result
+
+    def _close_task_db_before_reopen(self) -> None:
+        """odc-stats opens the message's task db for every SQS message while the previous
+        one is still open; lmdb refuses a second open of a file in one process ("already
+        open in this process"), so from the second message on every task would fail."""
+        rdr = self.rdr
+        init_from_sqs = rdr.init_from_sqs
+
+        def reopen(local_db_path: str) -> None:
+            _close_task_db(rdr)
+            init_from_sqs(local_db_path)
+
+        rdr.init_from_sqs = reopen
 
     # -- dask ------------------------------------------------------------------------
     def _init_dask(self) -> Client:
@@ -208,7 +224,9 @@ class NDVITaskRunner(TaskRunner):
         from odc.stats.proc import S3ClientPlugin, get_max_cpu, get_max_mem
 
         cfg = self._cfg
-        nthreads = cfg.threads if cfg.threads > 0 else max(1, get_max_cpu() or 0, os.cpu_count() or 1)
+        nthreads = (
+            cfg.threads if cfg.threads > 0 else max(1, get_max_cpu() or 0, os.cpu_count() or 1)
+        )
         memory_limit: str | int = cfg.memory_limit or max(get_max_mem() - (1 << 30), 1 << 30)
         cluster = LocalCluster(
             n_workers=1,
@@ -225,13 +243,30 @@ class NDVITaskRunner(TaskRunner):
         _log.info("Started local dask on 127.0.0.1 with %d threads", nthreads)
         return client
 
+    def client(self) -> Client:
+        """The run's client; an outside (gateway) client gets the worker set-up once:
+        odc-stats' S3 writer uses ``worker.s3_client``, which only S3ClientPlugin sets."""
+        if self._client is None:
+            self._client = self._init_dask()
+        elif not self._owns_client and not self._workers_ready:
+            from odc.stats.proc import S3ClientPlugin
+
+            if self.product.location.startswith("s3://"):
+                self._client.register_plugin(S3ClientPlugin(), name="odc-stats-s3-client")
+            self._workers_ready = True
+        return self._client
+
     def _needs_s3(self) -> bool:
         """S3 set-up only when something is on S3 (it probes for credentials, slowly)."""
         if self._cfg.aws_unsigned or self.product.location.startswith("s3://"):
             return True
-        return any(k in os.environ for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE"))
+        return any(
+            k in os.environ
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
+        )
 
     def close(self) -> None:
+        _close_task_db(self.rdr)  # else the next run in this process cannot open it
         if self._client is not None and self._owns_client:
             cluster = getattr(self._client, "cluster", None)
             self._client.close()
@@ -310,11 +345,19 @@ class NDVITaskRunner(TaskRunner):
     def _poll(self, running: list[_Running]) -> Iterator[TaskResult]:
         """Wait for at least one task (or a poll interval); yield finished ones."""
         cfg = self._cfg
-        wait(
-            [r.future for r in running],
-            timeout=cfg.future_poll_interval,
-            return_when="FIRST_COMPLETED",
-        )
+        # as_current: distributed.wait() uses the *default* client, and a gateway
+        # client is not one (set_as_default=False) -> "No clients found".
+        # TimeoutError: wait() raises it when nothing finished within the interval,
+        # which is the normal case for tasks longer than future_poll_interval.
+        try:
+            with self.client().as_current():
+                wait(
+                    [r.future for r in running],
+                    timeout=cfg.future_poll_interval,
+                    return_when="FIRST_COMPLETED",
+                )
+        except TimeoutError:
+            pass
         now = time.monotonic()
         for r in list(running):
             if r.future.done():
@@ -368,6 +411,12 @@ class NDVITaskRunner(TaskRunner):
             raise
         finally:
             self.summary.in_flight = len(running)
+
+
+def _close_task_db(rdr: Any) -> None:
+    cache = getattr(rdr, "_dscache", None)
+    if hasattr(cache, "close"):  # a DatasetCache (a str placeholder before any SQS message)
+        cache.close()
 
 
 @contextmanager
@@ -445,13 +494,21 @@ def execute(
         what = "skipped" if result.skipped else ("done" if result else f"FAILED: {result.error}")
         progress(f"[{summary.line()}] {result.task.location} {what}")
 
-    runner = NDVITaskRunner(cfg, client=client, from_sqs=from_sqs, max_in_flight=max_in_flight, on_result=report)
+    runner = NDVITaskRunner(
+        cfg, client=client, from_sqs=from_sqs, max_in_flight=max_in_flight, on_result=report
+    )
     try:
         preflight(runner, from_sqs=from_sqs)
         results = (
-            runner.run(sqs=from_sqs, ds_filters=dataset_filters, apply_eodatasets3=apply_eodatasets3)
+            runner.run(
+                sqs=from_sqs, ds_filters=dataset_filters, apply_eodatasets3=apply_eodatasets3
+            )
             if from_sqs
-            else runner.run(tasks=list(tasks or []), ds_filters=dataset_filters, apply_eodatasets3=apply_eodatasets3)
+            else runner.run(
+                tasks=list(tasks or []),
+                ds_filters=dataset_filters,
+                apply_eodatasets3=apply_eodatasets3,
+            )
         )
         with sigterm_as_interrupt():
             for _ in results:
