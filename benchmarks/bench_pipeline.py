@@ -1,0 +1,675 @@
+"""End-to-end benchmark on an indexed synthetic archive: the tutorial vs the plugin.
+
+One odc-stats tile (``--tile-px``, default 1024; ``--tile-px 2048`` for the real one) of a
+synthetic USGS C2 archive (``odc_ndvi_plugin.synthetic``, one Dec..Nov year at the 16-day
+revisit, two overlapping WRS paths a day), indexed in an embedded datacube
+(``odc_ndvi_plugin.index``) with a task db from the real ``odc-stats save-tasks``. Cases:
+
+* ``a``  tutorial, verbatim: ``dc.load(qa_pixel, red, nir08; resampling {qa: nearest,
+  *: average}; EPSG:3577 30 m; dask_chunks time 2 / x 3072 / y 3221; group_by solar_day)``,
+  ``make_mask``, ``stack.where(mask)``, NDVI, ``groupby("time.season").mean("time")``,
+  ``.compute()`` (result in memory, nothing written);
+* ``b``  our plugin through our runner (``odc_ndvi_plugin.runner.execute``) with the shipped
+  ``cfg/run-usgs-c2-year.yaml``: seasonal mean + clear count, 8 COGs + rgba + STAC written;
+* ``b'`` the same with ``plugin_config.loader: odc-stats`` (odc-stats' own loader);
+* ``c``  load floor: the task's datasets, the three bands read window by window exactly as
+  ``b``'s direct loader reads them (same solar-day grouping, same output chunks), reduced
+  by a trivial sum;
+* ``d``  odc-stats' built-in ``ndvi-median`` plugin through the same runner, on the DEA
+  flavour of the same archive (one yearly median, not four seasons). ``--skip-d`` skips it.
+
+All cases use the same in-process dask ``LocalCluster`` (1 worker, ``--threads`` threads,
+loopback only) and run in their own fresh interpreter; the parent reads each child's peak
+RSS and CPU time with ``os.wait4``. "wall"/"CPU" time the work only (after imports and
+cluster start); "process" columns are the whole child. For ``b`` the dask task stream is
+aggregated by task prefix (thread-seconds per stage) to show where the time goes.
+
+Data and the index are cached under ``benchmarks/results/work/`` (gitignored): the first
+run generates and indexes the archive (a few minutes at 2048 px), later runs reuse it.
+
+    python benchmarks/bench_pipeline.py                      # 1024 px tile, 2 threads
+    python benchmarks/bench_pipeline.py --tile-px 2048       # the real tile size
+    python benchmarks/bench_pipeline.py --crs EPSG:32755     # UTM scenes: reprojection
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+CFG = ROOT / "cfg"
+START, END = dt.date(2022, 12, 3), dt.date(2023, 11, 30)
+WINDOW = "2022-12--P12M"
+CASES = {
+    "a": "tutorial: dc.load + make_mask + where + NDVI + groupby season mean",
+    "b": "plugin via runner (direct loader), COGs written",
+    "b'": "plugin via runner, loader: odc-stats",
+    "b+p": "b with the reduced dataset persisted before sink.dump (bench-only patch)",
+    "c": "load floor: same window reads as b, trivial sum",
+    "d": "odc-stats ndvi-median via runner (DEA flavour)",
+}
+
+
+# --------------------------------------------------------------------------------------
+# preparation (parent)
+# --------------------------------------------------------------------------------------
+
+
+def _spec(flavour: str, args: argparse.Namespace):
+    from odc_ndvi_plugin.synthetic import ArchiveSpec
+
+    return ArchiveSpec.for_tiles(
+        tiles=(1, 1),
+        tile_px=args.tile_px,
+        start=START,
+        end=END,
+        revisit_days=16,
+        flavour=flavour,
+        crs=args.crs,
+    )
+
+
+def _prepare(args: argparse.Namespace, dcenv: Any, workdir: Path) -> dict[str, Any]:
+    """Generate + index the archive(s), write the task db(s); what the children need."""
+    from odc_ndvi_plugin.demo import save_tasks
+    from odc_ndvi_plugin.index import add_products, index_datasets, init_index
+    from odc_ndvi_plugin.synthetic import generate_archive
+
+    init_index(dcenv)
+    flavours = ["usgs_c2"] + ([] if args.skip_d else ["dea_ard"])
+    ctx: dict[str, Any] = {"threads": args.threads}
+    for flavour in flavours:
+        spec = _spec(flavour, args)
+        t0 = time.monotonic()
+        archive = generate_archive(spec, workdir / "archive" / flavour)
+        t_gen = time.monotonic() - t0
+        add_products(dcenv, [archive.product_definition])
+        index_datasets(dcenv, archive.dataset_paths)
+        cfg_name = "usgs-c2" if flavour == "usgs_c2" else "dea-ard"
+        db = save_tasks(
+            dcenv.environ(),
+            config=CFG / f"save-tasks-{cfg_name}-year.yaml",
+            grid=spec.gridspec,
+            temporal_range=WINDOW,
+            output=workdir / "tasks" / f"{spec.product}_{WINDOW}.db",
+        )
+        ((ix, iy), gbox) = next(iter(spec.tiles().items()))
+        left, bottom, right, top = gbox.boundingbox
+        ctx[flavour] = {
+            "product": spec.product,
+            "measurements": list(spec.measurements),
+            "scenes": len(archive.dataset_paths),
+            "dates": len(spec.dates),
+            "db": str(db),
+            "task": f"{WINDOW}/{ix}/{iy}",
+            "tile": [ix, iy],
+            "bbox": [left, bottom, right, top],
+            "shape": list(gbox.shape.yx),
+            "run_config": str(CFG / f"run-{cfg_name}-year.yaml"),
+            "generate_s": t_gen,
+        }
+    return ctx
+
+
+# --------------------------------------------------------------------------------------
+# cases (children)
+# --------------------------------------------------------------------------------------
+
+
+def _client(threads: int):
+    """The runner's local cluster: 1 in-process worker, ``threads`` threads, loopback."""
+    from distributed import Client, LocalCluster
+    from odc.stats.proc import get_max_mem
+
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=threads,
+        processes=False,
+        memory_limit=max(get_max_mem() - (1 << 30), 1 << 30),
+        dashboard_address="127.0.0.1:0",
+    )
+    return Client(cluster)
+
+
+def _case_a(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
+    import datacube
+    from datacube.utils.masking import make_mask
+
+    from odc_ndvi_plugin.config import PRESETS
+
+    u = ctx["usgs_c2"]
+    left, bottom, right, top = u["bbox"]
+    red, nir, qa = u["measurements"]
+    dc = datacube.Datacube(app="bench_pipeline")
+    # --- the tutorial, verbatim ---------------------------------------------------------
+    stack = dc.load(
+        product=u["product"],
+        x=(left, right),
+        y=(bottom, top),
+        crs="EPSG:3577",
+        time=("2022-12-01", "2023-11-30"),
+        measurements=[qa, red, nir],
+        resampling={qa: "nearest", "*": "average"},
+        output_crs="EPSG:3577",
+        resolution=(-30, 30),
+        dask_chunks={"time": 2, "x": 3072, "y": 3221},
+        group_by="solar_day",
+    )
+    mask = make_mask(stack[qa], **PRESETS["usgs_c2"].good_pixel_flags)
+    cloud_free = stack.where(mask)
+    ndvi = (cloud_free[nir] - cloud_free[red]) / (cloud_free[nir] + cloud_free[red])
+    seasonal = ndvi.groupby("time.season").mean("time")
+    result = seasonal.compute()
+    # -------------------------------------------------------------------------------------
+    return {
+        "observations": int(stack.sizes["time"]),
+        "shape": [int(n) for n in result.shape],
+        "dtype": str(result.dtype),
+        "where_dtype": str(cloud_free[red].dtype),
+    }
+
+
+def _run_config(ctx: dict[str, Any], flavour: str, out: Path, **plugin_changes: Any):
+    import yaml
+
+    from odc_ndvi_plugin.runner import load_run_config
+
+    f = ctx[flavour]
+    doc = yaml.safe_load(Path(f["run_config"]).read_text())
+    doc["threads"] = ctx["threads"]
+    doc["plugin_config"].update(plugin_changes)
+    cfg, _ = load_run_config(doc, filedb=f["db"], output_location=f"file://{out}")
+    return cfg
+
+
+def _execute(cfg: Any, task: str, client: Any) -> dict[str, Any]:
+    from odc_ndvi_plugin.runner import execute
+
+    summary = execute(cfg, tasks=[task], client=client)
+    if summary.done != 1 or summary.failed:
+        raise RuntimeError(f"run failed: {summary.line()} {summary.errors}")
+    return {"summary": summary.line()}
+
+
+def _persist_before_dump() -> None:
+    """Bench-only patch of our runner: persist the reduced dataset before ``sink.dump``,
+    as odc-stats' own ``TaskRunner._run`` does (``client.persist(ds)``); without it the
+    sink's ``to_cog`` computes each output band's whole graph again, load included."""
+    import xarray as xr
+
+    from odc_ndvi_plugin.runner import NDVITaskRunner
+
+    def _graph(self, task, apply_eodatasets3):
+        proc, cfg = self.proc, self._cfg
+        ds = proc.reduce(
+            proc.input_data(
+                task.datasets,
+                task.geobox,
+                transform_code=proc.transform_code,
+                area_of_interest=proc.area_of_interest,
+            )
+        )
+        ds = self.client().persist(ds)
+        aux = None
+        if "rgba" in cfg.cog_opts.get("overrides", {}):
+            rgba = proc.rgba(ds)
+            if rgba is not None:
+                aux = xr.Dataset({"rgba": rgba})
+        return self.sink.dump(task, proc, ds, aux, apply_eodatasets3)
+
+    NDVITaskRunner._graph = _graph
+
+
+def _case_b(ctx: dict[str, Any], client: Any, out: Path, loader: str) -> dict[str, Any]:
+    cfg = _run_config(ctx, "usgs_c2", out, loader=loader)
+    res = _execute(cfg, ctx["usgs_c2"]["task"], client)
+    res["cogs"] = len(list(out.rglob("*.tif")))
+    return res
+
+
+def _case_d(ctx: dict[str, Any], client: Any, out: Path) -> dict[str, Any]:
+    import yaml
+
+    from odc_ndvi_plugin.runner import load_run_config
+
+    f = ctx["dea_ard"]
+    red, nir, mask = f["measurements"]
+    doc = yaml.safe_load(Path(f["run_config"]).read_text())
+    doc["threads"] = ctx["threads"]
+    doc["plugin"] = "odc.stats.plugins.ls_ndvi_median.StatsNDVI"  # "ndvi-median"
+    # the synthetic DEA product has no contiguity band: the fmask band stands in
+    # (fmask == 0 is nodata, already masked as "nodata" by the plugin)
+    doc["plugin_config"] = {
+        "input_bands": [red, nir],
+        "output_bands": "ndvi_median",
+        "mask_band": mask,
+        "contiguity_band": mask,
+        "resampling": "nearest",
+    }
+    doc["product"] = {**doc["product"], "name": "bench_ndvi_median", "short_name": "bench"}
+    doc["cog_opts"].pop("overrides", None)
+    cfg, _ = load_run_config(doc, filedb=f["db"], output_location=f"file://{out}")
+    res = _execute(cfg, f["task"], client)
+    res["cogs"] = len(list(out.rglob("*.tif")))
+    return res
+
+
+def _case_profile(ctx: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Case b's task graph (runner._graph: load, reduce, COGs) single-threaded under cProfile."""
+    import cProfile
+    import pstats
+
+    import dask
+    from odc.stats.tasks import parse_task
+
+    from odc_ndvi_plugin.runner import NDVITaskRunner
+
+    cfg = _run_config(ctx, "usgs_c2", out, loader="direct")
+    runner = NDVITaskRunner(cfg)
+    task = runner.rdr.load_task(parse_task(ctx["usgs_c2"]["task"]))
+    prof = cProfile.Profile()
+    wall0 = time.perf_counter()
+    prof.enable()
+    # sync scheduler for everything, also for computations started while building the
+    # graph (odc-stats' sink COG-encodes a lazy band by computing it): cProfile sees
+    # only the calling thread
+    with dask.config.set(scheduler="sync"):
+        graph = runner._graph(task, False)
+        t_graph = time.perf_counter() - wall0
+        dask.compute(graph)
+    prof.disable()
+    wall = time.perf_counter() - wall0
+    stats = pstats.Stats(prof)
+    found: dict[str, dict[str, float]] = {}
+    for (path, _line, func), (_cc, ncalls, _tt, ct, _callers) in stats.stats.items():
+        for stage, (mod, name) in PROFILE_STAGES.items():
+            if func == name and path.endswith(mod):
+                st = found.setdefault(stage, {"calls": 0, "cum_s": 0.0})
+                st["calls"] += ncalls
+                st["cum_s"] += ct
+    top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:10]
+    own = [
+        {"function": f"{Path(path).name}:{func}", "calls": nc, "own_s": tt}
+        for (path, _line, func), (_cc, nc, tt, _ct, _callers) in top
+    ]
+    return {"wall_s": wall, "graph_build_s": t_graph, "stages": found, "top_own_time": own}
+
+
+#: cProfile functions reported for the profile of case b: label -> (file suffix, function)
+PROFILE_STAGES = {
+    "load: one solar day on one chunk (_day_chunk)": ("odc_ndvi_plugin/load.py", "_day_chunk"),
+    "  one scene on one chunk (_scene_ndvi_on)": ("odc_ndvi_plugin/load.py", "_scene_ndvi_on"),
+    "    rasterio.open": ("rasterio/__init__.py", "open"),
+    "    read: rasterio window reads (_read_window)": ("odc_ndvi_plugin/load.py", "_read_window"),
+    "    NDVI + clear mask (ndvi_from_bands)": ("odc_ndvi_plugin/ndvi.py", "ndvi_from_bands"),
+    "    warp (rasterio.warp.reproject)": ("rasterio/warp.py", "reproject"),
+    "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/stats.py", "reduce_block"),
+    "rgba preview (ndvi_rgba)": ("odc_ndvi_plugin/preview.py", "ndvi_rgba"),
+    "COG encode (odc.geo _write_cog)": ("odc/geo/cog/_rio.py", "_write_cog"),
+    "file write (runner _atomic_write)": ("odc_ndvi_plugin/runner.py", "_atomic_write"),
+}
+
+
+def _floor_block(sources: list[tuple[str, str, str]], dst: Any) -> float:
+    """Read the three bands of each scene on ``dst`` like the direct loader; sum them."""
+    import numpy as np
+    import rasterio
+    import rasterio.warp
+    import rasterio.windows
+    from odc.geo.crs import CRS
+
+    from odc_ndvi_plugin.load import _read_window, _rio_path
+
+    total = 0.0
+    for uris in sources:
+        srcs = [rasterio.open(_rio_path(u)) for u in uris]
+        try:
+            ref = srcs[0]
+            t, d = ref.transform, dst.affine
+            col, row = (d.c - t.c) / t.a, (d.f - t.f) / t.e
+            aligned = (
+                CRS(ref.crs.to_wkt()) == dst.crs
+                and np.isclose(t.a, d.a)
+                and np.isclose(t.e, d.e)
+                and abs(col - round(col)) < 1e-6
+                and abs(row - round(row)) < 1e-6
+            )
+            ny, nx = dst.shape.yx
+            if aligned:
+                window = rasterio.windows.Window(round(col), round(row), nx, ny)
+            else:  # the native window covering the chunk (+ margin), as load.py warps from
+                bounds = rasterio.warp.transform_bounds(
+                    dst.crs.to_wkt(), ref.crs, *dst.boundingbox, densify_pts=21
+                )
+                w = rasterio.windows.from_bounds(*bounds, t)
+                window = rasterio.windows.Window(
+                    int(np.floor(w.col_off)) - 2,
+                    int(np.floor(w.row_off)) - 2,
+                    int(np.ceil(w.width)) + 5,
+                    int(np.ceil(w.height)) + 5,
+                )
+            for s in srcs:
+                total += float(_read_window(s, window, s.nodata).sum(dtype=np.float64))
+        finally:
+            for s in srcs:
+                s.close()
+    return total
+
+
+def _case_c(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
+    import dask
+    from odc.geo.geobox import GeoboxTiles
+    from odc.stats.tasks import TaskReader, parse_task
+
+    from odc_ndvi_plugin.config import NDVIConfig
+    from odc_ndvi_plugin.load import group_by_solar_day, measurement_uri
+
+    u = ctx["usgs_c2"]
+    import yaml
+
+    plugin_config = yaml.safe_load(Path(u["run_config"]).read_text())["plugin_config"]
+    cfg = NDVIConfig.from_plugin_config(plugin_config)
+    rdr = TaskReader(u["db"])
+    tidx = parse_task(u["task"])
+    datasets = rdr.datasets(tidx)
+    gbox = rdr._gridspec.tile_geobox(tidx[1:])
+    days = group_by_solar_day(datasets, gbox)
+    tiles = GeoboxTiles(gbox, (cfg.chunks["y"], cfg.chunks["x"]))
+    parts = []
+    for day in days:
+        sources = [tuple(measurement_uri(ds, b) for b in cfg.input_bands) for ds in day.datasets]
+        for iy in range(tiles.shape.y):
+            for ix in range(tiles.shape.x):
+                parts.append(dask.delayed(_floor_block)(sources, tiles[iy, ix]))
+    total = sum(client.compute(parts, sync=True))
+    return {"datasets": len(datasets), "solar_days": len(days), "blocks": len(parts), "sum": total}
+
+
+def _task_stream_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    from dask.utils import key_split
+
+    stages: dict[str, dict[str, float]] = {}
+    for rec in records:
+        name = key_split(rec["key"])
+        for ss in rec.get("startstops", ()):
+            if ss.get("action") != "compute":
+                continue
+            st = stages.setdefault(name, {"tasks": 0, "thread_s": 0.0})
+            st["tasks"] += 1
+            st["thread_s"] += ss["stop"] - ss["start"]
+    return dict(sorted(stages.items(), key=lambda kv: -kv[1]["thread_s"]))
+
+
+def _run_case(args: argparse.Namespace) -> None:
+    """Child: one case, timed after imports and cluster start."""
+    import logging
+    import warnings
+
+    import distributed  # noqa: F401  (imports outside the timed section)
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    ctx = json.loads(Path(args.ctx).read_text())
+    out = Path(args.outdir)
+    if args.case == "profile":
+        Path(args.report).write_text(json.dumps(_case_profile(ctx, out)))
+        return
+    client = _client(ctx["threads"])
+    try:
+        from distributed import get_task_stream
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            with get_task_stream(client) as ts:
+                if args.case == "a":
+                    info = _case_a(ctx, client)
+                elif args.case == "b":
+                    info = _case_b(ctx, client, out, "direct")
+                elif args.case == "b'":
+                    info = _case_b(ctx, client, out, "odc-stats")
+                elif args.case == "b+p":
+                    _persist_before_dump()
+                    info = _case_b(ctx, client, out, "direct")
+                elif args.case == "c":
+                    info = _case_c(ctx, client)
+                else:
+                    info = _case_d(ctx, client, out)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        stages = _task_stream_summary(ts.data)
+    finally:
+        client.close()
+    big = sorted({str(w.message).split(".")[0] for w in caught if "large graph" in str(w.message)})
+    if big:
+        info["warnings"] = big
+    Path(args.report).write_text(
+        json.dumps({"wall_s": wall, "cpu_s": cpu, "info": info, "stages": stages})
+    )
+
+
+# --------------------------------------------------------------------------------------
+# parent
+# --------------------------------------------------------------------------------------
+
+
+def _spawn(case: str, ctx_path: Path, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
+    report = tmp / f"report-{case}.json"
+    outdir = tmp / f"out-{case.replace(chr(39), 'q').replace('+', '_')}"
+    outdir.mkdir()
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--case",
+        case,
+        "--ctx",
+        str(ctx_path),
+        "--report",
+        str(report),
+        "--outdir",
+        str(outdir),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"case {case!r} failed with exit code {proc.returncode}")
+    result = json.loads(report.read_text())
+    result.update(
+        process_wall_s=time.perf_counter() - t0,
+        process_cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+    )
+    return result
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def _table(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| case | what | wall s | CPU s | peak RSS MiB | process wall s | process CPU s |",
+        "|------|------|-------:|------:|-------------:|---------------:|--------------:|",
+    ]
+    for case, r in results.items():
+        lines.append(
+            f"| {case} | {CASES[case]} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
+            f"| {_mib(r['peak_rss_bytes'])} | {r['process_wall_s']:.1f} | {r['process_cpu_s']:.1f} |"
+        )
+    return lines
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out = {}
+    b = results["b"]
+    for other in ("a", "c", "d", "b'", "b+p"):
+        if other not in results:
+            continue
+        o = results[other]
+        out[f"b/{other}"] = {
+            "wall": b["wall_s"] / o["wall_s"],
+            "cpu": b["cpu_s"] / o["cpu_s"],
+            "peak_rss": b["peak_rss_bytes"] / o["peak_rss_bytes"],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tile-px", type=int, default=1024, help="tile size in pixels (1024)")
+    p.add_argument("--crs", default="EPSG:3577", help="scene CRS, e.g. EPSG:32755 (UTM)")
+    p.add_argument("--threads", type=int, default=2, help="dask threads (2)")
+    p.add_argument(
+        "--cases", default="a,b,b',b+p,c,d", help="comma-separated subset of a,b,b',b+p,c,d"
+    )
+    p.add_argument("--skip-d", action="store_true", help="skip case d (no DEA archive)")
+    p.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the cProfile run of case b's graph (single thread, after the cases)",
+    )
+    p.add_argument("--workdir", type=Path, default=None, help="cache (benchmarks/results/work)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (benchmarks/results/)")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--ctx", help=argparse.SUPPRESS)
+    p.add_argument("--report", help=argparse.SUPPRESS)
+    p.add_argument("--outdir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.case:
+        _run_case(args)
+        return 0
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.skip_d and "d" in cases:
+        cases.remove("d")
+    args.skip_d = "d" not in cases
+    if "b" not in cases or any(c not in CASES for c in cases):
+        p.error(f"--cases must include b and be among {', '.join(CASES)}")
+
+    from odc_ndvi_plugin.index import open_index
+
+    crs_tag = args.crs.replace(":", "").lower()
+    workdir = (args.workdir or RESULTS / "work") / f"px{args.tile_px}-{crs_tag}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench_pipeline: 1 tile of {args.tile_px} px (30 m, EPSG:3577 grid), scenes in "
+        f"{args.crs}, {START}..{END} every 16 days x 2 paths, {args.threads} dask threads"
+    )
+    t0 = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    with open_index(workdir, use_user_config=False) as dcenv:
+        ctx = _prepare(args, dcenv, workdir)
+        u = ctx["usgs_c2"]
+        print(
+            f"  archive: {u['scenes']} scenes on {u['dates']} dates, tile {u['shape']} "
+            f"(prepared in {time.monotonic() - t0:.0f}s; cached in {workdir})"
+        )
+        env = {**os.environ, **dcenv.environ()}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        with tempfile.TemporaryDirectory(prefix="bench_pipeline_", dir=workdir) as tmpdir:
+            tmp = Path(tmpdir)
+            ctx_path = tmp / "ctx.json"
+            ctx_path.write_text(json.dumps(ctx))
+            for case in cases:
+                print(f"  running {case}: {CASES[case]} ...", flush=True)
+                results[case] = _spawn(case, ctx_path, tmp, env)
+                r = results[case]
+                print(
+                    f"    wall {r['wall_s']:.1f}s, CPU {r['cpu_s']:.1f}s, "
+                    f"peak RSS {_mib(r['peak_rss_bytes'])} MiB; {r['info']}",
+                    flush=True,
+                )
+            profile = None
+            if not args.no_profile:
+                print("  profiling b (cProfile, dask sync scheduler, 1 thread) ...", flush=True)
+                profile = _spawn("profile", ctx_path, tmp, env)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    lines = _table(results)
+    print("\n".join(lines))
+    ratios = _ratios(results)
+    print()
+    for name, r in ratios.items():
+        print(f"{name}: wall {r['wall']:.2f}x, CPU {r['cpu']:.2f}x, peak RSS {r['peak_rss']:.2f}x")
+    for case in ("b", "a"):
+        if case not in results:
+            continue
+        stages = results[case]["stages"]
+        total = sum(s["thread_s"] for s in stages.values()) or 1.0
+        print(f"\n({case}) dask task stream, thread-seconds by task prefix (top 8):")
+        print("| task prefix | tasks | thread s | share |")
+        print("|---|---:|---:|---:|")
+        for name, s in list(stages.items())[:8]:
+            print(
+                f"| {name} | {s['tasks']:.0f} | {s['thread_s']:.1f} | {s['thread_s'] / total:.0%} |"
+            )
+
+    if profile is not None:
+        print(
+            f"\n(b) profile: graph of the task computed once with the sync scheduler: "
+            f"{profile['wall_s']:.1f}s (graph build {profile['graph_build_s']:.1f}s); "
+            "cumulative seconds:"
+        )
+        print("| stage | calls | cum s | share of wall |")
+        print("|---|---:|---:|---:|")
+        for stage in PROFILE_STAGES:
+            st = profile["stages"].get(stage)
+            if st:
+                label = stage.replace("  ", "\u2003")  # keep the indent in markdown
+                print(
+                    f"| {label} | {st['calls']:.0f} | {st['cum_s']:.1f} "
+                    f"| {st['cum_s'] / profile['wall_s']:.0%} |"
+                )
+
+        print("\ntop functions by own time:")
+        print("| function | calls | own s |")
+        print("|---|---:|---:|")
+        for f in profile["top_own_time"][:8]:
+            print(f"| {f['function']} | {f['calls']} | {f['own_s']:.1f} |")
+
+    now = dt.datetime.now(dt.UTC)
+    doc = {
+        "benchmark": "bench_pipeline",
+        "utc": now.isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "params": {
+            "tile_px": args.tile_px,
+            "crs": args.crs,
+            "threads": args.threads,
+            "cases": cases,
+            "start": str(START),
+            "end": str(END),
+        },
+        "archive": {k: v for k, v in ctx.items() if isinstance(v, dict)},
+        "results": results,
+        "ratios": ratios,
+        "profile_b": profile,
+    }
+    out = args.out or RESULTS / f"bench_pipeline_{now:%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
