@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,9 @@ import yaml
 
 from odc_ndvi_plugin.demo import save_tasks
 from odc_ndvi_plugin.index import add_products, index_datasets
-from odc_ndvi_plugin.synthetic import ArchiveSpec, Condition, generate_archive
+from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
+from tests.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = pytest.mark.integration
 
@@ -30,54 +30,6 @@ IFD_ORDER_MESSAGES = (
     "The offset of the first block of the image should be after its IFD",
 )
 SEASON_MONTHS = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (9, 10, 11)}
-
-
-def _clear_usgs_default(scene) -> np.ndarray:
-    # the tutorial's flags: nodata false, cloud & shadow not high confidence, land_or_cloud;
-    # the generator sets the water bit for water surfaces except under high-confidence cloud
-    bad = scene.condition.copy()
-    return scene.valid & ~np.isin(bad, [Condition.CLOUD_HIGH, Condition.SHADOW]) & ~scene.water
-
-
-def _clear_dea_valid(scene) -> np.ndarray:
-    return scene.condition == Condition.CLEAR_LAND
-
-
-def _truth_days(archive, geobox, clear_fn) -> list[tuple[np.datetime64, np.ndarray]]:
-    """Per solar day: NDVI of the first clear scene (overlaps must agree), NaN elsewhere."""
-    truth = archive.truth(geobox)
-    days: dict = {}
-    for scene in truth.scenes:
-        clear = clear_fn(scene)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ndvi = (scene.nir - scene.red) / (scene.nir + scene.red)
-        ndvi = np.where(clear & np.isfinite(ndvi), ndvi, np.nan)
-        day = np.datetime64(scene.solar_date, "D")
-        if day not in days:
-            days[day] = ndvi
-        else:
-            prev = days[day]
-            both = ~np.isnan(prev) & ~np.isnan(ndvi)
-            np.testing.assert_array_equal(prev[both], ndvi[both])  # same surface, same day
-            days[day] = np.where(np.isnan(prev), ndvi, prev)
-    return sorted(days.items())
-
-
-def _reference(stack: np.ndarray, stat: str) -> np.ndarray:
-    count = (~np.isnan(stack)).sum(0)
-    if stat == "count":
-        return count
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fn = {
-            "mean": np.nanmean,
-            "median": np.nanmedian,
-            "std": np.nanstd,
-            "min": np.nanmin,
-            "max": np.nanmax,
-        }
-        value = fn[stat](stack, axis=0) if len(stack) else np.full(stack.shape[1:], np.nan)
-    return np.where(count >= 1, value, np.nan)
 
 
 def _env(dcenv) -> dict[str, str]:
@@ -161,7 +113,7 @@ def test_year_run_matches_truth_for_every_season_and_statistic(usgs, year_run):
     tiles = spec.tiles()
     assert len(tiles) == 2
     for tile, geobox in tiles.items():
-        days = _truth_days(archive, geobox, _clear_usgs_default)
+        days = truth_days(archive, geobox, CLEAR_RULES["usgs_c2"])
         task = _task_dir(out, tile, usgs["window"])
         for season, months in SEASON_MONTHS.items():
             sel = [v for d, v in days if d.astype(object).month in months]
@@ -176,7 +128,7 @@ def test_year_run_matches_truth_for_every_season_and_statistic(usgs, year_run):
                         assert src.nodata == 65535
                     else:
                         assert np.isnan(src.nodata)
-                expected = _reference(stack, stat)
+                expected = nan_stat(stack, stat)
                 if stat == "count":
                     assert got.dtype == np.uint16
                     np.testing.assert_array_equal(got, expected, err_msg=f"{tile} {band}")
