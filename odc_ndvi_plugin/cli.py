@@ -10,6 +10,8 @@ from typing import Any
 import click
 import yaml
 
+from .synthetic import synth_command
+
 __all__ = ["main"]
 
 
@@ -206,12 +208,4 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
         sys.exit(1)
 
 
-def _attach_synth() -> None:
-    try:
-        from .synthetic import synth_command
-    except ImportError:  # pragma: no cover - module under construction
-        return
-    main.add_command(synth_command)
-
-
-_attach_synth()
+main.add_command(synth_command)

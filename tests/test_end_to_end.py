@@ -230,3 +230,85 @@ def test_outputs_index_back_and_load_the_same_values(usgs, year_run, make_datacu
         np.testing.assert_array_equal(loaded.ndvi_mean_djf.values[0], src.read(1))
     with rasterio.open(next(task.glob("*_clear_count_djf.tif"))) as src:
         np.testing.assert_array_equal(loaded.clear_count_djf.values[0], src.read(1))
+
+
+def _run_ours(config: Path, db: Path, out: Path, **overrides):
+    """Our runner (odc-stats' TaskRunner subclass) in-process, as `odc-ndvi run` does."""
+    from odc_ndvi_plugin.runner import execute, load_run_config
+
+    cfg, _ = load_run_config(
+        yaml.safe_load(config.read_text()),
+        filedb=str(db),
+        output_location=f"file://{out}",
+        threads=2,
+        **overrides,
+    )
+    return execute(cfg, max_in_flight=2)
+
+
+def _check_seasons(
+    out: Path, archive, clear_fn, tasks: dict[str, tuple[int, ...]], band_suffix
+) -> None:
+    for tile, geobox in archive.tiles().items():
+        days = truth_days(archive, geobox, clear_fn)
+        for period, months in tasks.items():
+            task = _task_dir(out, tile, period)
+            sel = [v for d, v in days if d.astype(object).month in months]
+            stack = np.stack(sel) if sel else np.zeros((0, *geobox.shape.yx))
+            for stat in ("mean", "count"):
+                band = ("clear_count" if stat == "count" else f"ndvi_{stat}") + band_suffix(period)
+                (cog,) = task.glob(f"*_{band}.tif")
+                with rasterio.open(cog) as src:
+                    got = src.read(1)
+                np.testing.assert_allclose(
+                    got, nan_stat(stack, stat), atol=1e-5, equal_nan=True, err_msg=f"{tile} {band}"
+                )
+
+
+def test_seasonal_tasks_in_task_mode_match_truth(usgs):
+    """cfg/save-tasks-usgs-c2-seasonal.yaml (`--frequency seasonal`) + cfg/run-usgs-c2-seasonal.yaml."""
+    root, archive = usgs["root"], usgs["archive"]
+    db = save_tasks(
+        usgs["env"].environ(),
+        config=CFG_DIR / "save-tasks-usgs-c2-seasonal.yaml",
+        grid=usgs["spec"].gridspec,
+        temporal_range=usgs["window"],
+        output=root / "tasks" / "seasonal.db",
+    )
+    out = root / "out-seasonal"
+    summary = _run_ours(CFG_DIR / "run-usgs-c2-seasonal.yaml", db, out)
+    assert (summary.done, summary.failed) == (8, 0)  # 2 tiles x 4 seasons
+    tasks = {
+        "2019-12--P3M": (12, 1, 2),
+        "2020-03--P3M": (3, 4, 5),
+        "2020-06--P3M": (6, 7, 8),
+        "2020-09--P3M": (9, 10, 11),
+    }
+    _check_seasons(out, archive, CLEAR_RULES["usgs_c2"], tasks, lambda period: "")
+
+
+def test_dea_ard_year_config_matches_truth(usgs, tiny_archive):
+    """cfg/save-tasks-dea-ard-year.yaml + cfg/run-dea-ard-year.yaml on the DEA flavour."""
+    archive = tiny_archive("dea_ard")
+    add_products(usgs["env"], [archive.product_definition])
+    index_datasets(usgs["env"], archive.dataset_paths)
+    root = usgs["root"]
+    db = save_tasks(
+        usgs["env"].environ(),
+        config=CFG_DIR / "save-tasks-dea-ard-year.yaml",
+        grid=archive.spec.gridspec,
+        temporal_range=usgs["window"],
+        output=root / "tasks" / "dea-year.db",
+    )
+    out = root / "out-dea"
+    summary = _run_ours(CFG_DIR / "run-dea-ard-year.yaml", db, out)
+    assert (summary.done, summary.failed) == (2, 0)
+    seasons = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (9, 10, 11)}
+    for season, months in seasons.items():
+        _check_seasons(
+            out,
+            archive,
+            CLEAR_RULES["dea_ard"],
+            {usgs["window"]: months},
+            lambda _p, s=season: f"_{s}",
+        )

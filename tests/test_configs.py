@@ -1,0 +1,69 @@
+"""Every shipped run config validates, and its output product definition in cfg/products is current."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from odc_ndvi_plugin import NDVISeasonal
+from odc_ndvi_plugin.cli import main
+from odc_ndvi_plugin.product import output_product_definition
+from odc_ndvi_plugin.runner import load_run_config
+from tests.conftest import CFG_DIR, PRODUCTS_DIR
+
+RUN_CONFIGS = sorted(p.name for p in CFG_DIR.glob("run-*.yaml"))
+
+
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_run_config_is_valid_and_its_product_definition_is_shipped(name):
+    doc = yaml.safe_load((CFG_DIR / name).read_text())
+    cfg, _ = load_run_config(doc)
+    plugin = NDVISeasonal(**cfg.plugin_config)
+    product = output_product_definition(plugin, cfg.product)
+    shipped = PRODUCTS_DIR / f"{cfg.product['name']}.odc-product.yaml"
+    assert shipped.exists(), (
+        f"run `odc-ndvi product-definition cfg/{name} > {shipped.relative_to(CFG_DIR.parent)}`"
+    )
+    assert (
+        yaml.safe_load(shipped.read_text())["measurements"]
+        == yaml.safe_load(yaml.safe_dump(product))["measurements"]
+    )
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        (
+            {"plugin_config": {"statistics": ["mode"]}},
+            "plugin_config.statistics: 'mode' is not allowed",
+        ),
+        (
+            {"plugin_config": {"seasons": {"a": [13]}}},
+            "plugin_config.seasons.a: month 13 is outside 1-12",
+        ),
+        ({"colour": "red"}, "run config: unknown key(s) 'colour'"),
+        ({"output_location": "ftp://x"}, "must start with file:// or s3://"),
+    ],
+)
+def test_check_config_names_the_bad_key(tmp_path, patch, message):
+    doc = yaml.safe_load((CFG_DIR / "run-usgs-c2-year.yaml").read_text())
+    for key, value in patch.items():
+        if isinstance(value, dict):
+            doc[key] = {**doc.get(key, {}), **value}
+        else:
+            doc[key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_unwritable_output_location_fails_before_any_work(tmp_path):
+    from odc_ndvi_plugin.runner import check_output_location
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(ValueError, match="output_location 'file://.*' is not writable"):
+        check_output_location(f"file://{blocked}/out")
