@@ -148,19 +148,24 @@ def run_command(
         sys.exit(1)
 
 
-@main.command("check-config")
-@click.argument("config_path")
-def check_config_command(config_path: str) -> None:
-    """Validate a run config and its plugin_config without running anything."""
+def _config_and_plugin(config_path: str):
+    """Validated run config and its plugin instance; errors become a clean CLI message."""
     from odc.stats.plugins import resolve
 
     from .runner import load_run_config
 
     try:
         cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
-        plugin = resolve(cfg.plugin)(**cfg.plugin_config)
+        return cfg, resolve(cfg.plugin)(**cfg.plugin_config)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
+
+
+@main.command("check-config")
+@click.argument("config_path")
+def check_config_command(config_path: str) -> None:
+    """Validate a run config and its plugin_config without running anything."""
+    cfg, plugin = _config_and_plugin(config_path)
     click.echo(f"ok: {cfg.plugin} -> bands {', '.join(plugin.measurements)}")
 
 
@@ -168,16 +173,9 @@ def check_config_command(config_path: str) -> None:
 @click.argument("config_path")
 def product_definition_command(config_path: str) -> None:
     """Print the output product definition (eo3 YAML) for a run config."""
-    from odc.stats.plugins import resolve
-
     from .product import dump_product_definition, output_product_definition
-    from .runner import load_run_config
 
-    try:
-        cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
-        plugin = resolve(cfg.plugin)(**cfg.plugin_config)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
+    cfg, plugin = _config_and_plugin(config_path)
     click.echo(dump_product_definition(output_product_definition(plugin, cfg.product)), nl=False)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import dask.array as da
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from odc.geo.xr import xr_coords
 from odc.stats.plugins import resolve
 
 from odc_ndvi_plugin import NDVISeasonal
+from tests.truth import nan_stat
 
 GEOBOX = GeoBox.from_bbox(
     (1_500_000, -3_900_960, 1_500_960, -3_900_000), "epsg:3577", resolution=30
@@ -30,27 +29,6 @@ def _ndvi_stack(dates: list[str], *, seed: int = 0, cloud: float = 0.3, chunks=N
         data, dims=("spec", "y", "x"), coords={"time": ("spec", times), **xr_coords(GEOBOX)}
     )
     return xr.Dataset({"ndvi": ndvi})
-
-
-def _nan_reduce(values: np.ndarray, stat: str, min_clear: int = 1) -> np.ndarray:
-    count = (~np.isnan(values)).sum(0)
-    if stat == "count":
-        return count
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fn = {
-            "mean": np.nanmean,
-            "median": np.nanmedian,
-            "std": np.nanstd,
-            "min": np.nanmin,
-            "max": np.nanmax,
-        }[stat]
-        out = (
-            fn(values.astype(np.float64), axis=0)
-            if len(values)
-            else np.full(values.shape[1:], np.nan)
-        )
-    return np.where(count >= min_clear, out, np.nan)
 
 
 def test_registered_under_short_name_and_dotted_path():
@@ -177,7 +155,7 @@ def test_task_mode_reduce_equals_numpy(stat, min_clear):
     stack = _ndvi_stack([f"2023-0{m}-1{m}" for m in range(1, 8)], seed=3)
     out = NDVISeasonal(statistics=[stat], min_clear=min_clear).reduce(stack).compute()
     band = "clear_count" if stat == "count" else f"ndvi_{stat}"
-    expected = _nan_reduce(stack.ndvi.values, stat, min_clear)
+    expected = nan_stat(stack.ndvi.values, stat, min_clear)
     np.testing.assert_allclose(out[band].values, expected, atol=2e-6, equal_nan=True)
 
 
@@ -201,12 +179,12 @@ def test_year_mode_djf_spans_year_boundary_and_empty_season():
     values = stack.ndvi.values
     djf, mam, son = values[:4], values[4:6], values[6:]
     np.testing.assert_allclose(
-        out.ndvi_mean_djf.values, _nan_reduce(djf, "mean"), atol=2e-6, equal_nan=True
+        out.ndvi_mean_djf.values, nan_stat(djf, "mean"), atol=2e-6, equal_nan=True
     )
     np.testing.assert_allclose(
-        out.ndvi_max_mam.values, _nan_reduce(mam, "max"), atol=0, equal_nan=True
+        out.ndvi_max_mam.values, nan_stat(mam, "max"), atol=0, equal_nan=True
     )
-    np.testing.assert_array_equal(out.clear_count_son.values, _nan_reduce(son, "count"))
+    np.testing.assert_array_equal(out.clear_count_son.values, nan_stat(son, "count"))
     # no winter (JJA) observation at all: counts 0, statistics nodata
     assert (out.clear_count_jja.values == 0).all()
     assert np.isnan(out.ndvi_mean_jja.values).all()

@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
 from odc_ndvi_plugin.stats import COUNT_NODATA, STATISTICS, band_dtype_nodata, reduce_block
-
-
-def _numpy_reference(obs: np.ndarray, stat: str, min_clear: int) -> np.ndarray:
-    obs = obs.astype(np.float64)
-    count = (~np.isnan(obs)).sum(axis=0)
-    if stat == "count":
-        return count.astype(np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fn = {
-            "mean": np.nanmean,
-            "median": np.nanmedian,
-            "std": np.nanstd,
-            "min": np.nanmin,
-            "max": np.nanmax,
-        }[stat]
-        value = fn(obs, axis=0) if obs.shape[0] else np.full(obs.shape[1:], np.nan)
-    return np.where(count >= min_clear, value, np.nan)
+from tests.truth import nan_stat
 
 
 def _stack(kind: str, rng: np.random.Generator, t: int = 9, shape=(5, 6)) -> np.ndarray:
@@ -58,7 +39,7 @@ def test_single_group_matches_numpy(kind, stat, min_clear):
     out = reduce_block(
         obs, np.zeros(len(obs), int), n_groups=1, statistics=(stat,), min_clear=min_clear
     )
-    expected = _numpy_reference(obs, stat, min_clear if stat != "count" else 0)
+    expected = nan_stat(obs, stat, min_clear)
     assert out.shape == (1, *obs.shape[1:]) and out.dtype == np.float32
     np.testing.assert_allclose(out[0], expected, rtol=0, atol=2e-6, equal_nan=True)
 
@@ -74,7 +55,7 @@ def test_groups_are_independent_and_empty_groups_are_nodata(kind):
     for g in range(4):
         sel = obs[groups == g]
         for s, stat in enumerate(stats):
-            expected = _numpy_reference(sel, stat, 0 if stat == "count" else 1)
+            expected = nan_stat(sel, stat)
             np.testing.assert_allclose(out[g * len(stats) + s], expected, atol=2e-6, equal_nan=True)
     # empty season: counts are 0, not NaN; float statistics are NaN
     assert (out[2 * len(stats) + 2] == 0).all()
