@@ -60,6 +60,6 @@ def quicklook_png(panels: Sequence[tuple[str, np.ndarray]], path: Path, *, title
     if title:
         fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path
