@@ -133,6 +133,22 @@ class AtomicCOGSink(S3COGSink):
             return super()._write_blob(data, url, ContentType=ContentType, with_deps=with_deps)
         return _atomic_write(data, parsed.path, with_deps=with_deps)
 
+    def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
+        """odc-stats calls odc-geo's ``to_cog`` on the lazy band right away, which computes
+        the band while the graph is being built, in the calling process (with a gateway
+        client, which is not the default client: on the local threaded scheduler) and
+        one task after the other; delayed, the workers compute and encode it."""
+        from odc.geo.cog import to_cog
+
+        out = []
+        for band, dv in ds.data_vars.items():
+            url = paths.get(str(band))
+            if url is None:
+                raise ValueError(f"No path for band: '{band}'")
+            cog = dask.delayed(to_cog, pure=True)(dv, **self.cog_opts(str(band)))
+            out.append(self._write_blob(cog, url, ContentType="image/tiff"))
+        return out
+
     def task_files(self, task: Task) -> list[str]:
         """Every URL a task writes (bands, rgba, checksums, metadata)."""
         urls = list(task.paths("absolute", ext=self._band_ext).values())
@@ -400,6 +416,13 @@ class NDVITaskRunner(TaskRunner):
                 _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
                 running.append(_Running(task, client.compute(graph), time.monotonic()))
                 self.summary.in_flight = len(running)
+                # leases are otherwise renewed only while polling: receiving the next
+                # message and building its graph can outlast a short lease
+                for r in running:
+                    if r.task.source is not None:
+                        r.task.source.extend_if_needed(
+                            self._cfg.job_queue_max_lease, self._cfg.renew_safety_margin
+                        )
             while running:
                 for result in self._poll(running):
                     self.summary.in_flight = len(running)
@@ -462,6 +485,15 @@ def check_output_location(location: str) -> None:
             raise ValueError(f"output_location {location!r} is not writable: {err}") from err
 
 
+def _sqs_queue(name_or_url: str) -> Any:
+    """odc-stats looks a queue up by name only; a queue URL is opened as it is."""
+    if "://" not in name_or_url:
+        return name_or_url
+    import boto3
+
+    return boto3.resource("sqs").Queue(name_or_url)
+
+
 def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
     """Checks that fail the whole run before any task: output writable, inputs readable."""
     check_output_location(runner.product.location)
@@ -501,7 +533,9 @@ def execute(
         preflight(runner, from_sqs=from_sqs)
         results = (
             runner.run(
-                sqs=from_sqs, ds_filters=dataset_filters, apply_eodatasets3=apply_eodatasets3
+                sqs=_sqs_queue(from_sqs),
+                ds_filters=dataset_filters,
+                apply_eodatasets3=apply_eodatasets3,
             )
             if from_sqs
             else runner.run(

@@ -1,0 +1,440 @@
+"""The runner on real servers: a dask-gateway cluster (2 workers), S3 and SQS on moto.
+
+Everything runs in-process (``execute(...)`` with a client from ``open_gateway_cluster``);
+one gateway cluster is shared by the module. The archive is the tiny USGS C2 one of
+``test_end_to_end`` (2 tiles -> 2 tasks), indexed in the embedded PostgreSQL.
+
+Every test ends with a scan of what it wrote and logged (S3 objects, STAC items, local
+files, caplog, capsys, worker and scheduler logs) for the secret values: the moto
+``AWS_SECRET_ACCESS_KEY`` and the gateway password.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from distributed import get_task_stream
+from odc.stats.tasks import render_sqs
+from rasterio.io import MemoryFile
+
+from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.gateway import GatewayClusterConfig, open_gateway_cluster
+from odc_ndvi_plugin.index import add_products, index_datasets
+from odc_ndvi_plugin.runner import execute, load_run_config
+from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
+from tests.conftest import CFG_DIR
+
+pytestmark = pytest.mark.servers
+
+SQS_CONFIG = CFG_DIR / "run-usgs-c2-year-sqs.yaml"
+TIMINGS: dict[str, float] = {}
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def usgs(tmp_path_factory, datacube_env_module):
+    """A small USGS C2 archive, indexed, with a 12-month (Dec..Nov) task db: 2 tiles ->
+    2 tasks. Three paths (not tiny's two) so that the western path's scenes lie on the
+    first tile only; one row per path and a 64-day revisit (6 dates, every season
+    observed) keep it at 18 scenes, 12 per task."""
+    from odc.stats.tasks import TaskReader
+
+    t0 = time.monotonic()
+    root = tmp_path_factory.mktemp("gwruns")
+    spec = ArchiveSpec.tiny(flavour="usgs_c2", n_paths=3, rows_per_path=1, revisit_days=64)
+    archive = generate_archive(spec, root / "archive")
+    add_products(datacube_env_module, [archive.product_definition])
+    index_datasets(datacube_env_module, archive.dataset_paths)
+    window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
+    db = save_tasks(
+        datacube_env_module.environ(),
+        config=CFG_DIR / "save-tasks-usgs-c2-year.yaml",
+        grid=spec.gridspec,
+        temporal_range=window,
+        output=root / "tasks" / "year.db",
+    )
+    reader = TaskReader(str(db))
+    try:  # (tile, datasets) of both tasks
+        tiles = {tidx: reader.datasets(tidx) for tidx in reader.all_tiles}
+    finally:
+        reader.cache.close()  # lmdb: one open per file and process, the runs open it next
+    assert len(tiles) == 2
+    TIMINGS["archive+index+save-tasks"] = time.monotonic() - t0
+    return {"root": root, "db": db, "tiles": list(tiles), "datasets": tiles}
+
+
+def _run_cfg(usgs, output_location: str, **overrides):
+    """The shipped SQS run config with a short lease (tests must not wait 300 s)."""
+    mapping = yaml.safe_load(SQS_CONFIG.read_text())
+    overrides.setdefault("job_queue_max_lease", 6)
+    overrides.setdefault("renew_safety_margin", 3)
+    overrides.setdefault("future_poll_interval", 1)
+    cfg, _ = load_run_config(
+        mapping, filedb=str(usgs["db"]), output_location=output_location, **overrides
+    )
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def local_run(usgs):
+    """The reference: the same task db on a local (in-process) cluster, to file://."""
+    out = usgs["root"] / "local-out"
+    t0 = time.monotonic()
+    summary = execute(_run_cfg(usgs, f"file://{out}", threads=2), tasks=[])
+    TIMINGS["local run"] = time.monotonic() - t0
+    assert (summary.done, summary.failed) == (2, 0), summary.errors
+    return out
+
+
+@pytest.fixture(scope="module")
+def gw_client(gateway_server):
+    """One 2-worker gateway cluster for the module (1 thread, 1 GiB each)."""
+    cfg = GatewayClusterConfig(
+        cluster_options={"worker_cores": 1, "worker_threads": 1, "worker_memory": 1.0},
+        workers=2,
+        wait_timeout=90,
+    )
+    t0 = time.monotonic()
+    with open_gateway_cluster(
+        cfg,
+        address=gateway_server.address,
+        proxy_address=gateway_server.proxy_address,
+        auth=gateway_server.auth,
+    ) as (_cluster, client):
+        # import the plugin on the workers once (seconds), not inside the first task;
+        # a builtin: functions of this module do not unpickle on the workers
+        assert set(client.run(exec, "import odc_ndvi_plugin.plugin").values()) == {None}
+        TIMINGS["gateway cluster (2 workers) ready"] = time.monotonic() - t0
+        yield client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_timings():
+    yield
+    if TIMINGS:
+        print("\n" + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _s3_keys(moto, bucket: str, prefix: str) -> list[str]:
+    s3 = moto.client("s3")
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def _read_cog(data: bytes | Path):
+    if isinstance(data, Path):
+        with rasterio.open(data) as src:
+            return src.read(1), src.profile["dtype"], src.nodata, tuple(src.transform)
+    with MemoryFile(data) as mem, mem.open() as src:
+        return src.read(1), src.profile["dtype"], src.nodata, tuple(src.transform)
+
+
+def _s3_rasters(moto, bucket: str, prefix: str) -> dict[str, tuple]:
+    s3 = moto.client("s3")
+    out = {}
+    for key in _s3_keys(moto, bucket, prefix):
+        if key.endswith(".tif"):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            out[key[len(prefix) :].lstrip("/")] = _read_cog(body)
+    return out
+
+
+def _local_rasters(root: Path) -> dict[str, tuple]:
+    return {str(p.relative_to(root)): _read_cog(p) for p in sorted(root.rglob("*.tif"))}
+
+
+def _assert_same_rasters(got: dict[str, tuple], expected: dict[str, tuple]) -> None:
+    assert got.keys() == expected.keys()
+    assert len(expected) == 2 * (8 + 1)  # 2 tasks x (4 seasons x mean/count + rgba)
+    for name, (data, dtype, nodata, transform) in expected.items():
+        g_data, g_dtype, g_nodata, g_transform = got[name]
+        assert (g_dtype, g_transform) == (dtype, transform), name
+        assert g_nodata == nodata or (np.isnan(g_nodata) and np.isnan(nodata)), name
+        assert np.array_equal(g_data, data, equal_nan=data.dtype.kind == "f"), name
+
+
+def _stac_items(moto, bucket: str, prefix: str) -> dict[str, dict]:
+    s3 = moto.client("s3")
+    return {
+        key: json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        for key in _s3_keys(moto, bucket, prefix)
+        if key.endswith(".stac-item.json")
+    }
+
+
+def _queue_counts(moto, url: str) -> tuple[int, int]:
+    attrs = moto.client("sqs").get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attrs["ApproximateNumberOfMessages"]),
+        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def _publish(usgs, queue_name: str) -> None:
+    """odc-stats' own ``publish-tasks`` (in-process): every task of the db."""
+    from odc.stats._cli_publish_tasks import publish_tasks
+
+    publish_tasks(str(usgs["db"]), "", None, False, queue_name)
+
+
+def _tile_dir(tidx) -> str:
+    period, x, y = tidx
+    return f"x{x:+04d}/y{y:+05d}/{period}"
+
+
+def _assert_no_secrets(moto, gateway, *, texts=(), buckets=(), dirs=(), client=None) -> None:
+    """No secret value (nor the base64 basic-auth header) in anything given."""
+    secrets = [
+        moto.secret_access_key,
+        gateway.password,
+        base64.b64encode(f"{gateway.username}:{gateway.password}".encode()).decode(),
+    ]
+    blobs: list[tuple[str, bytes]] = [(f"text #{i}", t.encode()) for i, t in enumerate(texts)]
+    s3 = moto.client("s3")
+    for bucket in buckets:
+        for key in _s3_keys(moto, bucket, ""):
+            blobs.append(
+                (f"s3://{bucket}/{key}", s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            )
+    for root in dirs:
+        blobs += [(str(p), p.read_bytes()) for p in Path(root).rglob("*") if p.is_file()]
+    if client is not None:
+        logs = {"scheduler": client.get_scheduler_logs(n=10_000)}
+        logs.update(client.get_worker_logs(n=10_000))
+        blobs += [(f"log of {who}", repr(lines).encode()) for who, lines in logs.items()]
+    assert len(blobs) > 0
+    for where, blob in blobs:
+        for secret in secrets:
+            assert secret.encode() not in blob, f"a secret value is in {where}"
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+def test_gateway_run_to_s3_is_pixel_identical_to_a_local_run(
+    usgs, local_run, gw_client, moto_env, gateway_server, s3_bucket, caplog, capsys
+):
+    caplog.set_level(logging.INFO)
+    cfg = _run_cfg(usgs, f"s3://{s3_bucket}/a")
+    t0 = time.monotonic()
+    with get_task_stream(client=gw_client) as stream:
+        summary = execute(cfg, tasks=[], client=gw_client, max_in_flight=2, progress=print)
+    TIMINGS["gateway run (2 tasks)"] = time.monotonic() - t0
+    assert (summary.done, summary.failed, summary.skipped) == (2, 0, 0), summary.errors
+
+    _assert_same_rasters(_s3_rasters(moto_env, s3_bucket, "a"), _local_rasters(local_run))
+    items = _stac_items(moto_env, s3_bucket, "a")
+    assert sorted(k.rsplit("/", 1)[0] for k in items) == sorted(
+        f"a/{_tile_dir(t)}" for t in usgs["tiles"]
+    )
+    keys = set(_s3_keys(moto_env, s3_bucket, "a"))
+    for key, item in items.items():  # every asset is a file beside the item
+        folder = key.rsplit("/", 1)[0]
+        hrefs = {a["href"] for a in item["assets"].values()}
+        assert len(hrefs) == 8
+        for href in hrefs:
+            if "://" in href:
+                assert href.startswith(f"s3://{s3_bucket}/{folder}/"), href
+                href = href[len(f"s3://{s3_bucket}/{folder}/") :]
+            assert f"{folder}/{href.removeprefix('./')}" in keys, href
+
+    # the gateway's workers computed and encoded every COG (nothing in this process)
+    assert "Started local dask" not in caplog.text
+    encoded = [t for t in stream.data if "to_cog-" in str(t["key"])]
+    assert len(encoded) == 2 * (8 + 1), sorted({str(t["key"])[:30] for t in stream.data})
+    assert {t["worker"] for t in stream.data} <= set(gw_client.scheduler_info()["workers"])
+    # a rerun skips both tasks: the STAC items on S3 say "done"
+    again = execute(cfg, tasks=[], client=gw_client, max_in_flight=2)
+    assert (again.done, again.skipped) == (0, 2)
+
+    _assert_no_secrets(
+        moto_env,
+        gateway_server,
+        texts=[caplog.text, *capsys.readouterr()],
+        buckets=[s3_bucket],
+        dirs=[local_run],
+        client=gw_client,
+    )
+
+
+def test_sqs_queue_is_drained_by_a_gateway_run(
+    usgs,
+    local_run,
+    gw_client,
+    moto_env,
+    gateway_server,
+    s3_bucket,
+    sqs_queue_factory,
+    caplog,
+    capsys,
+):
+    caplog.set_level(logging.INFO)
+    queue = sqs_queue_factory(max_receive_count=2, visibility_timeout=30)
+    _publish(usgs, queue.name)
+    assert _queue_counts(moto_env, queue.url) == (2, 0)
+
+    cfg = _run_cfg(usgs, f"s3://{s3_bucket}/b")
+    t0 = time.monotonic()
+    summary = execute(cfg, from_sqs=queue.url, client=gw_client, max_in_flight=2, progress=print)
+    TIMINGS["gateway SQS run (2 tasks)"] = time.monotonic() - t0
+    assert (summary.done, summary.failed, summary.skipped) == (2, 0, 0), summary.errors
+
+    assert _queue_counts(moto_env, queue.url) == (0, 0)
+    assert _queue_counts(moto_env, queue.dlq_url) == (0, 0)
+    _assert_same_rasters(_s3_rasters(moto_env, s3_bucket, "b"), _local_rasters(local_run))
+    assert len(_stac_items(moto_env, s3_bucket, "b")) == 2
+
+    _assert_no_secrets(
+        moto_env,
+        gateway_server,
+        texts=[caplog.text, *capsys.readouterr()],
+        buckets=[s3_bucket],
+        client=gw_client,
+    )
+
+
+@pytest.fixture
+def corrupt_cog(usgs):
+    """Truncate one COG (nir) of a scene that only the first task reads; restored after."""
+    from odc_ndvi_plugin.load import measurement_uri
+
+    first, second = (usgs["datasets"][t] for t in usgs["tiles"])
+    only_first = sorted({ds.id for ds in first} - {ds.id for ds in second})
+    assert only_first, "no scene is on the first tile only"
+    ds = next(ds for ds in first if ds.id == only_first[0])
+    path = Path(urlparse(measurement_uri(ds, "nir08")).path)
+    original = path.read_bytes()
+    os.truncate(path, len(original) // 2)
+    try:
+        yield ds, path
+    finally:
+        path.write_bytes(original)
+
+
+def test_corrupt_input_fails_its_task_only_and_goes_to_the_dlq(
+    usgs,
+    corrupt_cog,
+    gw_client,
+    moto_env,
+    gateway_server,
+    s3_bucket,
+    sqs_queue_factory,
+    caplog,
+    capsys,
+):
+    caplog.set_level(logging.INFO)
+    ds, path = corrupt_cog
+    bad, good = usgs["tiles"]
+    queue = sqs_queue_factory(max_receive_count=2, visibility_timeout=30)
+    _publish(usgs, queue.name)
+    cfg = _run_cfg(usgs, f"s3://{s3_bucket}/c")
+
+    t0 = time.monotonic()
+    first = execute(cfg, from_sqs=queue.url, client=gw_client, max_in_flight=2, progress=print)
+    TIMINGS["SQS run with a corrupt input"] = time.monotonic() - t0
+    # the failing task is named with its dataset and file; the other one finished
+    assert (first.done, first.failed) == (1, 1), first.errors
+    ((location, error),) = first.errors
+    assert location == _tile_dir(bad)  # the task location is its folder
+    assert str(ds.id) in error and str(path) in error, error
+    assert str(path) in caplog.text
+    keys = _s3_keys(moto_env, s3_bucket, "c/")
+    assert not [k for k in keys if k.startswith(f"c/{_tile_dir(bad)}/")]  # nothing of it
+    assert [k for k in keys if k.startswith(f"c/{_tile_dir(good)}/") and k.endswith(".json")]
+    # the successful message is deleted, the failed one made visible again at once
+    assert _queue_counts(moto_env, queue.url) == (1, 0)
+
+    # reruns: the message's second receive fails again; at the third receive attempt
+    # (receive count 2 = maxReceiveCount) SQS moves it to the dead-letter queue
+    reruns = [execute(cfg, from_sqs=queue.url, client=gw_client, max_in_flight=2) for _ in range(2)]
+    assert [(r.done, r.failed, r.skipped) for r in reruns] == [(0, 1, 0), (0, 0, 0)]
+    assert _queue_counts(moto_env, queue.url) == (0, 0)
+    assert _queue_counts(moto_env, queue.dlq_url) == (1, 0)
+    (msg,) = moto_env.client("sqs").receive_message(QueueUrl=queue.dlq_url)["Messages"]
+    assert json.loads(msg["Body"]) == render_sqs(bad, str(usgs["db"]))
+    assert not [
+        k for k in _s3_keys(moto_env, s3_bucket, "c/") if k.startswith(f"c/{_tile_dir(bad)}/")
+    ]
+
+    _assert_no_secrets(
+        moto_env,
+        gateway_server,
+        texts=[caplog.text, *capsys.readouterr()],
+        buckets=[s3_bucket],
+        client=gw_client,
+    )
+
+
+def test_cli_with_a_wrong_gateway_password_is_a_clear_error(
+    usgs, gateway_server, moto_env, tmp_path, monkeypatch, caplog
+):
+    from click.testing import CliRunner
+
+    from odc_ndvi_plugin.cli import main
+
+    caplog.set_level(logging.DEBUG, logger="odc_ndvi_plugin")
+    wrong = "wrong-" + gateway_server.password[::-1]
+    monkeypatch.setenv("NDVI_TEST_GATEWAY_PASSWORD", wrong)
+    gateway_yaml = tmp_path / "gateway.yaml"
+    gateway_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "address": gateway_server.address,
+                "proxy_address": gateway_server.proxy_address,
+                "auth": {
+                    "type": "basic",
+                    "username": gateway_server.username,
+                    "password_env": "NDVI_TEST_GATEWAY_PASSWORD",
+                },
+                "workers": 1,
+                "wait_timeout": 30,
+            }
+        )
+    )
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--config",
+            str(SQS_CONFIG),
+            "--location",
+            f"file://{out}",
+            "--gateway-config",
+            str(gateway_yaml),
+            str(usgs["db"]),
+        ],
+    )
+    TIMINGS["CLI wrong password"] = time.monotonic() - t0
+    assert result.exit_code == 1, result.output
+    assert (
+        f"Error: gateway at {gateway_server.address} rejected the credentials for user "
+        f"'{gateway_server.username}' (HTTP 401)"
+    ) in result.output
+    assert not isinstance(result.exception, SystemExit) or result.exception.code == 1
+    assert not list(out.rglob("*.json"))  # no task ran
+    basic = base64.b64encode(f"{gateway_server.username}:{wrong}".encode()).decode()
+    for text in (result.output, caplog.text):
+        assert wrong not in text and basic not in text
+    _assert_no_secrets(moto_env, gateway_server, texts=[result.output, caplog.text])
