@@ -1,0 +1,588 @@
+"""Fault behaviour of ``odc-ndvi run`` on a real index, real files and our runner.
+
+Every scenario works on a private copy of the session's tiny USGS C2 archive (2 tiles x
+12 dates x 4 overlapping scenes), indexed into this module's datacube, with the *seasonal*
+task db (2 tiles x 4 seasons = 8 tasks of ~12 scenes each). Faults are put into that copy
+and undone afterwards. The scenario functions (``scenario_*``) are plain functions of a
+:class:`Bench` so that ``benchmarks/fault_table.py`` runs exactly the same scenarios.
+
+Rules these tests pin down (README-worthy):
+
+* a task that cannot read an input fails alone, naming the dataset and the file/band;
+  the run goes on, leaves nothing of the failed task behind and exits 1;
+* a season without clear observations (all cloud, or no acquisitions at all) is written,
+  with NaN statistics and ``clear_count`` 0;
+* SIGTERM stops a run within seconds (exit 130), finished tasks stay, unfinished ones leave
+  no files; a rerun computes exactly the missing tasks;
+* a bad config fails ``run`` before any task, naming the key (or the output location);
+* the product ``version`` is part of the output path only if ``output_location`` contains
+  ``{version}``; otherwise an existing STAC item (whatever version wrote it) means "done" and
+  only ``--overwrite`` recomputes;
+* a task computed twice at once (an SQS message delivered twice) leaves whole, valid,
+  identical files (temp name + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.index import DatacubeEnv, add_products, index_datasets
+from odc_ndvi_plugin.synthetic import (
+    QA_PIXEL_BY_CONDITION,
+    Archive,
+    Condition,
+    generate_archive,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CFG_DIR = REPO / "cfg"
+SEASONAL_RUN = CFG_DIR / "run-usgs-c2-seasonal.yaml"
+YEAR_RUN = CFG_DIR / "run-usgs-c2-year.yaml"
+SEASONAL_TASKS = CFG_DIR / "save-tasks-usgs-c2-seasonal.yaml"
+PERIODS = ("2019-12--P3M", "2020-03--P3M", "2020-06--P3M", "2020-09--P3M")
+BAND_FILE = {"red": "_SR_B4.TIF", "nir08": "_SR_B5.TIF", "qa_pixel": "_QA_PIXEL.TIF"}
+
+#: run ``odc-ndvi`` with every reduce block delayed (seconds from ODC_NDVI_TEST_DELAY)
+SLOW_CLI = """
+import os, sys, time
+import odc_ndvi_plugin.plugin as plugin
+_reduce = plugin.reduce_block
+def _slow(*args, **kwargs):
+    time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
+    return _reduce(*args, **kwargs)
+plugin.reduce_block = _slow
+from odc_ndvi_plugin.cli import main
+main(prog_name="odc-ndvi")
+"""
+
+
+# -- the bench: archive copy, index, task db ---------------------------------------------------
+@dataclass
+class Bench:
+    root: Path
+    archive: Archive
+    env: DatacubeEnv
+    db: Path
+    window: str
+
+    @property
+    def tiles(self) -> list[tuple[int, int]]:
+        return sorted(self.archive.tiles())
+
+    def task_id(self, tile: tuple[int, int], period: str) -> str:
+        return f"x{tile[0]}/y{tile[1]}/{period}"
+
+    def all_tasks(self) -> list[str]:
+        return [self.task_id(t, p) for t in self.tiles for p in PERIODS]
+
+    def scenes(self, months: tuple[int, ...]) -> list:
+        return [s for s in self.archive.scenes if s.solar_date.month in months]
+
+    def environ(self) -> dict[str, str]:
+        env = {**os.environ, **self.env.environ()}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
+    def out(self, name: str) -> Path:
+        path = self.root / "out" / name
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+
+def make_bench(root: Path, source: Archive, env: DatacubeEnv) -> Bench:
+    """Copy ``source`` under ``root`` (faults are put into the copy), index it, save tasks."""
+    copy = root / "archive"
+    if not copy.exists():
+        shutil.copytree(source.root, copy)
+    archive = generate_archive(source.spec, copy)  # nothing to write: the plan of the copy
+    add_products(env, [archive.product_definition])
+    index_datasets(env, archive.dataset_paths)
+    spec = archive.spec
+    window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
+    db = save_tasks(
+        env.environ(),
+        config=SEASONAL_TASKS,
+        grid=spec.gridspec,
+        temporal_range=window,
+        output=root / "tasks" / "seasonal.db",
+    )
+    return Bench(root, archive, env, db, window)
+
+
+def task_dir(out: Path, tile: tuple[int, int], period: str) -> Path:
+    x, y = tile
+    return out / f"x{x:+04d}" / f"y{y:+05d}" / period
+
+
+def stac_items(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.stac-item.json")) if out.exists() else []
+
+
+def files_in(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def band_file(scene, band: str) -> Path:
+    return scene.dataset_yaml.with_name(scene.name + BAND_FILE[band])
+
+
+@contextmanager
+def restored(*paths: Path):
+    """Put ``paths`` back as they were (content or absence) after the block."""
+    saved = {p: (p.read_bytes() if p.exists() else None) for p in paths}
+    try:
+        yield
+    finally:
+        for p, data in saved.items():
+            if data is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.write_bytes(data)
+
+
+def write_run_config(path: Path, base: Path, **patch: Any) -> Path:
+    doc = yaml.safe_load(base.read_text())
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def cli_run(
+    config: Path, db: Path, out: Path | str, *tasks: str, opts: tuple[str, ...] = ()
+) -> tuple[Any, Any]:
+    """``odc-ndvi run`` in-process (click's CliRunner); returns (result, RunSummary|None)."""
+    from click.testing import CliRunner
+
+    import odc_ndvi_plugin.runner as runner_mod
+    from odc_ndvi_plugin.cli import main
+
+    location = out if isinstance(out, str) else f"file://{out}"
+    summaries = []
+    real_execute = runner_mod.execute
+
+    def spy(*a, **k):
+        summaries.append(real_execute(*a, **k))
+        return summaries[-1]
+
+    runner_mod.execute = spy
+    try:
+        result = CliRunner().invoke(
+            main,
+            ["run", "--config", str(config), "--location", location, "--threads", "2"]
+            + list(opts)
+            + [str(db), *tasks],
+        )
+    finally:
+        runner_mod.execute = real_execute
+    return result, (summaries[0] if summaries else None)
+
+
+def slow_cli(bench: Bench, config: Path, out: Path, *args: str, delay: float) -> subprocess.Popen:
+    """``odc-ndvi run`` as a subprocess with ``delay`` seconds added to every reduce block."""
+    cmd = [sys.executable, "-c", SLOW_CLI, "run", "--config", str(config)]
+    cmd += ["--location", f"file://{out}", "--threads", "2", *args]
+    env = {**bench.environ(), "ODC_NDVI_TEST_DELAY": str(delay)}
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+class LineReader:
+    """Collect a pipe's lines in a thread (to wait for a line without blocking forever)."""
+
+    def __init__(self, pipe):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def text(self) -> str:
+        self._thread.join(timeout=5)
+        return "".join(self.lines)
+
+
+# -- scenarios (shared with benchmarks/fault_table.py) ---------------------------------------
+def scenario_unreadable_input(bench: Bench, fault: str, make_env=None) -> dict[str, Any]:
+    """One task's input broken (truncated COG / missing file / band absent from the dataset
+    doc); a second task of the same tile, other season, is fine. Run through the CLI."""
+    tile = bench.tiles[0]
+    bad, good = bench.task_id(tile, PERIODS[1]), bench.task_id(tile, PERIODS[2])
+    victim = bench.scenes((3,))[0]
+    red = band_file(victim, "red")
+    db = bench.db
+    out = bench.out(f"fault-{fault}")
+    if fault == "band absent":
+        # the task db caches dataset documents: index a copy without nir08 into a fresh
+        # datacube and save tasks from there. `datacube dataset add` (Doc2Dataset) refuses
+        # such a document; the index API takes it (as older indexing tools did, or when a
+        # product gains a band after its datasets were indexed)
+        from datacube.index.eo3 import prep_eo3
+        from datacube.model import Dataset
+
+        env = make_env()
+        doc = yaml.safe_load(victim.dataset_yaml.read_text())
+        del doc["measurements"]["nir08"]
+        add_products(env, [bench.archive.product_definition])
+        others = [p for p in bench.archive.dataset_paths if p != victim.dataset_yaml]
+        index_datasets(env, others)
+        with env.datacube() as dc:
+            product = dc.index.products.get_by_name(bench.archive.product)
+            uri = victim.dataset_yaml.as_uri()
+            doc = prep_eo3(doc, resolution=None)  # extent etc., as Doc2Dataset does
+            dc.index.datasets.add(Dataset(product, doc, uri=uri), with_lineage=False)
+        db = save_tasks(
+            env.environ(),
+            config=SEASONAL_TASKS,
+            grid=bench.archive.spec.gridspec,
+            temporal_range=bench.window,
+            output=bench.root / "tasks" / "no-nir.db",
+        )
+        names = ["'nir08'"]
+    else:
+        names = [red.name]
+    t0 = time.monotonic()
+    with restored(red):
+        if fault == "truncated COG":
+            red.write_bytes(red.read_bytes()[:300])
+        elif fault == "missing file":
+            red.unlink()
+        result, summary = cli_run(SEASONAL_RUN, db, out, bad, good)
+    return {
+        "fault": f"{fault} (dataset {victim.dataset_yaml.parent.name})",
+        "victim_id": _dataset_id(victim),
+        "names": names,
+        "result": result,
+        "summary": summary,
+        "bad": (tile, PERIODS[1]),
+        "good": (tile, PERIODS[2]),
+        "out": out,
+        "seconds": time.monotonic() - t0,
+    }
+
+
+def _dataset_id(scene) -> str:
+    return str(yaml.safe_load(scene.dataset_yaml.read_text())["id"])
+
+
+def scenario_no_clear_observations(bench: Bench) -> dict[str, Any]:
+    """Every MAM observation high-confidence cloud, and the year config (4 seasons) run on
+    the MAM tasks: MAM is all cloud, DJF/JJA/SON have no acquisitions at all."""
+    cloud = QA_PIXEL_BY_CONDITION[Condition.CLOUD_HIGH]
+    qa_files = [band_file(s, "qa_pixel") for s in bench.scenes((3, 4, 5))]
+    out = bench.out("no-clear")
+    tasks = [bench.task_id(t, PERIODS[1]) for t in bench.tiles]
+    t0 = time.monotonic()
+    with restored(*qa_files):
+        for path in qa_files:
+            with rasterio.open(path) as src:
+                profile, qa = src.profile, src.read(1)
+            qa = np.where(qa == 1, qa, cloud).astype(qa.dtype)  # keep fill (1), cloud elsewhere
+            profile.update(driver="GTiff")
+            profile.pop("blockxsize", None), profile.pop("blockysize", None)
+            profile["tiled"] = False
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(qa, 1)
+        result, summary = cli_run(YEAR_RUN, bench.db, out, *tasks)
+    bands: dict[str, list[np.ndarray]] = {}
+    for tile in bench.tiles:
+        for tif in task_dir(out, tile, PERIODS[1]).glob("*.tif"):
+            band = tif.name.split(f"{PERIODS[1]}_")[-1].removesuffix(".tif")
+            with rasterio.open(tif) as src:
+                bands.setdefault(band, []).append(src.read(1))
+    return {
+        "result": result,
+        "summary": summary,
+        "out": out,
+        "bands": bands,
+        "qa_files": len(qa_files),
+        "seconds": time.monotonic() - t0,
+    }
+
+
+def scenario_sigterm(bench: Bench, delay: float = 2.5) -> dict[str, Any]:
+    """SIGTERM to ``odc-ndvi run`` (all 8 tasks, one at a time, each slowed by ``delay``)
+    after its first finished task; then a plain rerun."""
+    from odc_ndvi_plugin.runner import execute, load_run_config
+
+    out = bench.out("sigterm")
+    proc = slow_cli(bench, SEASONAL_RUN, out, "--max-in-flight", "1", str(bench.db), delay=delay)
+    reader = LineReader(proc.stderr)
+    try:
+        started = reader.wait_for(" done", timeout=90)
+        t_term = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        stop_seconds = time.monotonic() - t_term
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = reader.text()
+    finished = stac_items(out)
+    files = files_in(out)
+    cfg, _ = load_run_config(
+        yaml.safe_load(SEASONAL_RUN.read_text()),
+        filedb=str(bench.db),
+        output_location=f"file://{out}",
+        threads=2,
+    )
+    t0 = time.monotonic()
+    rerun = execute(cfg, max_in_flight=2)
+    return {
+        "started": started,
+        "rc": rc,
+        "stop_seconds": stop_seconds,
+        "stderr": stderr,
+        "finished_before": [p.parent for p in finished],
+        "files_before": files,
+        "rerun": rerun,
+        "rerun_seconds": time.monotonic() - t0,
+        "after": stac_items(out),
+        "n_tasks": len(bench.all_tasks()),
+        "out": out,
+    }
+
+
+def scenario_version_change(bench: Bench) -> dict[str, Any]:
+    """Outputs of version 0.1.0 exist; version 0.2.0 runs at the same location, then with
+    --overwrite, then at a location with {version} in it."""
+    task = bench.task_id(bench.tiles[0], PERIODS[1])
+    cfgs = bench.root / "cfg"
+    base = yaml.safe_load(SEASONAL_RUN.read_text())["product"]
+    v1 = write_run_config(cfgs / "v1.yaml", SEASONAL_RUN, product={**base, "version": "0.1.0"})
+    v2 = write_run_config(cfgs / "v2.yaml", SEASONAL_RUN, product={**base, "version": "0.2.0"})
+    out = bench.out("versions")
+    runs = {}
+    runs["v1"] = cli_run(v1, bench.db, out, task)[1]
+    item = stac_items(out)[0]
+    runs["v2"] = cli_run(v2, bench.db, out, task)[1]
+    version_after_v2 = json.loads(item.read_text())["properties"]["odc:dataset_version"]
+    runs["v2 --overwrite"] = cli_run(v2, bench.db, out, task, opts=("--overwrite",))[1]
+    version_after_overwrite = json.loads(item.read_text())["properties"]["odc:dataset_version"]
+    templ = bench.out("versions-templated")
+    runs["v1 {version}"] = cli_run(v1, bench.db, f"file://{templ}/{{version}}", task)[1]
+    runs["v2 {version}"] = cli_run(v2, bench.db, f"file://{templ}/{{version}}", task)[1]
+    return {
+        "runs": runs,
+        "item": item,
+        "version_after_v2": version_after_v2,
+        "version_after_overwrite": version_after_overwrite,
+        "templated": templ,
+        "out": out,
+    }
+
+
+def scenario_delivered_twice(bench: Bench, delay: float = 1.0) -> dict[str, Any]:
+    """The same task computed by two ``odc-ndvi run --overwrite`` processes at once (as two
+    workers would after an SQS message is delivered twice), over an existing output."""
+    from odc_ndvi_plugin.runner import execute, load_run_config
+
+    tile = bench.tiles[1]
+    task = bench.task_id(tile, PERIODS[2])
+    ref = bench.out("twice-reference")
+    cfg, _ = load_run_config(
+        yaml.safe_load(SEASONAL_RUN.read_text()),
+        filedb=str(bench.db),
+        output_location=f"file://{ref}",
+        threads=2,
+    )
+    reference = execute(cfg, tasks=[task])
+    out = bench.out("twice")
+    shutil.copytree(ref, out)  # an existing output, being overwritten twice at once
+    t0 = time.monotonic()
+    procs = [
+        slow_cli(bench, SEASONAL_RUN, out, "--overwrite", str(bench.db), task, delay=delay)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    return {
+        "reference": reference,
+        "ref_dir": task_dir(ref, tile, PERIODS[2]),
+        "dir": task_dir(out, tile, PERIODS[2]),
+        "rcs": [p.returncode for p in procs],
+        "stderr": [e for _, e in outs],
+        "seconds": time.monotonic() - t0,
+    }
+
+
+def cog_errors(path: Path) -> list[str]:
+    from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+
+    _, errors, _ = validate(str(path), full_check=True)
+    # odc-geo writes overview IFDs before the main IFD; GDAL 3.6's validator flags only that
+    return [e for e in errors if "offset of" not in e.lower()]
+
+
+# -- tests ------------------------------------------------------------------------------------
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, tiny_archive, datacube_env_module) -> Bench:
+    root = tmp_path_factory.mktemp("reliability")
+    return make_bench(root, tiny_archive("usgs_c2"), datacube_env_module)
+
+
+@pytest.mark.parametrize("fault", ["truncated COG", "missing file", "band absent"])
+def test_unreadable_input_fails_its_task_only(bench, make_datacube_env, fault):
+    r = scenario_unreadable_input(bench, fault, make_env=make_datacube_env)
+    result, summary = r["result"], r["summary"]
+    assert result.exit_code == 1, result.output
+    assert (summary.done, summary.failed, summary.skipped) == (1, 1, 0)
+    ((location, error),) = summary.errors
+    assert location == r["bad"][1] or location.endswith(r["bad"][1])
+    assert r["victim_id"] in error
+    for name in r["names"]:
+        assert name in error
+    assert r["victim_id"] in result.output  # printed by the CLI too
+    assert files_in(task_dir(r["out"], *r["bad"])) == []  # no COG, no STAC item, no temp file
+    good = task_dir(r["out"], *r["good"])
+    assert len(list(good.glob("*.stac-item.json"))) == 1
+    assert len(list(good.glob("*.tif"))) == 3  # ndvi_mean, clear_count, rgba
+    assert not list(r["out"].rglob("*.tmp"))
+
+
+def test_all_cloud_and_empty_seasons_are_written_as_nan_and_zero(bench):
+    r = scenario_no_clear_observations(bench)
+    assert r["result"].exit_code == 0, r["result"].output
+    assert (r["summary"].done, r["summary"].failed) == (2, 0)
+    assert len(stac_items(r["out"])) == 2
+    bands = r["bands"]
+    seasons = ("djf", "mam", "jja", "son")
+    assert set(bands) >= {f"ndvi_mean_{s}" for s in seasons} | {f"clear_count_{s}" for s in seasons}
+    for season in seasons:
+        for plane in bands[f"ndvi_mean_{season}"]:
+            assert plane.dtype == np.float32 and np.isnan(plane).all(), season
+        for plane in bands[f"clear_count_{season}"]:
+            assert plane.dtype == np.uint16 and (plane == 0).all(), season  # not nodata 65535
+
+
+def test_sigterm_stops_promptly_and_rerun_does_exactly_the_rest(bench):
+    r = scenario_sigterm(bench)
+    assert r["started"], r["stderr"][-3000:]
+    assert r["rc"] == 130, r["stderr"][-3000:]
+    assert r["stop_seconds"] < 20
+    assert "interrupted" in r["stderr"]
+    finished = r["finished_before"]
+    assert 1 <= len(finished) < r["n_tasks"]
+    # only whole tasks are left: every file sits in a finished task's folder, no temp files
+    for f in r["files_before"]:
+        assert f.parent in finished, f
+        assert not f.name.endswith(".tmp"), f
+    rerun = r["rerun"]
+    assert (rerun.skipped, rerun.done, rerun.failed) == (
+        len(finished),
+        r["n_tasks"] - len(finished),
+        0,
+    )
+    assert len(r["after"]) == r["n_tasks"]
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"plugin_config": {"colour": "red"}}, "plugin_config: unknown key(s) 'colour'"),
+        (
+            {"plugin_config": {"good_pixel_flags": {"cloud": "maybe"}}},
+            "plugin_config.good_pixel_flags.cloud: value 'maybe' is not allowed",
+        ),
+        (
+            {"plugin_config": {"good_pixel_flags": {"fmask": "valid"}}},
+            "plugin_config.good_pixel_flags: unknown flag 'fmask'",
+        ),
+        (
+            {"plugin_config": {"season_mode": "year", "seasons": {"a": [13]}}},
+            "plugin_config.seasons.a: month 13 is outside 1-12",
+        ),
+        ({"plugin_config": {"statistics": ["mode"]}}, "plugin_config.statistics: 'mode'"),
+        ({"threads_per_worker": 2}, "run config: unknown key(s) 'threads_per_worker'"),
+        ("unwritable", "is not writable"),
+    ],
+    ids=["plugin key", "flag value", "flag name", "months", "statistic", "run key", "location"],
+)
+def test_bad_config_fails_run_before_any_work(bench, tmp_path, patch, message):
+    out = tmp_path / "out"
+    if patch == "unwritable":
+        config = SEASONAL_RUN
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder")
+        out = blocker / "out"
+    else:
+        config = write_run_config(tmp_path / "bad.yaml", SEASONAL_RUN, **patch)
+    result, summary = cli_run(config, bench.db, out)
+    assert result.exit_code != 0
+    assert summary is None or (summary.done, summary.failed) == (0, 0)
+    assert message in result.output, result.output
+    if patch == "unwritable":
+        assert str(blocker) in result.output
+    assert files_in(out) == []
+
+
+def test_version_is_in_the_path_only_with_a_version_template(bench):
+    r = scenario_version_change(bench)
+    runs = r["runs"]
+    assert (runs["v1"].done, runs["v1"].skipped) == (1, 0)
+    # same location, new version: the STAC item of 0.1.0 means "done"
+    assert (runs["v2"].done, runs["v2"].skipped) == (0, 1)
+    assert r["version_after_v2"] == "0.1.0"
+    assert (runs["v2 --overwrite"].done, runs["v2 --overwrite"].skipped) == (1, 0)
+    assert r["version_after_overwrite"] == "0.2.0"
+    assert len(stac_items(r["out"])) == 1  # file names do not carry the version either
+    # {version} in output_location: each version has its own tree (dashed version)
+    assert (runs["v1 {version}"].done, runs["v2 {version}"].done) == (1, 1)
+    trees = sorted(p.name for p in r["templated"].iterdir())
+    assert trees == ["0-1-0", "0-2-0"]
+    for tree in trees:
+        (item,) = stac_items(r["templated"] / tree)
+        version = json.loads(item.read_text())["properties"]["odc:dataset_version"]
+        assert version.replace(".", "-") == tree
+
+
+def test_task_delivered_twice_leaves_whole_identical_files(bench):
+    r = scenario_delivered_twice(bench)
+    assert r["rcs"] == [0, 0], [e[-2000:] for e in r["stderr"]]
+    assert r["reference"].done == 1
+    ref = {p.name: p for p in files_in(r["ref_dir"])}
+    got = {p.name: p for p in files_in(r["dir"])}
+    assert set(got) == set(ref)  # no temp files, nothing missing
+    for name, path in got.items():
+        if name.endswith(".tif"):
+            assert path.read_bytes() == ref[name].read_bytes(), name
+            assert not cog_errors(path), name
+    (item,) = [p for p in got.values() if p.name.endswith(".stac-item.json")]
+    doc = json.loads(item.read_text())
+    for asset in doc["assets"].values():
+        assert (item.parent / Path(asset["href"]).name).exists()
