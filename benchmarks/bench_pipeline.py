@@ -321,6 +321,7 @@ PROFILE_STAGES = {
     "    rasterio.open": ("rasterio/__init__.py", "open"),
     "    read: rasterio window reads (_read_window)": ("odc_ndvi_plugin/load.py", "_read_window"),
     "    NDVI + clear mask (ndvi_from_bands)": ("odc_ndvi_plugin/ndvi.py", "ndvi_from_bands"),
+    "    warp bounds (rasterio.warp.transform_bounds)": ("rasterio/warp.py", "transform_bounds"),
     "    warp (rasterio.warp.reproject)": ("rasterio/warp.py", "reproject"),
     "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/stats.py", "reduce_block"),
     "rgba preview (ndvi_rgba)": ("odc_ndvi_plugin/preview.py", "ndvi_rgba"),
