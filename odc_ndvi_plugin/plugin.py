@@ -178,16 +178,20 @@ class NDVISeasonal(StatsPluginInterface):
             if isinstance(ndvi.data, da.Array)
             else da.from_array(ndvi.data, chunks=(-1, -1, -1))
         )
-        data = data.rechunk({0: -1})
-        stack = da.map_blocks(
+        # blockwise with the time index contracted and concatenate=False: the kernel gets
+        # each spatial block's observations as a list, so the time stack is never copied
+        stack = da.blockwise(
             reduce_block,
+            "byx",
             data,
+            "tyx",
+            new_axes={"b": len(bands)},
+            concatenate=False,
+            dtype=np.float32,
             group_index=groups,
             n_groups=len(cfg.seasons.groups),
             statistics=cfg.statistics,
             min_clear=cfg.min_clear,
-            chunks=((len(bands),), *data.chunks[1:]),
-            dtype=np.float32,
         )
         coords = {k: v for k, v in ndvi.coords.items() if tdim not in v.dims}
         out = {}

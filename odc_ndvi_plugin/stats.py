@@ -41,19 +41,32 @@ def band_dtype_nodata(statistic: str) -> tuple[np.dtype, float | int]:
     return FLOAT_DTYPE, float("nan")
 
 
-def _group_stats(obs: np.ndarray, statistics: Sequence[str], min_clear: int) -> list[np.ndarray]:
-    """Statistics of one group's observations ``(n, y, x)`` (NaN = not clear)."""
-    valid = ~np.isnan(obs)
-    count = valid.sum(axis=0, dtype=np.int32)
+def _group_stats(
+    obs: Sequence[np.ndarray], shape: tuple[int, ...], statistics: Sequence[str], min_clear: int
+) -> list[np.ndarray]:
+    """Statistics of one group's observations, 2-D planes of ``shape`` (NaN = not clear).
+
+    Accumulates plane by plane into 2-D accumulators, so apart from the median no
+    ``(n, y, x)``-sized temporary is ever made; sums are float64.
+    """
+    count = np.zeros(shape, dtype=np.int32)
+    need_mean = "mean" in statistics or "std" in statistics
+    total = np.zeros(shape, dtype=np.float64) if need_mean else None
+    lowest = np.full(shape, np.inf, dtype=np.float32) if "min" in statistics else None
+    highest = np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None
+    for plane in obs:
+        valid = ~np.isnan(plane)
+        count += valid
+        if total is not None:
+            np.add(total, plane, out=total, where=valid)
+        if lowest is not None:
+            np.fmin(lowest, plane, out=lowest)  # fmin/fmax ignore NaN
+        if highest is not None:
+            np.fmax(highest, plane, out=highest)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count if total is not None else None
     enough = count >= max(min_clear, 1)
     out: list[np.ndarray] = []
-    need_mean = "mean" in statistics or "std" in statistics
-    zeroed = np.where(valid, obs, np.float32(0)) if need_mean else None
-    mean = None
-    if need_mean:
-        total = zeroed.sum(axis=0, dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = total / count
     for stat in statistics:
         if stat == "count":
             out.append(np.minimum(count, COUNT_NODATA - 1).astype(np.float32))
@@ -61,16 +74,20 @@ def _group_stats(obs: np.ndarray, statistics: Sequence[str], min_clear: int) -> 
         if stat == "mean":
             value = mean
         elif stat == "std":
-            # two passes over the block in memory: exact, no E[x^2]-E[x]^2 cancellation
-            dev = np.where(valid, obs - mean.astype(np.float32), np.float32(0))
+            # second pass about the mean: exact, no E[x^2]-E[x]^2 cancellation
+            m2 = np.zeros(shape, dtype=np.float64)
+            for plane in obs:
+                dev = plane - mean
+                np.add(m2, dev * dev, out=m2, where=~np.isnan(plane))
             with np.errstate(invalid="ignore", divide="ignore"):
-                value = np.sqrt(np.einsum("tyx,tyx->yx", dev, dev, dtype=np.float64) / count)
+                value = np.sqrt(m2 / count)
         elif stat == "min":
-            value = np.where(valid, obs, np.float32(np.inf)).min(axis=0, initial=np.inf)
+            value = lowest
         elif stat == "max":
-            value = np.where(valid, obs, np.float32(-np.inf)).max(axis=0, initial=-np.inf)
+            value = highest
         elif stat == "median":
-            value = _nanmedian(obs, valid, count)
+            stack = np.stack(obs) if obs else np.empty((0, *shape), dtype=np.float32)
+            value = _nanmedian(stack, ~np.isnan(stack), count)
         else:  # pragma: no cover - guarded by config validation
             raise ValueError(f"unknown statistic {stat!r}")
         out.append(np.where(enough, value, np.nan).astype(np.float32))
@@ -90,26 +107,31 @@ def _nanmedian(obs: np.ndarray, valid: np.ndarray, count: np.ndarray) -> np.ndar
 
 
 def reduce_block(
-    ndvi: np.ndarray,
+    ndvi: np.ndarray | Sequence[np.ndarray],
     group_index: np.ndarray,
     *,
     n_groups: int,
     statistics: Sequence[str],
     min_clear: int = 1,
 ) -> np.ndarray:
-    """Reduce an NDVI block ``(time, y, x)`` to ``(n_groups * len(statistics), y, x)`` float32.
+    """Reduce NDVI observations to ``(n_groups * len(statistics), y, x)`` float32.
 
-    Output planes are group-major: group 0's statistics in ``statistics`` order, then
-    group 1's... Counts are returned as exact float32 integers (the caller casts them).
-    Observations with ``group_index == -1`` belong to no group and are ignored.
+    ``ndvi`` is a ``(time, y, x)`` block or a list of such blocks in time order (dask's
+    un-concatenated blocks: no copy of the stack is made). Output planes are group-major:
+    group 0's statistics in ``statistics`` order, then group 1's... Counts are returned as
+    exact float32 integers (the caller casts them). Observations with
+    ``group_index == -1`` belong to no group and are ignored.
     """
-    ndvi = np.asarray(ndvi, dtype=np.float32)
+    blocks = [ndvi] if isinstance(ndvi, np.ndarray) else list(ndvi)
+    planes = [plane for block in blocks for plane in np.asarray(block, dtype=np.float32)]
+    shape = blocks[0].shape[1:]
     group_index = np.asarray(group_index)
-    planes: list[np.ndarray] = []
+    if len(group_index) != len(planes):
+        raise ValueError(f"{len(group_index)} group labels for {len(planes)} observations")
+    out: list[np.ndarray] = []
     for g in range(n_groups):
-        sel = np.flatnonzero(group_index == g)
-        obs = ndvi[sel] if len(sel) != ndvi.shape[0] else ndvi
-        planes.extend(_group_stats(obs, statistics, min_clear))
-    if not planes:
-        return np.empty((0, *ndvi.shape[1:]), dtype=np.float32)
-    return np.stack(planes)
+        obs = [planes[i] for i in np.flatnonzero(group_index == g)]
+        out.extend(_group_stats(obs, shape, statistics, min_clear))
+    if not out:
+        return np.empty((0, *shape), dtype=np.float32)
+    return np.stack(out)

@@ -93,3 +93,21 @@ def test_band_encoding(stat, dtype, nodata_is_nan):
     dt, nodata = band_dtype_nodata(stat)
     assert dt == np.dtype(dtype)
     assert np.isnan(nodata) == nodata_is_nan
+
+
+@pytest.mark.parametrize("split", [[12], [1] * 12, [5, 7], [3, 0, 9]])
+def test_blocks_in_time_order_equal_one_stack(split):
+    rng = np.random.default_rng(11)
+    obs = _stack("random_nan", rng, t=12)
+    groups = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, -1, 0, 1])
+    stats = ("mean", "std", "median", "count", "min")
+    blocks = np.split(obs, np.cumsum(split)[:-1])
+    whole = reduce_block(obs, groups, n_groups=3, statistics=stats)
+    np.testing.assert_array_equal(reduce_block(blocks, groups, n_groups=3, statistics=stats), whole)
+
+
+def test_group_labels_must_match_observations():
+    with pytest.raises(ValueError, match="3 group labels for 2 observations"):
+        reduce_block(
+            np.zeros((2, 1, 1), np.float32), np.zeros(3, int), n_groups=1, statistics=("mean",)
+        )
