@@ -23,8 +23,8 @@ revisit, two overlapping WRS paths a day), indexed in an embedded datacube
   flavour of the same archive (one yearly median, not four seasons). ``--skip-d`` skips it.
 
 All cases use the same in-process dask ``LocalCluster`` (1 worker, ``--threads`` threads,
-loopback only) and run in their own fresh interpreter; the parent reads each child's peak
-RSS and CPU time with ``os.wait4``. "wall"/"CPU" time the work only (after imports and
+loopback only) and run in their own fresh interpreter; peak RSS is the child's ``VmHWM``
+at its end, whole-process CPU comes from ``os.wait4``. "wall"/"CPU" time the work only (after imports and
 cluster start); "process" columns are the whole child. For ``a`` and ``b`` the dask task stream is
 aggregated by task prefix (thread-seconds per stage), and ``b``'s task is also computed
 once more under cProfile with the sync scheduler (``--no-profile`` skips it) to split the
@@ -426,6 +426,16 @@ def _task_stream_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, f
     return dict(sorted(stages.items(), key=lambda kv: -kv[1]["thread_s"]))
 
 
+def _peak_rss() -> int:
+    """Peak RSS of this process image (``VmHWM``). Not ``ru_maxrss``: after fork + exec it
+    still counts the parent's RSS at fork time (the parent holds datacube & co.)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _run_case(args: argparse.Namespace) -> None:
     """Child: one case, timed after imports and cluster start."""
     import logging
@@ -437,7 +447,9 @@ def _run_case(args: argparse.Namespace) -> None:
     ctx = json.loads(Path(args.ctx).read_text())
     out = Path(args.outdir)
     if args.case == "profile":
-        Path(args.report).write_text(json.dumps(_case_profile(ctx, out)))
+        report = _case_profile(ctx, out)
+        report["peak_rss_bytes"] = _peak_rss()
+        Path(args.report).write_text(json.dumps(report))
         return
     client = _client(ctx["threads"])
     try:
@@ -469,9 +481,9 @@ def _run_case(args: argparse.Namespace) -> None:
     )
     if big:
         info["warnings"] = big
-    Path(args.report).write_text(
-        json.dumps({"wall_s": wall, "cpu_s": cpu, "info": info, "stages": stages})
-    )
+    report = {"wall_s": wall, "cpu_s": cpu, "info": info, "stages": stages}
+    report["peak_rss_bytes"] = _peak_rss()
+    Path(args.report).write_text(json.dumps(report))
 
 
 # --------------------------------------------------------------------------------------
@@ -505,7 +517,7 @@ def _spawn(case: str, ctx_path: Path, tmp: Path, env: dict[str, str]) -> dict[st
     result.update(
         process_wall_s=time.perf_counter() - t0,
         process_cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
+        ru_maxrss_bytes=usage.ru_maxrss * 1024,
     )
     return result
 
