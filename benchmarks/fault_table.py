@@ -114,12 +114,15 @@ def sigterm_row(bench) -> dict:
         and r["stop_seconds"] < 20
         and not partial
         and not tmp
+        and not r["missing_assets"]
         and (rerun.skipped, rerun.done) == (k, r["n_tasks"] - k)
     )
+    when = "during a STAC item write" if r["in_stac_write"] else "(STAC write not caught)"
     return _row(
         "SIGTERM mid-run (8 tasks, 1 in flight)",
         "stops <20 s, exit!=0, no partial/.tmp; rerun = the rest",
-        f"exit {r['rc']} after {r['stop_seconds']:.1f} s; {k}/{r['n_tasks']} kept; "
+        f"SIGTERM {when}: exit {r['rc']} after {r['stop_seconds']:.1f} s; "
+        f"{k}/{r['n_tasks']} kept, assets missing {len(r['missing_assets'])}; "
         f"partial {len(partial)}, .tmp {len(tmp)}; rerun skipped {rerun.skipped} "
         f"done {rerun.done}",
         f"1 in-flight task (redone on rerun, {r['rerun_seconds']:.1f} s)",

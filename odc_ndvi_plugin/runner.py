@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -102,9 +103,30 @@ def load_run_config(
     return TaskRunnerConfig(**merged), extras
 
 
+#: attempts (see AtomicCOGSink.attempt) whose outputs were removed: a write of such an
+#: attempt still running in a worker thread (dask cannot stop a running task) must not
+#: rename its file into place afterwards (else e.g. a lone STAC item says "done")
+_CANCELLED_ATTEMPTS: set[str] = set()
+_CANCEL_LOCK = threading.Lock()
+
+
+def _rename_unless_cancelled(tmp: Path, target: Path, attempt: str | None) -> bool:
+    """``os.replace`` unless ``attempt`` was cancelled (check + rename atomic w.r.t.
+    remove_task_outputs). A plain module function: the delayed ``_atomic_write`` is
+    pickled by value, this one by reference, so it sees this process' registry."""
+    with _CANCEL_LOCK:
+        if attempt is not None and attempt in _CANCELLED_ATTEMPTS:
+            return False
+        os.replace(tmp, target)
+        return True
+
+
 @dask.delayed(name="atomic-save-to-file", pure=False)
-def _atomic_write(data: bytes | str, path: str, with_deps: Any = None) -> WriteResult:
-    """Write ``data`` to ``path`` via a temp file in the same folder + rename."""
+def _atomic_write(
+    data: bytes | str, path: str, with_deps: Any = None, attempt: str | None = None
+) -> WriteResult:
+    """Write ``data`` to ``path`` via a temp file in the same folder + rename (unless the
+    task ``attempt`` was cancelled meanwhile)."""
     if isinstance(data, str):
         data = data.encode("utf8")
     digest = hashlib.sha1(data).hexdigest()
@@ -116,7 +138,9 @@ def _atomic_write(data: bytes | str, path: str, with_deps: Any = None) -> WriteR
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        if not _rename_unless_cancelled(tmp, target, attempt):
+            tmp.unlink(missing_ok=True)
+            return WriteResult(path, digest, "Cancelled")
     except OSError:
         _log.exception("failed to write %s", path)
         tmp.unlink(missing_ok=True)
@@ -127,11 +151,14 @@ def _atomic_write(data: bytes | str, path: str, with_deps: Any = None) -> WriteR
 class AtomicCOGSink(S3COGSink):
     """odc-stats' sink, but local files appear under their final name only when whole."""
 
+    #: token of the task attempt whose graph ``dump`` is building (set by the runner)
+    attempt: str | None = None
+
     def _write_blob(self, data, url: str, ContentType: str | None = None, with_deps=None):  # noqa: N803
         parsed = urlparse(url)
         if parsed.scheme != "file":
             return super()._write_blob(data, url, ContentType=ContentType, with_deps=with_deps)
-        return _atomic_write(data, parsed.path, with_deps=with_deps)
+        return _atomic_write(data, parsed.path, with_deps=with_deps, attempt=self.attempt)
 
     def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
         """odc-stats calls odc-geo's ``to_cog`` on the lazy band right away, which computes
@@ -157,8 +184,12 @@ class AtomicCOGSink(S3COGSink):
             urls.append(task.metadata_path("absolute", ext=ext))
         return urls
 
-    def remove_task_outputs(self, task: Task) -> None:
-        """Best effort removal of whatever a failed/cancelled task left behind."""
+    def remove_task_outputs(self, task: Task, attempt: str | None = None) -> None:
+        """Best effort removal of whatever a failed/cancelled task left behind; local
+        writes of ``attempt`` still running will not put their file in place."""
+        if attempt is not None:
+            with _CANCEL_LOCK:
+                _CANCELLED_ATTEMPTS.add(attempt)
         for url in self.task_files(task):
             parsed = urlparse(url)
             try:
@@ -193,6 +224,7 @@ class _Running:
     task: Task
     future: Future
     started: float
+    attempt: str | None = None
 
 
 class NDVITaskRunner(TaskRunner):
@@ -312,6 +344,7 @@ class NDVITaskRunner(TaskRunner):
             rgba = proc.rgba(ds)
             if rgba is not None:
                 aux = xr.Dataset({"rgba": rgba})
+        self.sink.attempt = uuid.uuid4().hex
         return self.sink.dump(task, proc, ds, aux, apply_eodatasets3)
 
     def _record(self, result: TaskResult) -> TaskResult:
@@ -341,7 +374,7 @@ class NDVITaskRunner(TaskRunner):
                 tk.done()
             return TaskResult(task, path)
         _log.error("Task %s failed: %s", task.location, error)
-        self.sink.remove_task_outputs(task)
+        self.sink.remove_task_outputs(task, running.attempt)
         if tk is not None:
             tk.cancel()
         return TaskResult(task, error=error)
@@ -359,7 +392,7 @@ class NDVITaskRunner(TaskRunner):
             if r.task.source is not None:
                 r.task.source.cancel()
         for r in running:
-            self.sink.remove_task_outputs(r.task)
+            self.sink.remove_task_outputs(r.task, r.attempt)
 
     def _poll(self, running: list[_Running]) -> Iterator[TaskResult]:
         """Wait for at least one task (or a poll interval); yield finished ones."""
@@ -385,7 +418,7 @@ class NDVITaskRunner(TaskRunner):
             elif cfg.max_processing_time > 0 and now - r.started > cfg.max_processing_time:
                 running.remove(r)
                 r.future.cancel()
-                self.sink.remove_task_outputs(r.task)
+                self.sink.remove_task_outputs(r.task, r.attempt)
                 if r.task.source is not None:
                     r.task.source.cancel()
                 yield TaskResult(
@@ -417,7 +450,9 @@ class NDVITaskRunner(TaskRunner):
                     yield self._record(self._fail_early(task, err))
                     continue
                 _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
-                running.append(_Running(task, client.compute(graph), time.monotonic()))
+                running.append(
+                    _Running(task, client.compute(graph), time.monotonic(), self.sink.attempt)
+                )
                 self.summary.in_flight = len(running)
                 # leases are otherwise renewed only while polling: receiving the next
                 # message and building its graph can outlast a short lease

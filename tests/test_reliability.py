@@ -59,15 +59,25 @@ SEASONAL_TASKS = CFG_DIR / "save-tasks-usgs-c2-seasonal.yaml"
 PERIODS = ("2019-12--P3M", "2020-03--P3M", "2020-06--P3M", "2020-09--P3M")
 BAND_FILE = {"red": "_SR_B4.TIF", "nir08": "_SR_B5.TIF", "qa_pixel": "_QA_PIXEL.TIF"}
 
-#: run ``odc-ndvi`` with every reduce block delayed (seconds from ODC_NDVI_TEST_DELAY)
+#: ``odc-ndvi`` with every reduce block delayed by ODC_NDVI_TEST_DELAY seconds and every
+#: output file's final rename (temp name -> name) by ODC_NDVI_TEST_WRITE_DELAY seconds
 SLOW_CLI = """
-import os, sys, time
+import os, time
 import odc_ndvi_plugin.plugin as plugin
+import odc_ndvi_plugin.runner as runner
 _reduce = plugin.reduce_block
 def _slow(*args, **kwargs):
     time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
     return _reduce(*args, **kwargs)
 plugin.reduce_block = _slow
+class _SlowRename:
+    def __getattr__(self, name):
+        return getattr(os, name)
+    @staticmethod
+    def replace(src, dst):
+        time.sleep(float(os.environ.get("ODC_NDVI_TEST_WRITE_DELAY", "0")))
+        return os.replace(src, dst)
+runner.os = _SlowRename()
 from odc_ndvi_plugin.cli import main
 main(prog_name="odc-ndvi")
 """
@@ -199,11 +209,18 @@ def cli_run(
     return result, (summaries[0] if summaries else None)
 
 
-def slow_cli(bench: Bench, config: Path, out: Path, *args: str, delay: float) -> subprocess.Popen:
-    """``odc-ndvi run`` as a subprocess with ``delay`` seconds added to every reduce block."""
+def slow_cli(
+    bench: Bench, config: Path, out: Path, *args: str, delay: float, write_delay: float = 0.0
+) -> subprocess.Popen:
+    """``odc-ndvi run`` as a subprocess, ``delay`` seconds added to every reduce block and
+    ``write_delay`` to every output file's rename into place."""
     cmd = [sys.executable, "-c", SLOW_CLI, "run", "--config", str(config)]
     cmd += ["--location", f"file://{out}", "--threads", "2", *args]
-    env = {**bench.environ(), "ODC_NDVI_TEST_DELAY": str(delay)}
+    env = {
+        **bench.environ(),
+        "ODC_NDVI_TEST_DELAY": str(delay),
+        "ODC_NDVI_TEST_WRITE_DELAY": str(write_delay),
+    }
     return subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -332,16 +349,30 @@ def scenario_no_clear_observations(bench: Bench) -> dict[str, Any]:
     }
 
 
-def scenario_sigterm(bench: Bench, delay: float = 2.5) -> dict[str, Any]:
-    """SIGTERM to ``odc-ndvi run`` (all 8 tasks, one at a time, each slowed by ``delay``)
-    after its first finished task; then a plain rerun."""
+def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5) -> dict[str, Any]:
+    """SIGTERM to ``odc-ndvi run`` (all 8 tasks, one at a time, computing slowed by
+    ``delay`` and each file's rename by ``write_delay``) after its first finished task, at
+    the worst moment: while the next task's STAC item is being written. Then a plain rerun."""
     from odc_ndvi_plugin.runner import execute, load_run_config
 
     out = bench.out("sigterm")
-    proc = slow_cli(bench, SEASONAL_RUN, out, "--max-in-flight", "1", str(bench.db), delay=delay)
+    proc = slow_cli(
+        bench,
+        SEASONAL_RUN,
+        out,
+        "--max-in-flight",
+        "1",
+        str(bench.db),
+        delay=delay,
+        write_delay=write_delay,
+    )
     reader = LineReader(proc.stderr)
     try:
         started = reader.wait_for(" done", timeout=90)
+        deadline, in_stac_write = time.monotonic() + 30, False
+        while started and not in_stac_write and time.monotonic() < deadline:
+            in_stac_write = bool(list(out.rglob(".*.stac-item.json.*.tmp")))
+            time.sleep(0.02)
         t_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
@@ -353,6 +384,12 @@ def scenario_sigterm(bench: Bench, delay: float = 2.5) -> dict[str, Any]:
     stderr = reader.text()
     finished = stac_items(out)
     files = files_in(out)
+    missing_assets = [
+        str(item.parent / Path(a["href"]).name)
+        for item in finished
+        for a in json.loads(item.read_text())["assets"].values()
+        if not (item.parent / Path(a["href"]).name).exists()
+    ]
     cfg, _ = load_run_config(
         yaml.safe_load(SEASONAL_RUN.read_text()),
         filedb=str(bench.db),
@@ -363,6 +400,8 @@ def scenario_sigterm(bench: Bench, delay: float = 2.5) -> dict[str, Any]:
     rerun = execute(cfg, max_in_flight=2)
     return {
         "started": started,
+        "in_stac_write": in_stac_write,
+        "missing_assets": missing_assets,
         "rc": rc,
         "stop_seconds": stop_seconds,
         "stderr": stderr,
@@ -498,6 +537,8 @@ def test_sigterm_stops_promptly_and_rerun_does_exactly_the_rest(bench):
     assert "interrupted" in r["stderr"]
     finished = r["finished_before"]
     assert 1 <= len(finished) < r["n_tasks"]
+    assert r["in_stac_write"]  # the signal came while a STAC item was being written
+    assert r["missing_assets"] == []  # a STAC item means the task's files are all there
     # only whole tasks are left: every file sits in a finished task's folder, no temp files
     for f in r["files_before"]:
         assert f.parent in finished, f
