@@ -161,7 +161,10 @@ def run_demo(
     outputs = workdir / "out"
     run_cfg = yaml.safe_load((CFG_DIR / _RUN_CONFIG[flavour]).read_text())
     cfg, _ = load_run_config(
-        run_cfg, filedb=str(db), output_location=f"file://{outputs}", overwrite=overwrite or None
+        run_cfg,
+        filedb=str(db),
+        output_location=f"file://{outputs}/{{product}}/{{version}}",
+        overwrite=overwrite or None,
     )
     summary = execute(cfg, progress=lambda msg: progress(f"      {msg}"), max_in_flight=2)
     timings["run"] = time.monotonic() - t0

@@ -67,3 +67,16 @@ def test_unwritable_output_location_fails_before_any_work(tmp_path):
     blocked.write_text("not a folder")
     with pytest.raises(ValueError, match="output_location 'file://.*' is not writable"):
         check_output_location(f"file://{blocked}/out")
+
+
+@pytest.mark.parametrize("job", sorted(p.name for p in (CFG_DIR / "k8s").glob("*.yaml")))
+def test_kubernetes_jobs_call_real_cli_options_and_shipped_configs(job):
+    from odc_ndvi_plugin.cli import run_command
+
+    doc = yaml.safe_load((CFG_DIR / "k8s" / job).read_text())
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["odc-ndvi", "run"]
+    ctx = run_command.make_context("run", list(container["args"]))  # raises on unknown options
+    for key in ("config_path", "gateway_config"):
+        if ctx.params.get(key):
+            assert (CFG_DIR / ctx.params[key].removeprefix("/cfg/")).exists()
