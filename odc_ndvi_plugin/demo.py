@@ -9,6 +9,7 @@ Everything lives under one work directory; rerunning skips what is already there
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -16,13 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rasterio
 import yaml
 
 from .runner import RunSummary, execute, load_run_config
 
-__all__ = ["CFG_DIR", "DemoReport", "run_demo", "save_tasks"]
+if TYPE_CHECKING:
+    from .index import DatacubeEnv
+    from .synthetic import Archive
+
+__all__ = ["CFG_DIR", "DemoReport", "run_demo", "save_tasks", "save_year_tasks", "year_window"]
 
 #: the repository's cfg/ folder (the package is installed editable by scripts/bootstrap)
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
@@ -93,6 +99,26 @@ def save_tasks(
     return output
 
 
+def year_window(start: dt.date) -> str:
+    """odc-stats temporal range of the 12 months starting with ``start``'s month."""
+    return f"{start.year}-{start.month:02d}--P12M"
+
+
+def save_year_tasks(
+    env: DatacubeEnv, archive: Archive, output: Path, *, config: Path
+) -> tuple[Path, str]:
+    """``odc-stats save-tasks`` for an archive's 12-month window on its tiling grid."""
+    window = year_window(archive.spec.start)
+    db = save_tasks(
+        env.environ(),
+        config=config,
+        grid=archive.spec.gridspec,
+        temporal_range=window,
+        output=output,
+    )
+    return db, window
+
+
 def _quicklook(task_dir: Path, png: Path, title: str) -> Path:
     from .preview import quicklook_png
 
@@ -146,13 +172,11 @@ def run_demo(
 
         progress("[3/5] odc-stats save-tasks")
         t0 = time.monotonic()
-        window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
-        db = save_tasks(
-            dcenv.environ(),
+        db, window = save_year_tasks(
+            dcenv,
+            archive,
+            workdir / "tasks" / f"{spec.product}_{year_window(spec.start)}.db",
             config=CFG_DIR / _SAVE_TASKS_CONFIG[flavour],
-            grid=spec.gridspec,
-            temporal_range=window,
-            output=workdir / "tasks" / f"{spec.product}_{window}.db",
         )
         timings["save-tasks"] = time.monotonic() - t0
 

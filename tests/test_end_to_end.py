@@ -16,7 +16,7 @@ import pytest
 import rasterio
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.demo import save_tasks, save_year_tasks
 from odc_ndvi_plugin.index import add_products, index_datasets
 from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
@@ -67,13 +67,11 @@ def usgs(tmp_path_factory, datacube_env_module):
     archive = generate_archive(spec, root / "archive")
     add_products(datacube_env_module, [archive.product_definition])
     index_datasets(datacube_env_module, archive.dataset_paths)
-    window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
-    db = save_tasks(
-        datacube_env_module.environ(),
+    db, window = save_year_tasks(
+        datacube_env_module,
+        archive,
+        root / "tasks" / "year.db",
         config=CFG_DIR / "save-tasks-usgs-c2-year.yaml",
-        grid=spec.gridspec,
-        temporal_range=window,
-        output=root / "tasks" / "year.db",
     )
     return {
         "root": root,

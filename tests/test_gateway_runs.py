@@ -29,7 +29,7 @@ from distributed import get_task_stream
 from odc.stats.tasks import render_sqs
 from rasterio.io import MemoryFile
 
-from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.demo import save_year_tasks
 from odc_ndvi_plugin.gateway import GatewayClusterConfig, open_gateway_cluster
 from odc_ndvi_plugin.index import add_products, index_datasets
 from odc_ndvi_plugin.runner import execute, load_run_config
@@ -59,13 +59,11 @@ def usgs(tmp_path_factory, datacube_env_module):
     archive = generate_archive(spec, root / "archive")
     add_products(datacube_env_module, [archive.product_definition])
     index_datasets(datacube_env_module, archive.dataset_paths)
-    window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
-    db = save_tasks(
-        datacube_env_module.environ(),
+    db, window = save_year_tasks(
+        datacube_env_module,
+        archive,
+        root / "tasks" / "year.db",
         config=CFG_DIR / "save-tasks-usgs-c2-year.yaml",
-        grid=spec.gridspec,
-        temporal_range=window,
-        output=root / "tasks" / "year.db",
     )
     reader = TaskReader(str(db))
     try:  # (tile, datasets) of both tasks

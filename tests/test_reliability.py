@@ -42,7 +42,7 @@ import pytest
 import rasterio
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.demo import save_tasks, save_year_tasks
 from odc_ndvi_plugin.index import DatacubeEnv, add_products, index_datasets
 from odc_ndvi_plugin.synthetic import (
     QA_PIXEL_BY_CONDITION,
@@ -124,14 +124,8 @@ def make_bench(root: Path, source: Archive, env: DatacubeEnv) -> Bench:
     archive = generate_archive(source.spec, copy)  # nothing to write: the plan of the copy
     add_products(env, [archive.product_definition])
     index_datasets(env, archive.dataset_paths)
-    spec = archive.spec
-    window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
-    db = save_tasks(
-        env.environ(),
-        config=SEASONAL_TASKS,
-        grid=spec.gridspec,
-        temporal_range=window,
-        output=root / "tasks" / "seasonal.db",
+    db, window = save_year_tasks(
+        env, archive, root / "tasks" / "seasonal.db", config=SEASONAL_TASKS
     )
     return Bench(root, archive, env, db, window)
 
