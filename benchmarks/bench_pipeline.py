@@ -46,12 +46,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _proc import mib, run_case_process  # noqa: E402 - benchmarks/ is on sys.path as the script dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -507,23 +508,7 @@ def _spawn(case: str, ctx_path: Path, tmp: Path, env: dict[str, str]) -> dict[st
         "--outdir",
         str(outdir),
     ]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"case {case!r} failed with exit code {proc.returncode}")
-    result = json.loads(report.read_text())
-    result.update(
-        process_wall_s=time.perf_counter() - t0,
-        process_cpu_s=usage.ru_utime + usage.ru_stime,
-        ru_maxrss_bytes=usage.ru_maxrss * 1024,
-    )
-    return result
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f}"
+    return run_case_process(case, cmd, report, env=env)
 
 
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -534,7 +519,7 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     for case, r in results.items():
         lines.append(
             f"| {case} | {CASES[case]} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
-            f"| {_mib(r['peak_rss_bytes'])} | {r['process_wall_s']:.1f} | {r['process_cpu_s']:.1f} |"
+            f"| {mib(r['peak_rss_bytes'])} | {r['process_wall_s']:.1f} | {r['process_cpu_s']:.1f} |"
         )
     return lines
 
@@ -617,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = results[case]
                 print(
                     f"    wall {r['wall_s']:.1f}s, CPU {r['cpu_s']:.1f}s, "
-                    f"peak RSS {_mib(r['peak_rss_bytes'])} MiB; {r['info']}",
+                    f"peak RSS {mib(r['peak_rss_bytes'])} MiB; {r['info']}",
                     flush=True,
                 )
             profile = None

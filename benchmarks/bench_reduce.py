@@ -34,13 +34,13 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _proc import mib, run_case_process  # noqa: E402 - benchmarks/ is on sys.path as the script dir
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -190,23 +190,7 @@ def _spawn(case: str, args: argparse.Namespace, tmp: Path) -> dict:
     ]
     if args.tutorial_ndvi:
         cmd.append("--tutorial-ndvi")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"case {case!r} failed with exit code {proc.returncode}")
-    result = json.loads(report.read_text())
-    result.update(
-        process_wall_s=time.perf_counter() - t0,
-        process_cpu_s=usage.ru_utime + usage.ru_stime,
-        ru_maxrss_bytes=usage.ru_maxrss * 1024,
-    )
-    return result
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f}"
+    return run_case_process(case, cmd, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     for case in CASES:
         r = results[case]
         print(
-            f"| {case:<8} | {r['wall_s']:6.2f} | {r['cpu_s']:5.2f} | {_mib(r['peak_rss_bytes']):>12} "
-            f"| {_mib(r['input_rss_bytes']):>18} "
-            f"| {_mib(r['peak_rss_bytes'] - r['input_rss_bytes']):>16} "
+            f"| {case:<8} | {r['wall_s']:6.2f} | {r['cpu_s']:5.2f} | {mib(r['peak_rss_bytes']):>12} "
+            f"| {mib(r['input_rss_bytes']):>18} "
+            f"| {mib(r['peak_rss_bytes'] - r['input_rss_bytes']):>16} "
             f"| {','.join(r['output_dtypes']):<14} |"
         )
     pl, tu = results["plugin"], results["tutorial"]

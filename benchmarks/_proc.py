@@ -1,0 +1,36 @@
+"""Shared by the benchmark scripts: run one case in a fresh interpreter and measure it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["mib", "run_case_process"]
+
+
+def run_case_process(
+    case: str, cmd: list[str], report: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``cmd`` (which writes its JSON ``report``); add the child's wall, CPU and rusage."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    returncode = os.waitstatus_to_exitcode(status)
+    if returncode != 0:
+        raise SystemExit(f"case {case!r} failed with exit code {returncode}")
+    result = json.loads(report.read_text())
+    result.update(
+        process_wall_s=time.perf_counter() - t0,
+        process_cpu_s=usage.ru_utime + usage.ru_stime,
+        ru_maxrss_bytes=usage.ru_maxrss * 1024,
+    )
+    return result
+
+
+def mib(n: float) -> str:
+    """Bytes as a MiB figure with thousands separators."""
+    return f"{n / 2**20:,.0f}"
