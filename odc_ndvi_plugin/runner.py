@@ -305,12 +305,26 @@ class NDVITaskRunner(TaskRunner):
         return self._client
 
     def _needs_s3(self) -> bool:
-        """S3 set-up only when something is on S3 (it probes for credentials, slowly)."""
-        if self._cfg.aws_unsigned or self.product.location.startswith("s3://"):
+        """S3 set-up only when something is on S3: it probes for credentials (slowly) and
+        changes GDAL's process-wide settings (unsigned requests break signed ones)."""
+        if self.product.location.startswith("s3://"):
             return True
-        return any(
+        if self._inputs_maybe_on_s3():
+            return True
+        return not self._cfg.aws_unsigned and any(
             k in os.environ
             for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
+        )
+
+    def _inputs_maybe_on_s3(self) -> bool:
+        """Inputs of the first task are on S3 (unknown before the first SQS message: yes)."""
+        tiles = self.rdr.all_tiles if self.rdr is not None else []
+        if not tiles:
+            return True
+        return any(
+            str(uri).startswith("s3://")
+            for ds in self.rdr.datasets(tiles[0])[:1]
+            for uri in ds.uris
         )
 
     def close(self) -> None:
