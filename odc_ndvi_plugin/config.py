@@ -194,9 +194,6 @@ class NDVIConfig:
     loader: str = "direct"
     preview_band: str | None = None
 
-    #: keys odc-stats itself may pass through ``plugin_config`` that we accept and ignore
-    PASSTHROUGH = ("group_by", "basis", "transform_code", "area_of_interest")
-
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return (
@@ -222,7 +219,7 @@ class NDVIConfig:
     def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
         """Validate a ``plugin_config`` mapping (as found in an odc-stats run config)."""
         cfg = dict(plugin_config or {})
-        unknown = sorted(set(cfg) - set(cls.keys()) - set(cls.PASSTHROUGH))
+        unknown = sorted(set(cfg) - set(cls.keys()))
         if unknown:
             raise ValueError(
                 f"plugin_config: unknown key(s) {', '.join(map(repr, unknown))}; "

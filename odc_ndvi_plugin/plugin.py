@@ -147,6 +147,11 @@ class NDVISeasonal(StatsPluginInterface):
     def _input_data_odc_stats(
         self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any
     ) -> xr.Dataset:
+        if len({self.ndvi_inputs(ds.product) for ds in datasets}) > 1:
+            raise ValueError(
+                "plugin_config.loader: 'odc-stats' applies one product's band encoding and flags "
+                "to every dataset, but this task mixes products that differ; use loader: direct"
+            )
         kwargs = {k: v for k, v in kwargs.items() if k not in ("XSCALE", "YSCALE")}
         xx = super().input_data(datasets, geobox, **kwargs)
         (tdim,) = (d for d in xx["ndvi"].dims if d not in ("y", "x"))
