@@ -215,3 +215,29 @@ def test_rgba_preview_is_uint8_and_transparent_where_nodata():
     nan = np.isnan(result.ndvi_mean.values)
     assert (rgba.sel(band="a").values[nan] == 0).all()
     assert (rgba.sel(band="a").values[~nan] == 255).all()
+
+
+def test_odc_stats_loader_refuses_products_with_different_encodings():
+    from types import SimpleNamespace
+
+    from odc_ndvi_plugin.config import C2_QA_PIXEL_FLAGS
+
+    def product(name: str, scale: float) -> SimpleNamespace:
+        band = {"nodata": 0, "scale_factor": scale, "add_offset": -0.2}
+        return SimpleNamespace(
+            name=name,
+            measurements={
+                "red": band,
+                "nir08": band,
+                "qa_pixel": {"nodata": 1, "flags_definition": C2_QA_PIXEL_FLAGS},
+            },
+        )
+
+    datasets = [
+        SimpleNamespace(product=product("a", 2.75e-5)),
+        SimpleNamespace(product=product("b", 1e-4)),
+    ]
+    with pytest.raises(
+        ValueError, match="plugin_config.loader: 'odc-stats' applies one product's band encoding"
+    ):
+        NDVISeasonal(loader="odc-stats").input_data(datasets, GEOBOX)
