@@ -14,11 +14,17 @@ files, caplog, capsys, worker and scheduler logs) for the secret values: the mot
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -452,3 +458,192 @@ def test_the_secret_scan_finds_a_planted_secret(moto_server, gateway_server, s3_
     ):
         with pytest.raises(AssertionError, match="a secret value is in"):
             _assert_no_secrets(moto_server, gateway_server, **kw)
+
+
+# ------------------------------------------------------------------- faults on the gateway
+#
+# Tasks are slowed on the workers by patching ``odc_ndvi_plugin.stats._group_stats`` (looked
+# up at call time by ``reduce_block``, so no cached function object gets in the way) through
+# ``client.run(exec, code, {})``: functions of this module do not unpickle on the workers.
+# ``_ndvi_test_calls`` counts the calls (a worker with calls > 0 is inside a task).
+
+SLOW_WORKERS = """
+import time
+import odc_ndvi_plugin.stats as st
+if not hasattr(st, "_ndvi_test_orig"):
+    st._ndvi_test_orig = st._group_stats
+    def _slow(*args, **kwargs):
+        st._ndvi_test_calls += 1
+        time.sleep(st._ndvi_test_delay)
+        return st._ndvi_test_orig(*args, **kwargs)
+    st._group_stats = _slow
+st._ndvi_test_calls = 0
+st._ndvi_test_delay = {delay!r}
+"""
+DELIVERED_TWICE_DELAY = 2.5  # s per season and block: 4 calls, A computes >= 10 s
+#: ``odc-ndvi`` in a child process (the console script may be missing in a plain checkout)
+CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
+_CALLS = "__import__('odc_ndvi_plugin.stats').stats.__dict__.get('_ndvi_test_calls', 0)"
+
+
+@pytest.fixture
+def slow_workers(gw_client):
+    """``slow(delay)``: every seasonal reduction on the module's workers sleeps ``delay`` s
+    first; undone (delay 0) after the test."""
+
+    def slow(delay: float) -> None:
+        assert set(gw_client.run(exec, SLOW_WORKERS.format(delay=delay), {}).values()) == {None}
+
+    yield slow
+    with contextlib.suppress(Exception):
+        slow(0.0)
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """This process' environment (moto's variables included) for a child process."""
+    env = {**os.environ, **extra}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _worker_calls(client) -> dict[str, int]:
+    return client.run(eval, _CALLS)
+
+
+def _cog_errors(data: bytes, tmp: Path) -> list[str]:
+    from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+
+    path = tmp / f"check-{uuid.uuid4().hex[:8]}.tif"
+    path.write_bytes(data)
+    try:
+        _, errors, _ = validate(str(path), full_check=True)
+    finally:
+        path.unlink()
+    # odc-geo writes overview IFDs before the main IFD; GDAL 3.6's validator flags that only
+    return [e for e in errors if "offset of" not in e.lower()]
+
+
+def _send_task(moto, queue, usgs, tidx) -> None:
+    """One message, as odc-stats' publish-tasks writes it, for the task ``tidx``."""
+    body = json.dumps(render_sqs(tidx, str(usgs["db"])))
+    moto.client("sqs").send_message(QueueUrl=queue.url, MessageBody=body)
+
+
+def _in_thread(fn, *args, **kwargs):
+    """Run ``fn`` in a thread; returns (thread, box) with box["result"] / box["error"]."""
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+class _Lines:
+    """A pipe's lines, collected in a thread (to wait for a line without blocking)."""
+
+    def __init__(self, pipe):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        return _wait_until(lambda: any(text in line for line in self.lines), timeout, 0.05)
+
+    def text(self) -> str:
+        self._thread.join(timeout=5)
+        return "".join(self.lines)
+
+
+def _wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files(
+    usgs, local_run, gw_client, slow_workers, moto_env, gateway_server, s3_bucket,
+    sqs_queue_factory, tmp_path, caplog,
+):
+    """Runner A (gateway, slowed) holds a 2 s lease that it does not renew in time; SQS hands
+    the message to runner B (another process, ``odc-ndvi run --from-sqs``, local dask), which
+    computes the same task into the same keys while A is still at it."""
+    caplog.set_level(logging.INFO)
+    tidx = usgs["tiles"][0]
+    queue = sqs_queue_factory(max_receive_count=5, visibility_timeout=30)
+    _send_task(moto_env, queue, usgs, tidx)
+    slow_workers(DELIVERED_TWICE_DELAY)
+    t0 = time.monotonic()
+    location = f"s3://{s3_bucket}/d"
+    cfg_a = _run_cfg(usgs, location, job_queue_max_lease=2, renew_safety_margin=0,
+                     future_poll_interval=30)
+    run_a, box_a = _in_thread(execute, cfg_a, from_sqs=queue.url, client=gw_client)
+    # the message is received by A (in flight), then visible again while A computes
+    assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (0, 1), 20)
+    assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), 10)
+    assert run_a.is_alive() and not _s3_keys(moto_env, s3_bucket, "d/")
+    config_b = tmp_path / "run-b.yaml"
+    config_b.write_text(
+        yaml.safe_dump({**yaml.safe_load(SQS_CONFIG.read_text()), "job_queue_max_lease": 30,
+                        "renew_safety_margin": 5, "future_poll_interval": 1})
+    )
+    proc_b = subprocess.Popen(
+        [sys.executable, "-c", CLI, "run", "-v", "--config", str(config_b), "--location",
+         location, "--from-sqs", queue.url, "--threads", "1"],
+        env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        err_b = _Lines(proc_b.stderr)
+        assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
+        # B found no STAC item and submitted while A was still computing
+        a_was_running = run_a.is_alive()
+        out_b, _ = proc_b.communicate(timeout=60)
+    finally:
+        if proc_b.poll() is None:
+            proc_b.kill()
+            proc_b.wait()
+    assert proc_b.returncode == 0, err_b.text()[-3000:]
+    assert a_was_running, "A finished before B started: B did not compute the task again"
+    run_a.join(timeout=60)
+    assert not run_a.is_alive()
+    TIMINGS["SQS message delivered twice"] = time.monotonic() - t0
+    assert "error" not in box_a, box_a
+    a = box_a["result"]
+    # both computed it (B found no STAC item), neither failed
+    assert (a.done, a.failed) == (1, 0), a
+    assert "Tasks: done 1, skipped 0, failed 0" in out_b, out_b
+    assert _queue_counts(moto_env, queue.url) == (0, 0)
+    assert _queue_counts(moto_env, queue.dlq_url) == (0, 0)
+
+    folder = f"d/{_tile_dir(tidx)}"
+    keys = _s3_keys(moto_env, s3_bucket, "d/")
+    assert all(k.startswith(folder + "/") for k in keys), keys
+    expected = {k: v for k, v in _local_rasters(local_run).items() if k.startswith(_tile_dir(tidx))}
+    got = _s3_rasters(moto_env, s3_bucket, "d")
+    assert got.keys() == expected.keys() and len(got) == 9
+    s3 = moto_env.client("s3")
+    for name, (data, dtype, nodata, transform) in expected.items():
+        g_data, g_dtype, _, g_transform = got[name]
+        assert (g_dtype, g_transform) == (dtype, transform), name
+        assert np.array_equal(g_data, data, equal_nan=data.dtype.kind == "f"), name
+        body = s3.get_object(Bucket=s3_bucket, Key=f"d/{name}")["Body"].read()
+        assert not _cog_errors(body, tmp_path), name
+    ((key, item),) = _stac_items(moto_env, s3_bucket, "d").items()
+    for asset in item["assets"].values():
+        assert f"{folder}/{Path(asset['href']).name}" in keys, asset["href"]
+    _assert_no_secrets(
+        moto_env, gateway_server, texts=[caplog.text, out_b, err_b.text()],
+        buckets=[s3_bucket],
+    )
