@@ -36,6 +36,7 @@ run generates and indexes the archive (a few minutes at 2048 px), later runs reu
     python benchmarks/bench_pipeline.py                      # 1024 px tile, 2 threads
     python benchmarks/bench_pipeline.py --tile-px 2048       # the real tile size
     python benchmarks/bench_pipeline.py --crs EPSG:32755     # UTM scenes: reprojection
+    python benchmarks/bench_pipeline.py --tile-px 3200 --cases a,b,c --memory-limit 4GiB
 """
 
 from __future__ import annotations
@@ -97,7 +98,11 @@ def _prepare(args: argparse.Namespace, dcenv: Any, workdir: Path) -> dict[str, A
 
     init_index(dcenv)
     flavours = ["usgs_c2"] + ([] if args.skip_d else ["dea_ard"])
-    ctx: dict[str, Any] = {"threads": args.threads}
+    ctx: dict[str, Any] = {
+        "threads": args.threads,
+        "memory_limit": args.memory_limit,
+        "chunks": args.chunks,
+    }
     for flavour in flavours:
         spec = _spec(flavour, args)
         t0 = time.monotonic()
@@ -136,8 +141,12 @@ def _prepare(args: argparse.Namespace, dcenv: Any, workdir: Path) -> dict[str, A
 # --------------------------------------------------------------------------------------
 
 
-def _client(threads: int):
-    """The runner's local cluster: 1 in-process worker, ``threads`` threads, loopback."""
+def _client(threads: int, memory_limit: str | None = None):
+    """The runner's local cluster: 1 in-process worker, ``threads`` threads, loopback, and
+    the runner's ``memory_limit`` (``--memory-limit``; default as the runner's: all
+    memory but 1 GiB). In-process, the worker's memory monitor compares the RSS of the
+    whole process (interpreter, datacube, GDAL caches included) with the limit, as
+    ``VmHWM`` does: it spills above 70 %, pauses above 80 % (no nanny, so no restart)."""
     from distributed import Client, LocalCluster
     from odc.stats.proc import get_max_mem
 
@@ -145,10 +154,74 @@ def _client(threads: int):
         n_workers=1,
         threads_per_worker=threads,
         processes=False,
-        memory_limit=max(get_max_mem() - (1 << 30), 1 << 30),
+        memory_limit=memory_limit or max(get_max_mem() - (1 << 30), 1 << 30),
         dashboard_address="127.0.0.1:0",
     )
     return Client(cluster)
+
+
+class _MemoryWatch:
+    """What the worker's memory manager did during a case: its warnings (pause/resume,
+    "unmanaged memory"), seconds spent paused and the largest RSS seen (sampled every
+    0.1 s), and the spill counters (``disk-write``/``disk-read`` digests)."""
+
+    def __init__(self, client: Any) -> None:
+        import logging
+        import threading
+
+        self.worker = next(iter(client.cluster.workers.values()))
+        self.messages: list[str] = []
+        self.paused_s = 0.0
+        self.max_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        watch = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                watch.messages.append(record.getMessage())
+
+        self._handler = _Handler(logging.WARNING)
+        self._logger = logging.getLogger("distributed.worker.memory")
+        self._logger.setLevel(logging.WARNING)  # the parent "distributed" is at ERROR
+        self._logger.addHandler(self._handler)
+
+    def _sample(self) -> None:
+        import psutil
+        from distributed.core import Status
+
+        proc = psutil.Process()
+        while not self._stop.wait(0.1):
+            self.max_rss = max(self.max_rss, proc.memory_info().rss)
+            if self.worker.status == Status.paused:
+                self.paused_s += 0.1
+
+    def __enter__(self) -> _MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._logger.removeHandler(self._handler)
+
+    def report(self) -> dict[str, Any]:
+        spill: dict[str, float] = {}
+        for key, value in self.worker.digests_total.items():
+            if isinstance(key, tuple) and key[-2:-1] and key[-2] in ("disk-write", "disk-read"):
+                name = f"{key[-2]}-{key[-1]}"
+                spill[name] = spill.get(name, 0) + value
+        pauses = [m for m in self.messages if "Pausing worker" in m]
+        return {
+            "memory_limit_bytes": self.worker.memory_manager.memory_limit,
+            "paused_times": len(pauses),
+            "paused_s": round(self.paused_s, 1),
+            "spilled_count": int(spill.get("disk-write-count", 0)),
+            "spilled_bytes": int(spill.get("disk-write-bytes", 0)),
+            "unspilled_count": int(spill.get("disk-read-count", 0)),
+            "max_sampled_rss_bytes": self.max_rss,
+            "warnings": sorted({m.split(" -- ")[0][:160] for m in self.messages}),
+        }
 
 
 def _case_a(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
@@ -198,7 +271,16 @@ def _run_config(ctx: dict[str, Any], flavour: str, out: Path, **plugin_changes: 
     doc = yaml.safe_load(Path(f["run_config"]).read_text())
     doc["threads"] = ctx["threads"]
     doc["plugin_config"].update(plugin_changes)
-    cfg, _ = load_run_config(doc, filedb=f["db"], output_location=f"file://{out}")
+    if ctx.get("chunks"):
+        doc["plugin_config"]["chunks"] = {"x": ctx["chunks"], "y": ctx["chunks"]}
+    # memory_limit reaches TaskRunnerConfig as for a real run; with the benchmark's client
+    # passed to execute() the runner starts no cluster, so _client() applies the same limit
+    cfg, _ = load_run_config(
+        doc,
+        filedb=f["db"],
+        output_location=f"file://{out}",
+        memory_limit=ctx.get("memory_limit"),
+    )
     return cfg
 
 
@@ -262,7 +344,12 @@ def _case_d(ctx: dict[str, Any], client: Any, out: Path) -> dict[str, Any]:
     }
     doc["product"] = {**doc["product"], "name": "bench_ndvi_median", "short_name": "bench"}
     doc["cog_opts"].pop("overrides", None)
-    cfg, _ = load_run_config(doc, filedb=f["db"], output_location=f"file://{out}")
+    cfg, _ = load_run_config(
+        doc,
+        filedb=f["db"],
+        output_location=f"file://{out}",
+        memory_limit=ctx.get("memory_limit"),
+    )
     res = _execute(cfg, f["task"], client)
     res["cogs"] = len(list(out.rglob("*.tif")))
     return res
@@ -395,6 +482,8 @@ def _case_c(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
     import yaml
 
     plugin_config = yaml.safe_load(Path(u["run_config"]).read_text())["plugin_config"]
+    if ctx.get("chunks"):
+        plugin_config["chunks"] = {"x": ctx["chunks"], "y": ctx["chunks"]}
     cfg = NDVIConfig.from_plugin_config(plugin_config)
     rdr = TaskReader(u["db"])
     tidx = parse_task(u["task"])
@@ -452,11 +541,11 @@ def _run_case(args: argparse.Namespace) -> None:
         report["peak_rss_bytes"] = _peak_rss()
         Path(args.report).write_text(json.dumps(report))
         return
-    client = _client(ctx["threads"])
+    client = _client(ctx["threads"], ctx.get("memory_limit"))
     try:
         from distributed import get_task_stream
 
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _MemoryWatch(client) as mem:
             warnings.simplefilter("always")
             wall0, cpu0 = time.perf_counter(), time.process_time()
             with get_task_stream(client) as ts:
@@ -475,6 +564,7 @@ def _run_case(args: argparse.Namespace) -> None:
                     info = _case_d(ctx, client, out)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         stages = _task_stream_summary(ts.data)
+        memory = mem.report()
     finally:
         client.close()
     big = sorted(
@@ -482,7 +572,7 @@ def _run_case(args: argparse.Namespace) -> None:
     )
     if big:
         info["warnings"] = big
-    report = {"wall_s": wall, "cpu_s": cpu, "info": info, "stages": stages}
+    report = {"wall_s": wall, "cpu_s": cpu, "info": info, "stages": stages, "dask_memory": memory}
     report["peak_rss_bytes"] = _peak_rss()
     Path(args.report).write_text(json.dumps(report))
 
@@ -553,6 +643,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the cProfile run of case b's graph (single thread, after the cases)",
     )
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        help="dask worker memory_limit, e.g. 4GiB (default: all memory but 1 GiB, as the runner)",
+    )
+    p.add_argument(
+        "--chunks",
+        type=int,
+        default=None,
+        help="override plugin_config chunks (x = y = N px) for b, b', b+p, c and the profile",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="cache (benchmarks/results/work)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (benchmarks/results/)")
     p.add_argument("--case", help=argparse.SUPPRESS)
@@ -603,6 +704,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"    wall {r['wall_s']:.1f}s, CPU {r['cpu_s']:.1f}s, "
                     f"peak RSS {mib(r['peak_rss_bytes'])} MiB; {r['info']}",
+                    flush=True,
+                )
+                m = r["dask_memory"]
+                print(
+                    f"    dask: limit {mib(m['memory_limit_bytes'])} MiB, paused "
+                    f"{m['paused_times']}x ({m['paused_s']}s), spilled {m['spilled_count']} "
+                    f"keys ({mib(m['spilled_bytes'])} MiB), max sampled RSS "
+                    f"{mib(m['max_sampled_rss_bytes'])} MiB; {m['warnings'] or 'no warnings'}",
                     flush=True,
                 )
             profile = None
@@ -668,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
             "tile_px": args.tile_px,
             "crs": args.crs,
             "threads": args.threads,
+            "memory_limit": args.memory_limit,
+            "chunks": args.chunks,
             "cases": cases,
             "start": str(START),
             "end": str(END),
