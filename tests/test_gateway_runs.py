@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -605,11 +606,11 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
         env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        err_b = _Lines(proc_b.stderr)
+        out_b, err_b = _Lines(proc_b.stdout), _Lines(proc_b.stderr)
         assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
         # B found no STAC item and submitted while A was still computing
         a_was_running = run_a.is_alive()
-        out_b, _ = proc_b.communicate(timeout=60)
+        proc_b.wait(timeout=60)
     finally:
         if proc_b.poll() is None:
             proc_b.kill()
@@ -623,7 +624,7 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     a = box_a["result"]
     # both computed it (B found no STAC item), neither failed
     assert (a.done, a.failed) == (1, 0), a
-    assert "Tasks: done 1, skipped 0, failed 0" in out_b, out_b
+    assert "Tasks: done 1, skipped 0, failed 0" in out_b.text(), out_b.text()
     assert _queue_counts(moto_env, queue.url) == (0, 0)
     assert _queue_counts(moto_env, queue.dlq_url) == (0, 0)
 
@@ -644,6 +645,104 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     for asset in item["assets"].values():
         assert f"{folder}/{Path(asset['href']).name}" in keys, asset["href"]
     _assert_no_secrets(
-        moto_env, gateway_server, texts=[caplog.text, out_b, err_b.text()],
+        moto_env, gateway_server, texts=[caplog.text, out_b.text(), err_b.text()],
         buckets=[s3_bucket],
     )
+
+
+#: ``odc-ndvi`` whose runs slow the workers of the client they are given (SLOW_WORKERS)
+SLOW_GATEWAY_CLI = """
+import odc_ndvi_plugin.runner as runner
+_execute = runner.execute
+def execute(cfg, *, client=None, **kwargs):
+    if client is not None:
+        client.run(exec, {code!r}, {{}})
+    return _execute(cfg, client=client, **kwargs)
+runner.execute = execute
+from odc_ndvi_plugin.cli import main
+main(prog_name="odc-ndvi")
+"""
+
+
+def _running_clusters(gateway_server) -> set[str]:
+    with gateway_server.gateway() as gw:
+        return {c.name for c in gw.list_clusters()}
+
+
+def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
+    usgs, local_run, gw_client, moto_env, gateway_server, s3_bucket, tmp_path
+):
+    """``odc-ndvi run --gateway-config`` (its own 1-worker cluster, one task at a time, each
+    seasonal reduction slowed by 1 s) gets SIGTERM after the first task, while the second one
+    computes: it exits 130 within seconds, its cluster is gone, only the finished task's
+    files are there; a rerun computes exactly the other task."""
+    before = _running_clusters(gateway_server)  # the module's cluster
+    gateway_yaml = tmp_path / "gateway.yaml"
+    gateway_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "address": gateway_server.address,
+                "proxy_address": gateway_server.proxy_address,
+                "auth": {
+                    "type": "basic",
+                    "username": gateway_server.username,
+                    "password_env": "NDVI_TEST_GATEWAY_PASSWORD",
+                },
+                "cluster_options": {"worker_cores": 1, "worker_threads": 1, "worker_memory": 1.0},
+                "workers": 1,
+                "wait_timeout": 60,
+            }
+        )
+    )
+    location = f"s3://{s3_bucket}/e"
+    code = SLOW_GATEWAY_CLI.format(code=SLOW_WORKERS.format(delay=1.0))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "run", "-v", "--config", str(SQS_CONFIG), "--location",
+         location, "--gateway-config", str(gateway_yaml), "--max-in-flight", "1",
+         str(usgs["db"])],
+        env=_child_env(NDVI_TEST_GATEWAY_PASSWORD=gateway_server.password),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        out, err = _Lines(proc.stdout), _Lines(proc.stderr)
+        assert err.wait_for(" done", 90), err.text()[-3000:]
+        # the second task is submitted and computing (slowed) on the cluster's worker
+        assert _wait_until(lambda: sum("Submitting" in line for line in err.lines) == 2, 20)
+        time.sleep(1.0)
+        during = _running_clusters(gateway_server)
+        t_term = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        stop_seconds = time.monotonic() - t_term
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    TIMINGS["gateway CLI until SIGTERM + stop"] = time.monotonic() - t0
+    stderr = err.text()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stop_seconds < 20, stop_seconds
+    assert "interrupted" in stderr
+    assert len(during - before) == 1, (during, before)  # the run's own cluster
+    # the run's cluster is shut down, the module's is left alone
+    assert _wait_until(lambda: _running_clusters(gateway_server) == before, 15), (
+        _running_clusters(gateway_server),
+        before,
+    )
+
+    # only the finished task is there, whole: its STAC item and all its assets
+    items = _stac_items(moto_env, s3_bucket, "e")
+    assert len(items) == 1, sorted(items)
+    ((key, item),) = items.items()
+    folder = key.rsplit("/", 1)[0]
+    keys = _s3_keys(moto_env, s3_bucket, "e/")
+    assert all(k.startswith(folder + "/") for k in keys), keys  # nothing of the other task
+    for asset in item["assets"].values():
+        assert f"{folder}/{Path(asset['href']).name}" in keys, asset["href"]
+
+    rerun = execute(_run_cfg(usgs, location), tasks=[], client=gw_client, max_in_flight=2)
+    assert (rerun.skipped, rerun.done, rerun.failed) == (1, 1, 0), rerun.errors
+    _assert_same_rasters(_s3_rasters(moto_env, s3_bucket, "e"), _local_rasters(local_run))
+    assert len(_stac_items(moto_env, s3_bucket, "e")) == 2
+    _assert_no_secrets(moto_env, gateway_server, texts=[out.text(), stderr], buckets=[s3_bucket])
