@@ -382,6 +382,12 @@ class NDVITaskRunner(TaskRunner):
             path = rr.path
         except Exception as err:  # noqa: BLE001 - contained per task by design
             error, path = f"{type(err).__name__}: {err}", ""
+        finally:
+            # the client keeps a failed future's exception, whose traceback now holds this
+            # frame and so the future itself: never released, its (deterministic) erred
+            # input keys stay on the scheduler and a retry of the task with this client
+            # fails at once with the old error, without reading its inputs again
+            running.future.release()
         if error is None:
             _log.info("Finished %s", task.location)
             if tk is not None:

@@ -746,3 +746,76 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     _assert_same_rasters(_s3_rasters(moto_env, s3_bucket, "e"), _local_rasters(local_run))
     assert len(_stac_items(moto_env, s3_bucket, "e")) == 2
     _assert_no_secrets(moto_env, gateway_server, texts=[out.text(), stderr], buckets=[s3_bucket])
+
+
+def test_a_failed_task_is_computed_afresh_by_a_rerun_with_the_same_client(
+    usgs, gw_client, moto_env, s3_bucket
+):
+    """A run's futures are released when it ends, also those of failed tasks: the client
+    kept the exception of a failed future, whose traceback held the runner's frame and the
+    future itself, so its erred (deterministic) input keys stayed on the scheduler and a
+    rerun with the same client -- an SQS worker's next receive, a driver after the input was
+    fixed -- failed at once with the old error, reading nothing."""
+    from odc_ndvi_plugin.load import measurement_uri
+
+    first_tile, second_tile = (usgs["datasets"][t] for t in usgs["tiles"])
+    only_first = sorted({ds.id for ds in first_tile} - {ds.id for ds in second_tile})
+    ds = next(ds for ds in first_tile if ds.id == only_first[0])
+    path = Path(urlparse(measurement_uri(ds, "nir08")).path)
+    original = path.read_bytes()
+    cfg = _run_cfg(usgs, f"s3://{s3_bucket}/g")
+    try:
+        os.truncate(path, len(original) // 2)
+        first = execute(cfg, tasks=[], client=gw_client, max_in_flight=2)
+    finally:
+        path.write_bytes(original)  # repaired
+    assert (first.done, first.failed) == (1, 1), first.errors
+    assert not gw_client.futures  # nothing of the run is held
+    again = execute(cfg, tasks=[], client=gw_client, max_in_flight=2)
+    assert (again.skipped, again.done, again.failed) == (1, 1, 0), again.errors
+    assert len(_stac_items(moto_env, s3_bucket, "g")) == 2
+
+
+def test_a_worker_killed_mid_task_is_retried_by_dask_and_both_tasks_finish_whole(
+    usgs, local_run, gw_client, slow_workers, moto_env, gateway_server, s3_bucket, caplog
+):
+    """Both tasks in flight on the 2 workers (each seasonal reduction slowed by 1 s); one
+    worker process is SIGKILLed while it is inside a task. The scheduler reschedules that
+    worker's tasks (and recomputes what it held) on the other worker: both tasks finish,
+    pixel-identical to the local run, with nothing half-written. Last in this module: the
+    module's cluster may be one worker short afterwards."""
+    caplog.set_level(logging.INFO)
+    slow_workers(1.0)
+    pids = gw_client.run(os.getpid)
+    assert len(pids) == 2
+    location = f"s3://{s3_bucket}/f"
+    t0 = time.monotonic()
+    run, box = _in_thread(
+        execute, _run_cfg(usgs, location), tasks=[], client=gw_client, max_in_flight=2
+    )
+    busy: list[str] = []
+
+    def inside_a_task() -> bool:
+        busy[:] = [addr for addr, calls in _worker_calls(gw_client).items() if calls > 0]
+        return bool(busy)
+
+    assert _wait_until(inside_a_task, 30, 0.2)
+    victim = busy[0]
+    os.kill(pids[victim], signal.SIGKILL)
+    assert _wait_until(lambda: victim not in gw_client.scheduler_info()["workers"], 20)
+    assert not _stac_items(moto_env, s3_bucket, "f")  # the kill came before any task finished
+    run.join(timeout=90)
+    assert not run.is_alive()
+    TIMINGS["worker killed mid-task"] = time.monotonic() - t0
+    assert "error" not in box, box
+    summary = box["result"]
+    assert (summary.done, summary.failed, summary.skipped) == (2, 0, 0), summary.errors
+    _assert_same_rasters(_s3_rasters(moto_env, s3_bucket, "f"), _local_rasters(local_run))
+    items = _stac_items(moto_env, s3_bucket, "f")
+    assert len(items) == 2
+    keys = set(_s3_keys(moto_env, s3_bucket, "f/"))
+    for key, item in items.items():
+        folder = key.rsplit("/", 1)[0]
+        for asset in item["assets"].values():
+            assert f"{folder}/{Path(asset['href']).name}" in keys, asset["href"]
+    _assert_no_secrets(moto_env, gateway_server, texts=[caplog.text], buckets=[s3_bucket])
