@@ -227,6 +227,24 @@ class _Running:
     attempt: str | None = None
 
 
+def _lease(token: Any, op: str, *args: Any) -> bool:
+    """``token.<op>(*args)`` (done/cancel/extend_if_needed of an SQS message) that does not
+    end the run when SQS refuses: after a redelivery the other runner may have deleted the
+    message already (ReceiptHandleIsInvalid), and the task's outputs are whole either way."""
+    if token is None:
+        return True
+    try:
+        return getattr(token, op)(*args) is not False
+    except Exception as err:  # noqa: BLE001 - the lease is lost; the task itself is fine
+        _log.warning(
+            "SQS %s of a task's message failed (%s: %s); another runner may have it",
+            op,
+            type(err).__name__,
+            err,
+        )
+        return False
+
+
 class NDVITaskRunner(TaskRunner):
     """odc-stats' TaskRunner with per-task failure containment and tasks in flight."""
 
@@ -390,27 +408,23 @@ class NDVITaskRunner(TaskRunner):
             running.future.release()
         if error is None:
             _log.info("Finished %s", task.location)
-            if tk is not None:
-                tk.done()
+            _lease(tk, "done")
             return TaskResult(task, path)
         _log.error("Task %s failed: %s", task.location, error)
         self.sink.remove_task_outputs(task, running.attempt)
-        if tk is not None:
-            tk.cancel()
+        _lease(tk, "cancel")
         return TaskResult(task, error=error)
 
     def _fail_early(self, task: Task, err: Exception) -> TaskResult:
         error = f"{type(err).__name__}: {err}"
         _log.error("Task %s failed before computing: %s", task.location, error)
-        if task.source is not None:
-            task.source.cancel()
+        _lease(task.source, "cancel")
         return TaskResult(task, error=error)
 
     def _cancel_all(self, running: list[_Running]) -> None:
         for r in running:
             r.future.cancel()
-            if r.task.source is not None:
-                r.task.source.cancel()
+            _lease(r.task.source, "cancel")
         for r in running:
             self.sink.remove_task_outputs(r.task, r.attempt)
 
@@ -439,13 +453,17 @@ class NDVITaskRunner(TaskRunner):
                 running.remove(r)
                 r.future.cancel()
                 self.sink.remove_task_outputs(r.task, r.attempt)
-                if r.task.source is not None:
-                    r.task.source.cancel()
+                _lease(r.task.source, "cancel")
                 yield TaskResult(
                     r.task, error=f"cancelled after max_processing_time={cfg.max_processing_time}s"
                 )
-            elif r.task.source is not None:
-                r.task.source.extend_if_needed(cfg.job_queue_max_lease, cfg.renew_safety_margin)
+            else:
+                _lease(
+                    r.task.source,
+                    "extend_if_needed",
+                    cfg.job_queue_max_lease,
+                    cfg.renew_safety_margin,
+                )
         if cfg.heartbeat_filepath is not None:
             self._register_heartbeat(cfg.heartbeat_filepath)
 
@@ -460,8 +478,7 @@ class NDVITaskRunner(TaskRunner):
                         yield self._record(result)
                 if not self._cfg.overwrite and self.sink.exists(task):
                     _log.info("Skipped %s (STAC item exists)", task.location)
-                    if task.source is not None:
-                        task.source.done()
+                    _lease(task.source, "done")
                     yield self._record(TaskResult(task, self.sink.uri(task), skipped=True))
                     continue
                 try:
@@ -477,10 +494,12 @@ class NDVITaskRunner(TaskRunner):
                 # leases are otherwise renewed only while polling: receiving the next
                 # message and building its graph can outlast a short lease
                 for r in running:
-                    if r.task.source is not None:
-                        r.task.source.extend_if_needed(
-                            self._cfg.job_queue_max_lease, self._cfg.renew_safety_margin
-                        )
+                    _lease(
+                        r.task.source,
+                        "extend_if_needed",
+                        self._cfg.job_queue_max_lease,
+                        self._cfg.renew_safety_margin,
+                    )
             while running:
                 for result in self._poll(running):
                     self.summary.in_flight = len(running)

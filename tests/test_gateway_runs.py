@@ -575,8 +575,16 @@ def _wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
 
 
 def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files(
-    usgs, local_run, gw_client, slow_workers, moto_env, gateway_server, s3_bucket,
-    sqs_queue_factory, tmp_path, caplog,
+    usgs,
+    local_run,
+    gw_client,
+    slow_workers,
+    moto_env,
+    gateway_server,
+    s3_bucket,
+    sqs_queue_factory,
+    tmp_path,
+    caplog,
 ):
     """Runner A (gateway, slowed) holds a 2 s lease that it does not renew in time; SQS hands
     the message to runner B (another process, ``odc-ndvi run --from-sqs``, local dask), which
@@ -588,8 +596,9 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     slow_workers(DELIVERED_TWICE_DELAY)
     t0 = time.monotonic()
     location = f"s3://{s3_bucket}/d"
-    cfg_a = _run_cfg(usgs, location, job_queue_max_lease=2, renew_safety_margin=0,
-                     future_poll_interval=30)
+    cfg_a = _run_cfg(
+        usgs, location, job_queue_max_lease=2, renew_safety_margin=0, future_poll_interval=30
+    )
     run_a, box_a = _in_thread(execute, cfg_a, from_sqs=queue.url, client=gw_client)
     # the message is received by A (in flight), then visible again while A computes
     assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (0, 1), 20)
@@ -597,13 +606,35 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     assert run_a.is_alive() and not _s3_keys(moto_env, s3_bucket, "d/")
     config_b = tmp_path / "run-b.yaml"
     config_b.write_text(
-        yaml.safe_dump({**yaml.safe_load(SQS_CONFIG.read_text()), "job_queue_max_lease": 30,
-                        "renew_safety_margin": 5, "future_poll_interval": 1})
+        yaml.safe_dump(
+            {
+                **yaml.safe_load(SQS_CONFIG.read_text()),
+                "job_queue_max_lease": 30,
+                "renew_safety_margin": 5,
+                "future_poll_interval": 1,
+            }
+        )
     )
     proc_b = subprocess.Popen(
-        [sys.executable, "-c", CLI, "run", "-v", "--config", str(config_b), "--location",
-         location, "--from-sqs", queue.url, "--threads", "1"],
-        env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "run",
+            "-v",
+            "--config",
+            str(config_b),
+            "--location",
+            location,
+            "--from-sqs",
+            queue.url,
+            "--threads",
+            "1",
+        ],
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         out_b, err_b = _Lines(proc_b.stdout), _Lines(proc_b.stderr)
@@ -635,7 +666,7 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     got = _s3_rasters(moto_env, s3_bucket, "d")
     assert got.keys() == expected.keys() and len(got) == 9
     s3 = moto_env.client("s3")
-    for name, (data, dtype, nodata, transform) in expected.items():
+    for name, (data, dtype, _nodata, transform) in expected.items():
         g_data, g_dtype, _, g_transform = got[name]
         assert (g_dtype, g_transform) == (dtype, transform), name
         assert np.array_equal(g_data, data, equal_nan=data.dtype.kind == "f"), name
@@ -645,7 +676,9 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     for asset in item["assets"].values():
         assert f"{folder}/{Path(asset['href']).name}" in keys, asset["href"]
     _assert_no_secrets(
-        moto_env, gateway_server, texts=[caplog.text, out_b.text(), err_b.text()],
+        moto_env,
+        gateway_server,
+        texts=[caplog.text, out_b.text(), err_b.text()],
         buckets=[s3_bucket],
     )
 
@@ -698,11 +731,26 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     code = SLOW_GATEWAY_CLI.format(code=SLOW_WORKERS.format(delay=1.0))
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "run", "-v", "--config", str(SQS_CONFIG), "--location",
-         location, "--gateway-config", str(gateway_yaml), "--max-in-flight", "1",
-         str(usgs["db"])],
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            "-v",
+            "--config",
+            str(SQS_CONFIG),
+            "--location",
+            location,
+            "--gateway-config",
+            str(gateway_yaml),
+            "--max-in-flight",
+            "1",
+            str(usgs["db"]),
+        ],
         env=_child_env(NDVI_TEST_GATEWAY_PASSWORD=gateway_server.password),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         out, err = _Lines(proc.stdout), _Lines(proc.stderr)
@@ -774,6 +822,101 @@ def test_a_failed_task_is_computed_afresh_by_a_rerun_with_the_same_client(
     again = execute(cfg, tasks=[], client=gw_client, max_in_flight=2)
     assert (again.skipped, again.done, again.failed) == (1, 1, 0), again.errors
     assert len(_stac_items(moto_env, s3_bucket, "g")) == 2
+
+
+def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishes(
+    usgs,
+    local_run,
+    gw_client,
+    slow_workers,
+    moto_env,
+    gateway_server,
+    s3_bucket,
+    sqs_queue_factory,
+    tmp_path,
+    caplog,
+):
+    """The other order: runner B (another process, slowed) lets its 2 s lease run out, the
+    gateway runner A receives the message again and renews its own short lease every second;
+    B finishes first and deletes the message. A's next renewal is refused by SQS (the
+    message is gone): A must go on, finish the task and end normally, not crash (nor remove
+    the finished outputs)."""
+    caplog.set_level(logging.INFO)
+    tidx = usgs["tiles"][1]
+    queue = sqs_queue_factory(max_receive_count=5, visibility_timeout=30)
+    _send_task(moto_env, queue, usgs, tidx)
+    slow_workers(1.5)
+    location = f"s3://{s3_bucket}/h"
+    config_b = tmp_path / "run-b.yaml"
+    config_b.write_text(
+        yaml.safe_dump(
+            {
+                **yaml.safe_load(SQS_CONFIG.read_text()),
+                "job_queue_max_lease": 2,
+                "renew_safety_margin": 0,
+                "future_poll_interval": 30,
+            }
+        )
+    )
+    t0 = time.monotonic()
+    slow_b = f"exec({SLOW_WORKERS.format(delay=1.0)!r}, {{}})\n{CLI}"
+    proc_b = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            slow_b,
+            "run",
+            "-v",
+            "--config",
+            str(config_b),
+            "--location",
+            location,
+            "--from-sqs",
+            queue.url,
+            "--threads",
+            "1",
+        ],
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out_b, err_b = _Lines(proc_b.stdout), _Lines(proc_b.stderr)
+        assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
+        assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), 10)
+        cfg_a = _run_cfg(
+            usgs, location, job_queue_max_lease=3, renew_safety_margin=2, future_poll_interval=1
+        )
+        run_a, box_a = _in_thread(execute, cfg_a, from_sqs=queue.url, client=gw_client)
+        proc_b.wait(timeout=60)
+        b_first = run_a.is_alive()
+    finally:
+        if proc_b.poll() is None:
+            proc_b.kill()
+            proc_b.wait()
+    run_a.join(timeout=60)
+    assert not run_a.is_alive()
+    TIMINGS["SQS message deleted under a renewing runner"] = time.monotonic() - t0
+    assert proc_b.returncode == 0, err_b.text()[-3000:]
+    assert "Tasks: done 1, skipped 0, failed 0" in out_b.text(), out_b.text()
+    assert "error" not in box_a, box_a
+    assert b_first, "A finished before B: the renewal after the delete was not exercised"
+    a = box_a["result"]
+    assert (a.done, a.failed) == (1, 0), a
+    assert "SQS extend_if_needed of a task's message failed (ReceiptHandleIsInvalid" in caplog.text
+    assert _queue_counts(moto_env, queue.url) == (0, 0)
+    assert _queue_counts(moto_env, queue.dlq_url) == (0, 0)
+    folder = f"h/{_tile_dir(tidx)}"
+    expected = {k: v for k, v in _local_rasters(local_run).items() if k.startswith(_tile_dir(tidx))}
+    got = _s3_rasters(moto_env, s3_bucket, "h")
+    assert got.keys() == expected.keys() and len(got) == 9
+    for name, (data, *_rest) in expected.items():
+        assert np.array_equal(got[name][0], data, equal_nan=data.dtype.kind == "f"), name
+    ((key, item),) = _stac_items(moto_env, s3_bucket, "h").items()
+    keys = _s3_keys(moto_env, s3_bucket, "h/")
+    for asset in item["assets"].values():
+        assert f"{folder}/{Path(asset['href']).name}" in keys, asset["href"]
 
 
 def test_a_worker_killed_mid_task_is_retried_by_dask_and_both_tasks_finish_whole(
