@@ -198,6 +198,8 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
         report = run_demo(
             Path(workdir), size=size, flavour=flavour, overwrite=overwrite, progress=click.echo
         )
+    except (RuntimeError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
     except KeyboardInterrupt:
         click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
         sys.exit(130)

@@ -152,20 +152,29 @@ def run_demo(
         f"{spec.width_px}x{spec.height_px} px of {spec.resolution} m ({len(spec.tiles())} tiles of "
         f"{spec.tile_px}^2), {len(spec.dates)} dates {spec.start}..{spec.end}, {spec.product}"
     )
-    progress(f"[1/5] synthetic archive: {region}")
-    t0 = time.monotonic()
-
-    def gen_progress(done: int, total: int, message: str) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            progress(f"      {done}/{total} {message}")
-
-    archive = generate_archive(spec, workdir / "archive" / flavour, progress=gen_progress)
-    timings["archive"] = time.monotonic() - t0
-
     with open_index(workdir) as dcenv:
-        progress("[2/5] datacube index: init, product, datasets")
+        # the index first: an unreachable or broken datacube fails before any work
+        try:
+            init_index(dcenv)
+        except Exception as err:  # noqa: BLE001 - sqlalchemy/psycopg2 errors vary
+            reason = getattr(err, "orig", None) or err
+            raise RuntimeError(
+                f"datacube index {dcenv.display_url} cannot be used: {type(reason).__name__}: "
+                f"{str(reason).strip().splitlines()[0]}"
+            ) from err
+
+        progress(f"[1/5] synthetic archive: {region}")
         t0 = time.monotonic()
-        init_index(dcenv)
+
+        def gen_progress(done: int, total: int, message: str) -> None:
+            if done == total or done % max(1, total // 10) == 0:
+                progress(f"      {done}/{total} {message}")
+
+        archive = generate_archive(spec, workdir / "archive" / flavour, progress=gen_progress)
+        timings["archive"] = time.monotonic() - t0
+
+        progress("[2/5] datacube index: product, datasets")
+        t0 = time.monotonic()
         add_products(dcenv, [archive.product_definition])
         index_datasets(dcenv, archive.dataset_paths)
         timings["index"] = time.monotonic() - t0

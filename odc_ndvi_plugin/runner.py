@@ -99,6 +99,9 @@ def load_run_config(
         raise ValueError(
             f"run config: output_location {merged['output_location']!r} must start with file:// or s3://"
         )
+    filedb = str(merged.get("filedb") or "")
+    if filedb and "://" not in filedb and not Path(filedb).exists():
+        raise ValueError(f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)")
     extras = {k: config[k] for k in CLI_ONLY_KEYS if k in config}
     return TaskRunnerConfig(**merged), extras
 

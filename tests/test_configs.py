@@ -80,3 +80,36 @@ def test_kubernetes_jobs_call_real_cli_options_and_shipped_configs(job):
     for key in ("config_path", "gateway_config"):
         if ctx.params.get(key):
             assert (CFG_DIR / ctx.params[key].removeprefix("/cfg/")).exists()
+
+
+def test_run_with_a_missing_task_db_names_it(tmp_path):
+    missing = tmp_path / "nope.db"
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--config",
+            str(CFG_DIR / "run-usgs-c2-year.yaml"),
+            "--location",
+            tmp_path.as_uri(),
+            str(missing),
+        ],
+    )
+    assert result.exit_code == 1
+    assert f"task db '{missing}' does not exist" in result.output
+
+
+def test_demo_with_an_unreachable_database_fails_first_without_the_password(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODC_ENVIRONMENT", "default")
+    monkeypatch.setenv(
+        "ODC_DEFAULT_DB_URL", "postgresql+psycopg2://someone:s3cr3t-pw@127.0.0.1:1/nodb"
+    )
+    result = CliRunner().invoke(main, ["demo", "--size", "tiny", "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 1
+    assert (
+        "datacube index postgresql+psycopg2://someone:***@127.0.0.1:1/nodb cannot be used"
+        in result.output
+    )
+    assert "Connection refused" in result.output
+    assert "s3cr3t-pw" not in result.output
+    assert not list((tmp_path / "w").iterdir())  # nothing generated before the check
