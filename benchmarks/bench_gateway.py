@@ -36,8 +36,6 @@ import datetime as dt
 import json
 import os
 import platform
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -105,72 +103,13 @@ def prepare(workdir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def gateway_server(root: Path) -> Iterator[Any]:
-    """The ``gateway_server`` fixture's body without pytest or moto: a loopback
-    ``dask-gateway-server`` with the fixtures' config; stopped with all it started."""
-    from tests.fixtures.servers import (
-        _BIN,
-        _GATEWAY_CONFIG,
-        _OPTION_ENV,
-        GATEWAY_USER,
-        LOOPBACK,
-        GatewayServer,
-        _gateway_environment,
-        _stop_tree,
-        _wait_http,
-        free_port,
-    )
+def gateway_server(root: Path):
+    """The test fixtures' loopback ``dask-gateway-server`` (no moto), as a context manager."""
+    from tests.fixtures.servers import _BIN, run_gateway_server
 
-    exe = _BIN / "dask-gateway-server"
-    if not exe.exists():
+    if not (_BIN / "dask-gateway-server").exists():
         raise SystemExit("dask-gateway-server is not installed (pip install '.[gateway]')")
-    clusters_dir = root / "clusters"
-    clusters_dir.mkdir(parents=True)
-    password = "gw-" + secrets.token_urlsafe(12)
-    env, inherited = _gateway_environment({})
-    private, proxy_http, proxy_tcp = (f"{LOOPBACK}:{free_port()}" for _ in range(3))
-    config_path = root / "dask_gateway_config.py"
-    config_path.write_text(
-        _GATEWAY_CONFIG.format(
-            private=private,
-            password=password,
-            proxy_http=proxy_http,
-            proxy_tcp=proxy_tcp,
-            clusters_dir=str(clusters_dir),
-            inherited=inherited,
-            option_env={k: env[k] for k in _OPTION_ENV if k in env},
-            dask=str(_BIN / "dask"),
-            worker_cmd=[str(_BIN / "dask"), "worker", "--host", LOOPBACK],
-        )
-    )
-    log = root / "dask-gateway-server.log"
-    t0 = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(exe), "-f", str(config_path)],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        _wait_http(f"http://{proxy_http}/api/health", timeout=60, proc=proc, log=log)
-        yield GatewayServer(
-            address=f"http://{proxy_http}",
-            proxy_address=f"gateway://{proxy_tcp}",
-            private_address=f"http://{private}",
-            username=GATEWAY_USER,
-            password=password,
-            config_path=config_path,
-            log_path=log,
-            pid=proc.pid,
-            startup_seconds=time.monotonic() - t0,
-        )
-    finally:
-        _stop_tree(proc)
+    return run_gateway_server(root, {})
 
 
 # --------------------------------------------------------------------------------------
