@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["mib", "run_case_process"]
+__all__ = ["mib", "run_case_process", "write_results"]
 
 
 def run_case_process(
@@ -34,3 +34,27 @@ def run_case_process(
 def mib(n: float) -> str:
     """Bytes as a MiB figure with thousands separators."""
     return f"{n / 2**20:,.0f}"
+
+
+def write_results(
+    benchmark: str, body: dict[str, Any], out: Path | None, results_dir: Path
+) -> Path:
+    """Write ``body`` as JSON with the benchmark name, UTC time and machine; return the path."""
+    import datetime as dt
+    import platform
+
+    now = dt.datetime.now(dt.UTC)
+    doc = {
+        "benchmark": benchmark,
+        "utc": now.isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        **body,
+    }
+    out = out or results_dir / f"{benchmark}_{now:%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    return out

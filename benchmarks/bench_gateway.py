@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from _proc import write_results  # noqa: E402 - benchmarks/ is on sys.path as the script dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -364,15 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\ndask-gateway-server start-up {server_start:.1f}s; total {total:.0f}s."
     )
 
-    now = dt.datetime.now(dt.UTC)
-    doc = {
-        "benchmark": "bench_gateway",
-        "utc": now.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+    body = {
         "params": {
             "workers": sizes,
             "worker_options": WORKER_OPTIONS,
@@ -385,9 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "total_s": total,
     }
-    out = args.out or RESULTS / f"bench_gateway_{now:%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
+    out = write_results("bench_gateway", body, args.out, RESULTS)
     print(f"JSON: {out}")
     return 0
 

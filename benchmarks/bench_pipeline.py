@@ -45,7 +45,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -53,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _proc import mib, run_case_process  # noqa: E402 - benchmarks/ is on sys.path as the script dir
+from _proc import mib, run_case_process, write_results  # noqa: E402 - benchmarks/ is on sys.path as the script dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -764,15 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         for f in profile["top_own_time"][:8]:
             print(f"| {f['function']} | {f['calls']} | {f['own_s']:.1f} |")
 
-    now = dt.datetime.now(dt.UTC)
-    doc = {
-        "benchmark": "bench_pipeline",
-        "utc": now.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+    body = {
         "params": {
             "tile_px": args.tile_px,
             "crs": args.crs,
@@ -788,9 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "profile_b": profile,
     }
-    out = args.out or RESULTS / f"bench_pipeline_{now:%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
+    out = write_results("bench_pipeline", body, args.out, RESULTS)
     print(f"\nJSON: {out}")
     return 0
 

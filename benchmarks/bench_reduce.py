@@ -30,17 +30,14 @@ printed. JSON goes to ``benchmarks/results/`` (gitignored).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _proc import mib, run_case_process  # noqa: E402 - benchmarks/ is on sys.path as the script dir
+from _proc import mib, run_case_process, write_results  # noqa: E402 - benchmarks/ is on sys.path as the script dir
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -271,15 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         f"peak RSS {ratios['peak_rss']:.2f}x (above input: {ratios['peak_minus_input']:.2f}x)"
     )
 
-    now = dt.datetime.now(dt.UTC)
-    doc = {
-        "benchmark": "bench_reduce",
-        "utc": now.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+    body = {
         "params": {
             k: getattr(args, k)
             for k in ("obs", "px", "chunk", "cloud", "seed", "threads", "repeat", "tutorial_ndvi")
@@ -288,9 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios_plugin_over_tutorial": ratios,
     }
-    out = args.out or RESULTS / f"bench_reduce_{now:%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
+    out = write_results("bench_reduce", body, args.out, RESULTS)
     print(f"JSON: {out}")
     return 0
 
