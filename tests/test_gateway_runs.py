@@ -565,6 +565,19 @@ class _Lines:
         return "".join(self.lines)
 
 
+def _start_cli(code: str, *args: str, **env: str) -> tuple[subprocess.Popen, _Lines, _Lines]:
+    """``odc-ndvi run -v ARGS`` in a child running ``code`` (the CLI, or the CLI after a
+    snippet that slows the workers); its stdout/stderr lines are read in threads."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "run", "-v", *args],
+        env=_child_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, _Lines(proc.stdout), _Lines(proc.stderr)
+
+
 def _wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -615,29 +628,18 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
             }
         )
     )
-    proc_b = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CLI,
-            "run",
-            "-v",
-            "--config",
-            str(config_b),
-            "--location",
-            location,
-            "--from-sqs",
-            queue.url,
-            "--threads",
-            "1",
-        ],
-        env=_child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc_b, out_b, err_b = _start_cli(
+        CLI,
+        "--config",
+        str(config_b),
+        "--location",
+        location,
+        "--from-sqs",
+        queue.url,
+        "--threads",
+        "1",
     )
     try:
-        out_b, err_b = _Lines(proc_b.stdout), _Lines(proc_b.stderr)
         assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
         # B found no STAC item and submitted while A was still computing
         a_was_running = run_a.is_alive()
@@ -730,30 +732,20 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     location = f"s3://{s3_bucket}/e"
     code = SLOW_GATEWAY_CLI.format(code=SLOW_WORKERS.format(delay=1.0))
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "run",
-            "-v",
-            "--config",
-            str(SQS_CONFIG),
-            "--location",
-            location,
-            "--gateway-config",
-            str(gateway_yaml),
-            "--max-in-flight",
-            "1",
-            str(usgs["db"]),
-        ],
-        env=_child_env(NDVI_TEST_GATEWAY_PASSWORD=gateway_server.password),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, out, err = _start_cli(
+        code,
+        "--config",
+        str(SQS_CONFIG),
+        "--location",
+        location,
+        "--gateway-config",
+        str(gateway_yaml),
+        "--max-in-flight",
+        "1",
+        str(usgs["db"]),
+        NDVI_TEST_GATEWAY_PASSWORD=gateway_server.password,
     )
     try:
-        out, err = _Lines(proc.stdout), _Lines(proc.stderr)
         assert err.wait_for(" done", 90), err.text()[-3000:]
         # the second task is submitted and computing (slowed) on the cluster's worker
         assert _wait_until(lambda: sum("Submitting" in line for line in err.lines) == 2, 20)
@@ -860,29 +852,18 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
     )
     t0 = time.monotonic()
     slow_b = f"exec({SLOW_WORKERS.format(delay=1.0)!r}, {{}})\n{CLI}"
-    proc_b = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            slow_b,
-            "run",
-            "-v",
-            "--config",
-            str(config_b),
-            "--location",
-            location,
-            "--from-sqs",
-            queue.url,
-            "--threads",
-            "1",
-        ],
-        env=_child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc_b, out_b, err_b = _start_cli(
+        slow_b,
+        "--config",
+        str(config_b),
+        "--location",
+        location,
+        "--from-sqs",
+        queue.url,
+        "--threads",
+        "1",
     )
     try:
-        out_b, err_b = _Lines(proc_b.stdout), _Lines(proc_b.stderr)
         assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
         assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), 10)
         cfg_a = _run_cfg(
