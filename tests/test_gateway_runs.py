@@ -42,6 +42,7 @@ from odc_ndvi_plugin.index import add_products, index_datasets
 from odc_ndvi_plugin.runner import execute, load_run_config
 from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
+from tests.lines import LineReader
 
 pytestmark = pytest.mark.servers
 
@@ -545,27 +546,9 @@ def _in_thread(fn, *args, **kwargs):
     return thread, box
 
 
-class _Lines:
-    """A pipe's lines, collected in a thread (to wait for a line without blocking)."""
-
-    def __init__(self, pipe):
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _read(self, pipe) -> None:
-        for line in pipe:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        return _wait_until(lambda: any(text in line for line in self.lines), timeout, 0.05)
-
-    def text(self) -> str:
-        self._thread.join(timeout=5)
-        return "".join(self.lines)
-
-
-def _start_cli(code: str, *args: str, **env: str) -> tuple[subprocess.Popen, _Lines, _Lines]:
+def _start_cli(
+    code: str, *args: str, **env: str
+) -> tuple[subprocess.Popen, LineReader, LineReader]:
     """``odc-ndvi run -v ARGS`` in a child running ``code`` (the CLI, or the CLI after a
     snippet that slows the workers); its stdout/stderr lines are read in threads."""
     proc = subprocess.Popen(
@@ -575,7 +558,7 @@ def _start_cli(code: str, *args: str, **env: str) -> tuple[subprocess.Popen, _Li
         stderr=subprocess.PIPE,
         text=True,
     )
-    return proc, _Lines(proc.stdout), _Lines(proc.stderr)
+    return proc, LineReader(proc.stdout), LineReader(proc.stderr)
 
 
 def _wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:

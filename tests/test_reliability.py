@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from odc_ndvi_plugin.synthetic import (
     Condition,
     generate_archive,
 )
+from tests.lines import LineReader
 
 REPO = Path(__file__).resolve().parent.parent
 CFG_DIR = REPO / "cfg"
@@ -218,31 +218,6 @@ def slow_cli(
     return subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-class LineReader:
-    """Collect a pipe's lines in a thread (to wait for a line without blocking forever)."""
-
-    def __init__(self, pipe):
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _read(self, pipe) -> None:
-        for line in pipe:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def text(self) -> str:
-        self._thread.join(timeout=5)
-        return "".join(self.lines)
 
 
 # -- scenarios (shared with benchmarks/fault_table.py) ---------------------------------------
