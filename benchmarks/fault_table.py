@@ -32,6 +32,7 @@ from tests.test_reliability import (  # noqa: E402
     files_in,
     make_bench,
     scenario_delivered_twice,
+    scenario_duplicate_outlived,
     scenario_no_clear_observations,
     scenario_sigterm,
     scenario_unreadable_input,
@@ -107,7 +108,7 @@ def sigterm_row(bench) -> dict:
     r = scenario_sigterm(bench)
     k = len(r["finished_before"])
     partial = [f for f in r["files_before"] if f.parent not in r["finished_before"]]
-    tmp = [f for f in r["files_before"] if f.name.endswith(".tmp")]
+    tmp = [f for f in r["files_before"] if f.name.endswith(".part") or ".staging" in f.parts]
     rerun = r["rerun"]
     ok = (
         r["rc"] == 130
@@ -120,10 +121,10 @@ def sigterm_row(bench) -> dict:
     when = "during a STAC item write" if r["in_stac_write"] else "(STAC write not caught)"
     return _row(
         "SIGTERM mid-run (8 tasks, 1 in flight)",
-        "stops <20 s, exit!=0, no partial/.tmp; rerun = the rest",
+        "stops <20 s, exit!=0, no partial/staged; rerun = the rest",
         f"SIGTERM {when}: exit {r['rc']} after {r['stop_seconds']:.1f} s; "
         f"{k}/{r['n_tasks']} kept, assets missing {len(r['missing_assets'])}; "
-        f"partial {len(partial)}, .tmp {len(tmp)}; rerun skipped {rerun.skipped} "
+        f"partial {len(partial)}, staged {len(tmp)}; rerun skipped {rerun.skipped} "
         f"done {rerun.done}",
         f"1 in-flight task (redone on rerun, {r['rerun_seconds']:.1f} s)",
         ok,
@@ -200,6 +201,33 @@ def twice_row(bench) -> dict:
     )
 
 
+def outlived_rows(bench) -> list[dict]:
+    rows = []
+    for ending in ("sigterm", "finish"):
+        r = scenario_duplicate_outlived(bench, ending)
+        kept = r["after"] == r["b_files"]
+        lost = sum(1 for f in r["b_files"] if f not in r["after"])
+        ok = (
+            r["b"].done == 1
+            and r["a_running_after_b"]
+            and r["rc"] == (130 if ending == "sigterm" else 0)
+            and kept
+            and (r["rerun"].skipped, r["rerun"].done) == (1, 0)
+        )
+        what = "is SIGTERMed" if ending == "sigterm" else "finishes"
+        rows.append(
+            _row(
+                f"duplicate attempt A {what} after B finished the task",
+                "B's files untouched (bytes and inodes); rerun skips",
+                f"A exit {r['rc']}; B's {len(r['b_files'])} files "
+                f"{'untouched' if kept else 'CHANGED'}; rerun skipped {r['rerun'].skipped}",
+                str(lost),
+                ok,
+            )
+        )
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     cols = ("fault", "expected", "observed", "lost")
     heads = ("fault", "expected", "observed", "outputs lost")
@@ -243,6 +271,7 @@ def main() -> int:
                 ("bad configs", lambda: bad_config_rows(bench, root / "bad")),
                 ("version change", lambda: [version_row(bench)]),
                 ("delivered twice", lambda: [twice_row(bench)]),
+                ("outlived by a duplicate", lambda: outlived_rows(bench)),
             ):
                 t1 = time.monotonic()
                 rows += fn()

@@ -10,11 +10,12 @@ selection, output naming, COG/STAC sink) with three changes that production need
   between tiles; SQS leases of running tasks are extended, a message is deleted only
   after the task's outputs are complete and released (made visible) on failure;
 * the dask client comes from outside (a gateway cluster) or is a loopback-only
-  ``LocalCluster``; files are written atomically (temp name + rename), the STAC item
-  last, so a file under its final name is always whole and the STAC item means "done".
+  ``LocalCluster``; a task's files are staged and then committed together, the STAC item
+  last (``AtomicCOGSink``), so a file under its final name is always whole, the STAC item
+  means "done", and a failed or duplicate attempt never removes another one's outputs.
 
 Interruption (Ctrl-C/SIGTERM) cancels what is in flight, releases its SQS messages and
-removes its partial files; a rerun then does exactly the missing tasks.
+removes its staged files; a rerun then does exactly the missing tasks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -106,62 +108,239 @@ def load_run_config(
     return TaskRunnerConfig(**merged), extras
 
 
-#: attempts (see AtomicCOGSink.attempt) whose outputs were removed: a write of such an
-#: attempt still running in a worker thread (dask cannot stop a running task) must not
-#: rename its file into place afterwards (else e.g. a lone STAC item says "done")
+#: folder (under the product's location) where attempts stage their files before commit
+STAGING_DIR = ".staging"
+
+#: attempts whose staged files were removed: a staged write of such an attempt still
+#: running in a worker thread (dask cannot stop a running task) removes its own file, and
+#: its commit does nothing. Per process; across processes the missing staged files make a
+#: late commit fail before its STAC item, which is what marks a task done.
 _CANCELLED_ATTEMPTS: set[str] = set()
 _CANCEL_LOCK = threading.Lock()
 
 
-def _rename_unless_cancelled(tmp: Path, target: Path, attempt: str | None) -> bool:
-    """``os.replace`` unless ``attempt`` was cancelled (check + rename atomic w.r.t.
-    remove_task_outputs). A plain module function: the delayed ``_atomic_write`` is
-    pickled by value, this one by reference, so it sees this process' registry."""
-    with _CANCEL_LOCK:
-        if attempt is not None and attempt in _CANCELLED_ATTEMPTS:
-            return False
-        os.replace(tmp, target)
-        return True
+def _cancelled(attempt: str | None) -> bool:
+    return attempt is not None and attempt in _CANCELLED_ATTEMPTS
 
 
-@dask.delayed(name="atomic-save-to-file", pure=False)
-def _atomic_write(
-    data: bytes | str, path: str, with_deps: Any = None, attempt: str | None = None
-) -> WriteResult:
-    """Write ``data`` to ``path`` via a temp file in the same folder + rename (unless the
-    task ``attempt`` was cancelled meanwhile)."""
-    if isinstance(data, str):
-        data = data.encode("utf8")
-    digest = hashlib.sha1(data).hexdigest()
+def _split_s3(url: str) -> tuple[str, str]:
+    u = urlparse(url)
+    return u.netloc, u.path.lstrip("/")
+
+
+def _worker_s3() -> Any:
+    """The boto3 client odc-stats' S3ClientPlugin puts on every worker."""
+    from distributed import get_worker
+
+    return get_worker().s3_client.s3_client
+
+
+def _write_local(data: bytes, path: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(target, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    return data.encode("utf8") if isinstance(data, str) else data
+
+
+# plain module functions (wrapped in dask.delayed where the graph is built, not decorated):
+# distributed pickles them by reference, so a worker in this process sees this process'
+# cancel registry and lock (a decorated function is pickled by value, lock and all, and fails)
+def _stage(
+    data: bytes | str,
+    staged: str,
+    final: str,
+    with_deps: Any = None,
+    attempt: str | None = None,
+    put_args: dict[str, str] | None = None,
+) -> WriteResult:
+    """Write one output under its staging name; the result names its final path (the
+    .sha1 file lists final names)."""
+    data = _as_bytes(data)
+    digest = hashlib.sha1(data).hexdigest()
+    final_path = urlparse(final).path if final.startswith("file://") else final
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if not _rename_unless_cancelled(tmp, target, attempt):
-            tmp.unlink(missing_ok=True)
-            return WriteResult(path, digest, "Cancelled")
-    except OSError:
-        _log.exception("failed to write %s", path)
-        tmp.unlink(missing_ok=True)
-        return WriteResult(path, digest, "Failed Write")
-    return WriteResult(path, digest, None)
+        if staged.startswith("s3://"):
+            bucket, key = _split_s3(staged)
+            _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
+        else:
+            _write_local(data, urlparse(staged).path)
+            with _CANCEL_LOCK:
+                if _cancelled(attempt):
+                    Path(urlparse(staged).path).unlink(missing_ok=True)
+                    return WriteResult(final_path, digest, "Cancelled")
+    except Exception:  # noqa: BLE001 - reported as a failed write of this task
+        _log.exception("failed to write %s", final)
+        return WriteResult(final_path, digest, "Failed Write")
+    return WriteResult(final_path, digest, None)
+
+
+def _commit(
+    data: bytes | str,
+    url: str,
+    staged: list[tuple[str, str]],
+    with_deps: Any = None,
+    attempt: str | None = None,
+    overwrite: bool = False,
+    put_args: dict[str, str] | None = None,
+) -> WriteResult:
+    """Move a task's staged files to their final names, then write its STAC item (``url``)
+    last. Runs only after every staged write succeeded (``with_deps``).
+
+    Rules: an existing STAC item means another attempt (a redelivered SQS message) has
+    finished the task meanwhile; without ``overwrite`` its files are kept and ours dropped.
+    With ``overwrite`` the old STAC item is removed first, so a commit cut short leaves a
+    task that is visibly not done (no STAC item) rather than old metadata over new files.
+    Nothing here ever deletes a file under its final name that another attempt needs."""
+    data = _as_bytes(data)
+    digest = hashlib.sha1(data).hexdigest()
+    try:
+        if url.startswith("s3://"):
+            _commit_s3(data, url, staged, overwrite=overwrite, put_args=put_args or {})
+            return WriteResult(url, digest, None)
+        path = urlparse(url).path
+        with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
+            if _cancelled(attempt):
+                return WriteResult(path, digest, "Cancelled")
+            _commit_local(data, path, staged, overwrite=overwrite)
+        return WriteResult(path, digest, None)
+    except Exception:  # noqa: BLE001 - reported as a failed write of this task
+        _log.exception("failed to commit %s", url)
+        return WriteResult(url, digest, "Failed Write")
+
+
+def _commit_local(
+    data: bytes, path: str, staged: list[tuple[str, str]], *, overwrite: bool
+) -> None:
+    item = Path(path)
+    staged_paths = [(Path(urlparse(s).path), Path(urlparse(f).path)) for s, f in staged]
+    if item.exists() and not overwrite:
+        _log.info("%s exists (another attempt finished this task): keeping its files", item)
+        for src, _ in staged_paths:
+            src.unlink(missing_ok=True)
+        return
+    item.unlink(missing_ok=True)
+    item_stage = item.with_name(f".{item.name}.{uuid.uuid4().hex[:8]}.part")
+    _write_local(data, str(item_stage))
+    try:
+        for src, dst in staged_paths:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        os.replace(item_stage, item)
+    finally:
+        item_stage.unlink(missing_ok=True)
+
+
+def _s3_exists(s3: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _commit_s3(
+    data: bytes,
+    url: str,
+    staged: list[tuple[str, str]],
+    *,
+    overwrite: bool,
+    put_args: dict[str, str],
+) -> None:
+    s3 = _worker_s3()
+    bucket, key = _split_s3(url)
+    exists = _s3_exists(s3, bucket, key)
+    staged_keys = [(_split_s3(s), _split_s3(f)) for s, f in staged]
+    if exists and not overwrite:
+        _log.info("%s exists (another attempt finished this task): keeping its files", url)
+    else:
+        if exists:
+            s3.delete_object(Bucket=bucket, Key=key)
+        acl = {"ACL": put_args["ACL"]} if "ACL" in put_args else {}
+        for (sb, sk), (fb, fk) in staged_keys:
+            s3.copy_object(Bucket=fb, Key=fk, CopySource={"Bucket": sb, "Key": sk}, **acl)
+        s3.put_object(Bucket=bucket, Key=key, Body=data, **put_args)
+    for (sb, sk), _ in staged_keys:
+        s3.delete_object(Bucket=sb, Key=sk)
 
 
 class AtomicCOGSink(S3COGSink):
-    """odc-stats' sink, but local files appear under their final name only when whole."""
+    """odc-stats' sink, writing each task as one commit.
+
+    Every file of a task is first written under ``<location>/.staging/<attempt>/`` (name +
+    ``.part``); when all are written, one commit moves them to their final names and
+    writes the STAC item last. A reader never sees a partial file under a final name, a
+    failed or cancelled attempt only leaves (and its cleanup only removes) staged files,
+    and a duplicate attempt never deletes what another one finished. On S3, orphans of
+    killed workers are kept out of the product's tree: expire them with a lifecycle rule
+    on the ``.staging/`` prefix."""
 
     #: token of the task attempt whose graph ``dump`` is building (set by the runner)
     attempt: str | None = None
 
+    def __init__(self, *args: Any, overwrite: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.overwrite = overwrite
+        self._location = ""
+        self._commit_url = ""
+        self._staged: list[tuple[str, str]] = []
+
+    def staging_url(self, location: str, attempt: str) -> str:
+        return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
+
+    def _staged_name(self, url: str) -> str:
+        root = self._location.rstrip("/") + "/"
+        rel = url[len(root) :] if url.startswith(root) else url.rsplit("/", 1)[-1]
+        return f"{self.staging_url(self._location, str(self.attempt))}/{rel}.part"
+
+    def dump(
+        self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None, apply_eodatasets3: Any = False
+    ):
+        self._location = task.product.location
+        self._commit_url = task.metadata_path("absolute", ext=self._stac_meta_ext)
+        self._staged = []
+        try:
+            return super().dump(task, proc, ds, aux, apply_eodatasets3)
+        finally:
+            self._staged = []
+
+    def _put_args(self, content_type: str | None) -> dict[str, str]:
+        kw = {}
+        if content_type is not None:
+            kw["ContentType"] = content_type
+        if self._acl is not None:
+            kw["ACL"] = self._acl
+        return kw
+
     def _write_blob(self, data, url: str, ContentType: str | None = None, with_deps=None):  # noqa: N803
-        parsed = urlparse(url)
-        if parsed.scheme != "file":
-            return super()._write_blob(data, url, ContentType=ContentType, with_deps=with_deps)
-        return _atomic_write(data, parsed.path, with_deps=with_deps, attempt=self.attempt)
+        scheme = urlparse(url).scheme
+        if scheme not in ("file", "s3"):
+            raise ValueError(f"output_location: cannot write to {url!r} (file:// or s3:// only)")
+        put_args = self._put_args(ContentType) if scheme == "s3" else None
+        if url == self._commit_url:
+            return dask.delayed(_commit, name="commit-task", pure=False)(
+                data,
+                url,
+                list(self._staged),
+                with_deps=with_deps,
+                attempt=self.attempt,
+                overwrite=self.overwrite,
+                put_args=put_args,
+            )
+        staged = self._staged_name(url)
+        self._staged.append((staged, url))
+        return dask.delayed(_stage, name="stage-output", pure=False)(
+            data, staged, url, with_deps=with_deps, attempt=self.attempt, put_args=put_args
+        )
 
     def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
         """odc-stats calls odc-geo's ``to_cog`` on the lazy band right away, which computes
@@ -179,33 +358,41 @@ class AtomicCOGSink(S3COGSink):
             out.append(self._write_blob(cog, url, ContentType="image/tiff"))
         return out
 
-    def task_files(self, task: Task) -> list[str]:
-        """Every URL a task writes (bands, rgba, checksums, metadata)."""
-        urls = list(task.paths("absolute", ext=self._band_ext).values())
-        urls.append(task.aux_path("rgba", relative_to="absolute", ext=self._band_ext))
-        for ext in ("sha1", self._stac_meta_ext, self._odc_meta_ext, self._proc_info_ext):
-            urls.append(task.metadata_path("absolute", ext=ext))
-        return urls
-
-    def remove_task_outputs(self, task: Task, attempt: str | None = None) -> None:
-        """Best effort removal of whatever a failed/cancelled task left behind; local
-        writes of ``attempt`` still running will not put their file in place."""
-        if attempt is not None:
-            with _CANCEL_LOCK:
-                _CANCELLED_ATTEMPTS.add(attempt)
-        for url in self.task_files(task):
+    def remove_staged(self, task: Task, attempt: str | None) -> None:
+        """Best-effort removal of what a failed/cancelled attempt staged; its staged writes
+        and commit still running in this process will not land afterwards. Files under
+        final names are never touched (they may be another attempt's finished task)."""
+        if attempt is None:
+            return
+        with _CANCEL_LOCK:
+            _CANCELLED_ATTEMPTS.add(attempt)
+            url = self.staging_url(task.product.location, attempt)
             parsed = urlparse(url)
             try:
                 if parsed.scheme == "file":
-                    Path(parsed.path).unlink(missing_ok=True)
+                    shutil.rmtree(parsed.path, ignore_errors=True)
+                    _remove_empty_dir(Path(parsed.path).parent)
                 elif parsed.scheme == "s3":
-                    import boto3
-
-                    boto3.client("s3").delete_object(
-                        Bucket=parsed.netloc, Key=parsed.path.lstrip("/")
-                    )
+                    _delete_s3_prefix(url + "/")
             except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
-                _log.warning("could not remove %s", url)
+                _log.warning("could not remove staged files under %s", url)
+
+
+def _remove_empty_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (another attempt is staging) or gone
+
+
+def _delete_s3_prefix(prefix_url: str) -> None:
+    import boto3
+
+    bucket, prefix = _split_s3(prefix_url)
+    s3 = boto3.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
 
 
 @dataclass
@@ -262,7 +449,9 @@ class NDVITaskRunner(TaskRunner):
         on_result: Callable[[TaskResult, RunSummary], None] | None = None,
     ):
         super().__init__(cfg, resolution=resolution, from_sqs=from_sqs)
-        self.sink = AtomicCOGSink(cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public)
+        self.sink = AtomicCOGSink(
+            cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public, overwrite=cfg.overwrite
+        )
         self._client = client
         self._owns_client = client is None
         self._workers_ready = False
@@ -414,7 +603,7 @@ class NDVITaskRunner(TaskRunner):
             _lease(tk, "done")
             return TaskResult(task, path)
         _log.error("Task %s failed: %s", task.location, error)
-        self.sink.remove_task_outputs(task, running.attempt)
+        self.sink.remove_staged(task, running.attempt)
         _lease(tk, "cancel")
         return TaskResult(task, error=error)
 
@@ -429,7 +618,7 @@ class NDVITaskRunner(TaskRunner):
             r.future.cancel()
             _lease(r.task.source, "cancel")
         for r in running:
-            self.sink.remove_task_outputs(r.task, r.attempt)
+            self.sink.remove_staged(r.task, r.attempt)
 
     def _poll(self, running: list[_Running]) -> Iterator[TaskResult]:
         """Wait for at least one task (or a poll interval); yield finished ones."""
@@ -455,7 +644,7 @@ class NDVITaskRunner(TaskRunner):
             elif cfg.max_processing_time > 0 and now - r.started > cfg.max_processing_time:
                 running.remove(r)
                 r.future.cancel()
-                self.sink.remove_task_outputs(r.task, r.attempt)
+                self.sink.remove_staged(r.task, r.attempt)
                 _lease(r.task.source, "cancel")
                 yield TaskResult(
                     r.task, error=f"cancelled after max_processing_time={cfg.max_processing_time}s"

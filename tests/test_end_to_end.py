@@ -163,9 +163,9 @@ def test_cogs_are_valid_and_stac_items_are_consistent(usgs, year_run):
             with rasterio.open(path) as src:
                 # odc-geo writes images smaller than one block (64 px tiles here) untiled
                 assert src.profile["tiled"] or max(src.shape) <= 512
-        # rgba preview written beside, and no temp files left behind
+        # rgba preview written beside, and nothing staged left behind
         assert list(item_path.parent.glob("*_rgba.tif"))
-        assert not list(item_path.parent.glob(".*.tmp"))
+        assert not list(item_path.parent.glob(".*"))
 
 
 def test_rerun_skips_and_overwrite_recomputes(usgs, year_run):

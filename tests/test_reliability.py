@@ -19,7 +19,9 @@ Rules these tests pin down (README-worthy):
   ``{version}``; otherwise an existing STAC item (whatever version wrote it) means "done" and
   only ``--overwrite`` recomputes;
 * a task computed twice at once (an SQS message delivered twice) leaves whole, valid,
-  identical files (temp name + rename).
+  identical files (staged, then committed by renames, the STAC item last);
+* an attempt that fails, is interrupted or finishes after another attempt has finished the
+  same task leaves that task's files alone (cleanup only removes its own staged files).
 """
 
 from __future__ import annotations
@@ -340,7 +342,7 @@ def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5)
         started = reader.wait_for(" done", timeout=90)
         deadline, in_stac_write = time.monotonic() + 30, False
         while started and not in_stac_write and time.monotonic() < deadline:
-            in_stac_write = bool(list(out.rglob(".*.stac-item.json.*.tmp")))
+            in_stac_write = bool(list(out.rglob(".*.stac-item.json.*.part")))
             time.sleep(0.02)
         t_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -446,6 +448,50 @@ def scenario_delivered_twice(bench: Bench, delay: float = 1.0) -> dict[str, Any]
     }
 
 
+def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 2.0) -> dict[str, Any]:
+    """Runner A (a slow ``odc-ndvi run`` process) computes a task; while it runs, runner B
+    computes the same task to completion (an SQS redelivery after A's lease lapsed). Then A
+    is SIGTERMed (``ending="sigterm"``) or left to finish (``"finish"``). B's files must
+    survive A either way, byte for byte and inode for inode."""
+    from odc_ndvi_plugin.runner import execute, load_run_config
+
+    tile = bench.tiles[0]
+    task = bench.task_id(tile, PERIODS[3])
+    out = bench.out(f"outlived-{ending}")
+    proc = slow_cli(bench, SEASONAL_RUN, out, "-v", str(bench.db), task, delay=delay)
+    reader = LineReader(proc.stderr)
+    try:
+        submitted = reader.wait_for("Submitting", timeout=90)
+        cfg, _ = load_run_config(
+            yaml.safe_load(SEASONAL_RUN.read_text()),
+            filedb=str(bench.db),
+            output_location=f"file://{out}",
+            threads=1,
+        )
+        b = execute(cfg, tasks=[task])
+        a_running_after_b = proc.poll() is None
+        b_files = {f: (f.stat().st_ino, f.read_bytes()) for f in files_in(out)}
+        if ending == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    after = {f: (f.stat().st_ino, f.read_bytes()) for f in files_in(out)}
+    return {
+        "submitted": submitted,
+        "b": b,
+        "a_running_after_b": a_running_after_b,
+        "rc": rc,
+        "stderr": reader.text(),
+        "b_files": b_files,
+        "after": after,
+        "rerun": execute(cfg, tasks=[task]),
+        "dir": task_dir(out, tile, PERIODS[3]),
+    }
+
+
 def cog_errors(path: Path) -> list[str]:
     from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
 
@@ -469,6 +515,7 @@ def test_unreadable_input_fails_its_task_only(bench, make_datacube_env, fault):
     r = scenario_unreadable_input(bench, fault, make_env=make_datacube_env)
     result, summary = r["result"], r["summary"]
     assert result.exit_code == 1, result.output
+    assert summary is not None, (result.output, result.exception)
     assert (summary.done, summary.failed, summary.skipped) == (1, 1, 0)
     ((location, error),) = summary.errors
     assert location == r["bad"][1] or location.endswith(r["bad"][1])
@@ -596,3 +643,16 @@ def test_task_delivered_twice_leaves_whole_identical_files(bench):
     doc = json.loads(item.read_text())
     for asset in doc["assets"].values():
         assert (item.parent / Path(asset["href"]).name).exists()
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "finish"])
+def test_an_attempt_outlived_by_a_duplicate_leaves_its_files_alone(bench, ending):
+    r = scenario_duplicate_outlived(bench, ending)
+    assert r["submitted"], r["stderr"][-3000:]
+    assert r["b"].done == 1 and r["a_running_after_b"], r["stderr"][-3000:]
+    assert r["rc"] == (130 if ending == "sigterm" else 0), r["stderr"][-3000:]
+    files = r["b_files"]
+    assert len([f for f in files if f.name.endswith(".stac-item.json")]) == 1
+    assert all(f.parent == r["dir"] for f in files)  # B left nothing staged
+    assert r["after"] == files  # A removed, replaced or added nothing
+    assert (r["rerun"].skipped, r["rerun"].done) == (1, 0)
