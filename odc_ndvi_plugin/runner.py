@@ -415,6 +415,9 @@ class _Running:
     future: Future
     started: float
     attempt: str | None = None
+    #: SQS refused to extend the message's lease once (another runner has it, or it was
+    #: deleted): renewing again every poll would only repeat the warning
+    lease_lost: bool = False
 
 
 def _lease(token: Any, op: str, *args: Any) -> bool:
@@ -620,6 +623,21 @@ class NDVITaskRunner(TaskRunner):
         for r in running:
             self.sink.remove_staged(r.task, r.attempt)
 
+    def _renew_lease(self, r: _Running) -> None:
+        """Extend a running task's SQS lease when it is about to lapse (once lost: no more)."""
+        if r.lease_lost:
+            return
+        cfg = self._cfg
+        if not _lease(
+            r.task.source, "extend_if_needed", cfg.job_queue_max_lease, cfg.renew_safety_margin
+        ):
+            r.lease_lost = True
+            _log.warning(
+                "Task %s: its SQS lease is lost; computing on (the commit keeps any finished "
+                "outputs of another runner)",
+                r.task.location,
+            )
+
     def _poll(self, running: list[_Running]) -> Iterator[TaskResult]:
         """Wait for at least one task (or a poll interval); yield finished ones."""
         cfg = self._cfg
@@ -650,12 +668,7 @@ class NDVITaskRunner(TaskRunner):
                     r.task, error=f"cancelled after max_processing_time={cfg.max_processing_time}s"
                 )
             else:
-                _lease(
-                    r.task.source,
-                    "extend_if_needed",
-                    cfg.job_queue_max_lease,
-                    cfg.renew_safety_margin,
-                )
+                self._renew_lease(r)
         if cfg.heartbeat_filepath is not None:
             self._register_heartbeat(cfg.heartbeat_filepath)
 
@@ -686,12 +699,7 @@ class NDVITaskRunner(TaskRunner):
                 # leases are otherwise renewed only while polling: receiving the next
                 # message and building its graph can outlast a short lease
                 for r in running:
-                    _lease(
-                        r.task.source,
-                        "extend_if_needed",
-                        self._cfg.job_queue_max_lease,
-                        self._cfg.renew_safety_margin,
-                    )
+                    self._renew_lease(r)
             while running:
                 for result in self._poll(running):
                     self.summary.in_flight = len(running)

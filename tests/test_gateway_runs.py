@@ -869,6 +869,9 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
     a = box_a["result"]
     assert (a.done, a.failed) == (1, 0), a
     assert "SQS extend_if_needed of a task's message failed (ReceiptHandleIsInvalid" in caplog.text
+    # renewing stops at the first refusal (A polls every second: one warning, not one a poll)
+    assert caplog.text.count("SQS extend_if_needed of a task's message failed") == 1
+    assert caplog.text.count("its SQS lease is lost") == 1
     assert _queue_counts(moto_env, queue.url) == (0, 0)
     assert _queue_counts(moto_env, queue.dlq_url) == (0, 0)
     folder = f"h/{_tile_dir(tidx)}"
