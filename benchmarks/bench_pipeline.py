@@ -83,7 +83,7 @@ def _spec(flavour: str, args: argparse.Namespace):
         tile_px=args.tile_px,
         start=START,
         end=END,
-        revisit_days=16,
+        revisit_days=args.revisit_days,
         flavour=flavour,
         crs=args.crs,
     )
@@ -409,95 +409,74 @@ def _case_profile(ctx: dict[str, Any], out: Path) -> dict[str, Any]:
 
 #: cProfile functions reported for the profile of case b: label -> (file suffix, function)
 PROFILE_STAGES = {
-    "load: one solar day on one chunk (_day_chunk)": ("odc_ndvi_plugin/load.py", "_day_chunk"),
-    "  one scene on one chunk (_scene_ndvi_on)": ("odc_ndvi_plugin/load.py", "_scene_ndvi_on"),
+    "load: one solar day on one load block (_day_block)": ("odc_ndvi_plugin/load.py", "_day_block"),
+    "  one scene on one block (_scene_ndvi_on)": ("odc_ndvi_plugin/load.py", "_scene_ndvi_on"),
     "    rasterio.open": ("rasterio/__init__.py", "open"),
     "    read: rasterio window reads (_read_window)": ("odc_ndvi_plugin/load.py", "_read_window"),
-    "    NDVI + clear mask (ndvi_from_bands)": ("odc_ndvi_plugin/ndvi.py", "ndvi_from_bands"),
+    "    clear mask (clear_pixels)": ("odc_ndvi_plugin/ndvi.py", "clear_pixels"),
+    "    NDVI (ndvi_where)": ("odc_ndvi_plugin/ndvi.py", "ndvi_where"),
     "    warp bounds (rasterio.warp.transform_bounds)": ("rasterio/warp.py", "transform_bounds"),
     "    warp (rasterio.warp.reproject)": ("rasterio/warp.py", "reproject"),
     "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/stats.py", "reduce_block"),
     "rgba preview (ndvi_rgba)": ("odc_ndvi_plugin/preview.py", "ndvi_rgba"),
     "COG encode (odc.geo _write_cog)": ("odc/geo/cog/_rio.py", "_write_cog"),
-    "file write (runner _atomic_write)": ("odc_ndvi_plugin/runner.py", "_atomic_write"),
+    "file write (runner _stage)": ("odc_ndvi_plugin/runner.py", "_stage"),
+    "commit (runner _commit)": ("odc_ndvi_plugin/runner.py", "_commit"),
 }
 
 
-def _floor_block(sources: list[tuple[str, str, str]], dst: Any) -> float:
-    """Read the three bands of each scene on ``dst`` like the direct loader; sum them."""
+def _floor_day(sources: Any, dst: Any, resampling: str, mask_filters: Any) -> Any:
+    """Stands in for ``load._day_block`` in case c: the same reads (``load.read_scene``: the
+    mask band, then red/NIR in the file blocks with a clear pixel still wanted), summed
+    instead of turned into NDVI. The result has the day block's shape (its sum in [0, 0, 0])
+    so the rest of the loader's graph is unchanged."""
     import numpy as np
-    import rasterio
-    import rasterio.warp
-    import rasterio.windows
-    from odc.geo.crs import CRS
 
-    from odc_ndvi_plugin.load import _read_window, _rio_path
+    from odc_ndvi_plugin.load import read_scene
 
-    total = 0.0
-    for uris in sources:
-        srcs = [rasterio.open(_rio_path(u)) for u in uris]
-        try:
-            ref = srcs[0]
-            t, d = ref.transform, dst.affine
-            col, row = (d.c - t.c) / t.a, (d.f - t.f) / t.e
-            aligned = (
-                CRS(ref.crs.to_wkt()) == dst.crs
-                and np.isclose(t.a, d.a)
-                and np.isclose(t.e, d.e)
-                and abs(col - round(col)) < 1e-6
-                and abs(row - round(row)) < 1e-6
-            )
-            ny, nx = dst.shape.yx
-            if aligned:
-                window = rasterio.windows.Window(round(col), round(row), nx, ny)
-            else:  # the native window covering the chunk (+ margin), as load.py warps from
-                bounds = rasterio.warp.transform_bounds(
-                    dst.crs.to_wkt(), ref.crs, *dst.boundingbox, densify_pts=21
-                )
-                w = rasterio.windows.from_bounds(*bounds, t)
-                window = rasterio.windows.Window(
-                    int(np.floor(w.col_off)) - 2,
-                    int(np.floor(w.row_off)) - 2,
-                    int(np.ceil(w.width)) + 5,
-                    int(np.ceil(w.height)) + 5,
-                )
-            for s in srcs:
-                total += float(_read_window(s, window, s.nodata).sum(dtype=np.float64))
-        finally:
-            for s in srcs:
-                s.close()
-    return total
+    ny, nx = dst.shape.yx
+    total, wanted = 0.0, None
+    for source in sources:
+        scene = read_scene(source, dst, mask_filters=mask_filters, wanted=wanted)
+        if scene.red is not None and scene.nir is not None:
+            total += float(scene.red.sum(dtype=np.float64) + scene.nir.sum(dtype=np.float64))
+        if scene.aligned:
+            p = scene.pad
+            gap = ~scene.good[p : p + ny, p : p + nx]
+            wanted = gap if wanted is None else wanted & gap
+            if not wanted.any():
+                break
+    out = np.zeros((1, ny, nx), dtype=np.float32)
+    out[0, 0, 0] = total
+    return out
 
 
 def _case_c(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
-    import dask
-    from odc.geo.geobox import GeoboxTiles
+    import yaml
     from odc.stats.tasks import TaskReader, parse_task
 
-    from odc_ndvi_plugin.config import NDVIConfig
-    from odc_ndvi_plugin.load import group_by_solar_day, measurement_uri
+    import odc_ndvi_plugin.load as load
+    from odc_ndvi_plugin import NDVISeasonal
 
     u = ctx["usgs_c2"]
-    import yaml
-
     plugin_config = yaml.safe_load(Path(u["run_config"]).read_text())["plugin_config"]
     if ctx.get("chunks"):
         plugin_config["chunks"] = {"x": ctx["chunks"], "y": ctx["chunks"]}
-    cfg = NDVIConfig.from_plugin_config(plugin_config)
+    plugin_config["loader"] = "direct"
     rdr = TaskReader(u["db"])
     tidx = parse_task(u["task"])
     datasets = rdr.datasets(tidx)
     gbox = rdr._gridspec.tile_geobox(tidx[1:])
-    days = group_by_solar_day(datasets, gbox)
-    tiles = GeoboxTiles(gbox, (cfg.chunks["y"], cfg.chunks["x"]))
-    parts = []
-    for day in days:
-        sources = [tuple(measurement_uri(ds, b) for b in cfg.input_bands) for ds in day.datasets]
-        for iy in range(tiles.shape.y):
-            for ix in range(tiles.shape.x):
-                parts.append(dask.delayed(_floor_block)(sources, tiles[iy, ix]))
-    total = sum(client.compute(parts, sync=True))
-    return {"datasets": len(datasets), "solar_days": len(days), "blocks": len(parts), "sum": total}
+    load._day_block = _floor_day  # this child process only: the loader's graph, reads only
+    stack = NDVISeasonal(**plugin_config).input_data(datasets, gbox).ndvi
+    total = float(client.compute(stack.data.sum(dtype="float64"), sync=True))
+    days = load.group_by_solar_day(datasets, gbox)
+    return {
+        "datasets": len(datasets),
+        "solar_days": len(days),
+        "blocks": stack.data.npartitions,
+        "sum": total,
+    }
 
 
 def _task_stream_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -634,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crs", default="EPSG:3577", help="scene CRS, e.g. EPSG:32755 (UTM)")
     p.add_argument("--threads", type=int, default=2, help="dask threads (2)")
     p.add_argument(
+        "--revisit-days",
+        type=int,
+        default=16,
+        help="days between acquisitions of a path (16 = 1x observations; 32 = half, 8 = double)",
+    )
+    p.add_argument(
         "--cases", default="a,b,b',b+p,c,d", help="comma-separated subset of a,b,b',b+p,c,d"
     )
     p.add_argument("--skip-d", action="store_true", help="skip case d (no DEA archive)")
@@ -675,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     from odc_ndvi_plugin.index import open_index
 
     crs_tag = args.crs.replace(":", "").lower()
-    workdir = (args.workdir or RESULTS / "work") / f"px{args.tile_px}-{crs_tag}"
+    revisit_tag = f"-r{args.revisit_days}" if args.revisit_days != 16 else ""
+    workdir = (args.workdir or RESULTS / "work") / f"px{args.tile_px}-{crs_tag}{revisit_tag}"
     workdir.mkdir(parents=True, exist_ok=True)
     print(
         f"bench_pipeline: 1 tile of {args.tile_px} px (30 m, EPSG:3577 grid), scenes in "

@@ -6,7 +6,9 @@ scenes of the same day (overlapping paths) are fused by taking the first clear v
 The ``direct`` loader reads each scene's window with rasterio, computes NDVI at native
 resolution, and either pastes it (scene grid aligned with the output grid: exact, no
 resampling) or warps the single float32 NDVI band onto the output chunk. One dask task
-per (solar day, output chunk); no intermediate integer bands are ever warped or stacked.
+per solar day (and load block: the whole tile up to ``MAX_LOAD_BLOCK_PX``), so each scene is
+opened and decoded once per task; the mask band is read first and red/NIR only in the file
+blocks that hold a clear pixel still needed. No integer band is ever warped or stacked.
 
 The ``odc-stats`` loader runs odc-stats' own ``load_with_native_transform`` with the same
 pixel maths as its native transform; it exists as a reference and for benchmarks.
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache, partial
+from typing import Any
 
 import dask
 import dask.array as da
@@ -33,14 +36,16 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
-from .ndvi import NDVIInputs, ndvi_from_bands
+from .ndvi import NDVIInputs, clear_pixels, ndvi_where
 
 __all__ = [
     "InputReadError",
+    "SceneRead",
     "SolarDay",
     "group_by_solar_day",
     "load_ndvi_direct",
     "measurement_uri",
+    "read_scene",
 ]
 
 
@@ -107,10 +112,37 @@ def _bounds_in(
     return tuple(rasterio.warp.transform_bounds(dst_crs, src_crs, *bbox, densify_pts=21))
 
 
-def _read_window(
-    src: rasterio.DatasetReader, window: rasterio.windows.Window, fill: float | int | None
+#: largest side (pixels) of a load block: one dask task reads one solar day's scenes over
+#: the whole tile up to this size (a 3200 px production tile is one block, ~40 MB of NDVI)
+MAX_LOAD_BLOCK_PX = 4096
+
+
+def _needed_blocks(
+    need: np.ndarray, row_off: int, col_off: int, block: tuple[int, int]
 ) -> np.ndarray:
-    """Read ``window`` (may extend past the file); outside the file is ``fill``."""
+    """Which of the file's blocks (rows x cols, from the block holding ``(row_off,
+    col_off)``) contain a True pixel of ``need`` (a window starting at that pixel)."""
+    bh, bw = block
+    oy, ox = row_off % bh, col_off % bw
+    h, w = need.shape
+    nby, nbx = -(-(oy + h) // bh), -(-(ox + w) // bw)
+    grid = np.zeros((nby * bh, nbx * bw), dtype=bool)
+    grid[oy : oy + h, ox : ox + w] = need
+    return grid.reshape(nby, bh, nbx, bw).any(axis=(1, 3))
+
+
+def _read_window(
+    src: rasterio.DatasetReader,
+    window: rasterio.windows.Window,
+    fill: float | int | None,
+    need: np.ndarray | None = None,
+) -> np.ndarray:
+    """Read ``window`` (may extend past the file); outside the file is ``fill``.
+
+    With ``need`` (a boolean array of the window's shape) only the file's blocks holding a
+    needed pixel are decoded (runs of them in one read); the rest stays ``fill``. Decoding
+    is most of the load's cost, and cloud, nodata and pixels already filled by an earlier
+    scene of the day need no red or NIR."""
     full = rasterio.windows.Window(0, 0, src.width, src.height)
     out = np.full(
         (int(window.height), int(window.width)),
@@ -126,8 +158,191 @@ def _read_window(
         return out
     r0 = int(inner.row_off - window.row_off)
     c0 = int(inner.col_off - window.col_off)
-    out[r0 : r0 + int(inner.height), c0 : c0 + int(inner.width)] = src.read(1, window=inner)
+    h, w = int(inner.height), int(inner.width)
+    row_off, col_off = int(inner.row_off), int(inner.col_off)
+    if need is None or need.all():
+        out[r0 : r0 + h, c0 : c0 + w] = src.read(1, window=inner)
+        return out
+    sub = need[r0 : r0 + h, c0 : c0 + w]
+    bh, bw = src.block_shapes[0]
+    blocks = _needed_blocks(sub, row_off, col_off, (bh, bw))
+    if blocks.all():
+        out[r0 : r0 + h, c0 : c0 + w] = src.read(1, window=inner)
+        return out
+    first_row, first_col = row_off - row_off % bh, col_off - col_off % bw
+    for by in np.flatnonzero(blocks.any(axis=1)):
+        y0 = max(first_row + by * bh, row_off)
+        y1 = min(first_row + (by + 1) * bh, row_off + h)
+        cols = blocks[by]
+        # runs of needed blocks in this block row: [start, stop) in block units
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], cols.view(np.int8), [0]))))
+        for bx0, bx1 in zip(edges[::2], edges[1::2], strict=True):
+            x0 = max(first_col + bx0 * bw, col_off)
+            x1 = min(first_col + bx1 * bw, col_off + w)
+            win = rasterio.windows.Window(x0, y0, x1 - x0, y1 - y0)
+            out[r0 + y0 - row_off : r0 + y1 - row_off, c0 + x0 - col_off : c0 + x1 - col_off] = (
+                src.read(1, window=win)
+            )
     return out
+
+
+@dataclass
+class SceneRead:
+    """One scene's bands read on the native window covering a destination block."""
+
+    good: np.ndarray  #: clear by the flag rule (after mask_filters), window-shaped
+    red: np.ndarray | None  #: None when no pixel was needed (nothing read)
+    nir: np.ndarray | None
+    window: rasterio.windows.Window  #: in the scene's pixel grid
+    transform: Affine  #: of the scene's full grid
+    crs: Any
+    aligned: bool  #: the window *is* the destination block (+ ``pad`` on every side)
+    pad: int
+    box: tuple[slice, slice] | None = None  #: the part of the window the file covers (+ pad)
+
+
+class _Files:
+    """A scene's band files, opened on first use and closed together; an error while
+    opening or decoding names the dataset and the file."""
+
+    def __init__(self, source: _Source):
+        self.source = source
+        self._open: dict[int, rasterio.DatasetReader] = {}
+
+    def __getitem__(self, i: int) -> rasterio.DatasetReader:
+        if i not in self._open:
+            try:
+                self._open[i] = rasterio.open(_rio_path(self.source.uris[i]))
+            except rasterio.errors.RasterioIOError as err:
+                raise self.error(i, "cannot read", err) from err
+        return self._open[i]
+
+    def error(self, i: int, what: str, err: Exception) -> InputReadError:
+        s = self.source
+        detail = (
+            str(err)
+            if isinstance(err, rasterio.errors.RasterioIOError)
+            else f"{type(err).__name__}: {err}"
+        )
+        return InputReadError(f"dataset {s.dataset_id} ({s.product}): {what} {s.uris[i]}: {detail}")
+
+    def read(
+        self, i: int, window: rasterio.windows.Window, fill: Any, need: Any = None
+    ) -> np.ndarray:
+        src = self[i]
+        try:
+            return _read_window(src, window, fill, need)
+        except Exception as err:  # decoding errors surface at read time, not open time
+            raise self.error(i, "failed reading", err) from err
+
+    def close(self) -> None:
+        for src in self._open.values():
+            src.close()
+        self._open.clear()
+
+
+RED, NIR, MASK = 0, 1, 2
+
+
+def _native_window(
+    ref: rasterio.DatasetReader, dst: GeoBox, pad: int
+) -> tuple[rasterio.windows.Window, bool]:
+    """The scene-grid window covering ``dst`` (+ ``pad``), and whether it is pixel-aligned
+    with ``dst`` (same CRS and resolution, integer offset: paste, no resampling)."""
+    if ref.crs is None:
+        raise ValueError("no CRS")
+    same_crs = CRS(ref.crs.to_wkt()) == dst.crs
+    t = ref.transform
+    sx, sy = t.a, t.e
+    col = (dst.affine.c - t.c) / sx
+    row = (dst.affine.f - t.f) / sy
+    aligned = (
+        same_crs
+        and np.isclose(sx, dst.affine.a)
+        and np.isclose(sy, dst.affine.e)
+        and t.b == 0
+        and t.d == 0
+        and abs(col - round(col)) < 1e-6
+        and abs(row - round(row)) < 1e-6
+    )
+    ny, nx = dst.shape.yx
+    if aligned:
+        return rasterio.windows.Window(
+            round(col) - pad, round(row) - pad, nx + 2 * pad, ny + 2 * pad
+        ), True
+    left, bottom, right, top = _bounds_in(
+        dst.crs.to_wkt(), tuple(dst.boundingbox), ref.crs.to_wkt()
+    )
+    margin = 2 + pad
+    w = rasterio.windows.from_bounds(left, bottom, right, top, t)
+    return (
+        rasterio.windows.Window(
+            int(np.floor(w.col_off)) - margin,
+            int(np.floor(w.row_off)) - margin,
+            int(np.ceil(w.width)) + 2 * margin + 1,
+            int(np.ceil(w.height)) + 2 * margin + 1,
+        ),
+        False,
+    )
+
+
+def _file_box(
+    window: rasterio.windows.Window, src: rasterio.DatasetReader, pad: int
+) -> tuple[slice, slice] | None:
+    """Rows and columns of ``window`` that the file covers, grown by ``pad`` (clipped to the
+    window); None if the window misses the file."""
+    h, w = int(window.height), int(window.width)
+    r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))
+    r1 = min(h, src.height - int(window.row_off))
+    c1 = min(w, src.width - int(window.col_off))
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return slice(max(0, r0 - pad), min(h, r1 + pad)), slice(max(0, c0 - pad), min(w, c1 + pad))
+
+
+def read_scene(
+    source: _Source,
+    dst: GeoBox,
+    *,
+    mask_filters: tuple[tuple[str, int], ...] = (),
+    wanted: np.ndarray | None = None,
+) -> SceneRead:
+    """Read one scene for the destination block ``dst``: the mask band first, then red and
+    NIR only in the file blocks holding a clear pixel that is still ``wanted`` (a boolean
+    ``dst``-shaped array; used when the scene is pixel-aligned with ``dst``)."""
+    pad = max((r for _, r in mask_filters), default=0)
+    bad_filter = None
+    if mask_filters:
+        from odc.algo._masking import mask_cleanup_np
+
+        bad_filter = partial(mask_cleanup_np, mask_filters=mask_filters)
+    inputs = source.inputs
+    files = _Files(source)
+    try:
+        ref = files[MASK]
+        try:
+            window, aligned = _native_window(ref, dst, pad)
+        except ValueError as err:
+            raise files.error(MASK, "no CRS in", err) from err
+        box = _file_box(window, ref, pad)
+        good = np.zeros((int(window.height), int(window.width)), dtype=bool)
+        if box is not None:
+            # the clear rule (and its filters) only where the file has pixels (+ the filters'
+            # reach, so their result is exact); a scene covers part of a tile
+            mask = files.read(MASK, window, inputs.mask_nodata)
+            good[box] = clear_pixels(mask[box], inputs, bad_filter=bad_filter)
+        need = good
+        if aligned and wanted is not None:
+            need = good.copy()
+            ny, nx = dst.shape.yx
+            need[pad : pad + ny, pad : pad + nx] &= wanted
+        red = nir = None
+        if need.any():
+            red = files.read(RED, window, inputs.red.nodata, need)
+            nir = files.read(NIR, window, inputs.nir.nodata, need)
+        return SceneRead(good, red, nir, window, ref.transform, ref.crs, aligned, pad, box)
+    finally:
+        files.close()
 
 
 def _scene_ndvi_on(
@@ -136,104 +351,54 @@ def _scene_ndvi_on(
     *,
     resampling: str,
     mask_filters: tuple[tuple[str, int], ...],
+    wanted: np.ndarray | None = None,
 ) -> np.ndarray:
-    """NDVI of one scene on the destination chunk ``dst`` (NaN where not clear/absent)."""
-    pad = max((r for _, r in mask_filters), default=0)
-    bad_filter = None
-    if mask_filters:
-        from odc.algo._masking import mask_cleanup_np
-
-        bad_filter = partial(mask_cleanup_np, mask_filters=mask_filters)
-    inputs = source.inputs
-    fills = (inputs.red.nodata, inputs.nir.nodata, inputs.mask_nodata)
-    srcs = []
-    try:
-        for uri in source.uris:
-            srcs.append(rasterio.open(_rio_path(uri)))
-        ref = srcs[0]
-        src_crs = ref.crs
-        if src_crs is None:
-            raise InputReadError(f"dataset {source.dataset_id}: {source.uris[0]} has no CRS")
-        same_crs = CRS(src_crs.to_wkt()) == dst.crs
-        sx, sy = ref.transform.a, ref.transform.e
-        dx, dy = dst.affine.a, dst.affine.e
-        col = (dst.affine.c - ref.transform.c) / sx
-        row = (dst.affine.f - ref.transform.f) / sy
-        aligned = (
-            same_crs
-            and np.isclose(sx, dx)
-            and np.isclose(sy, dy)
-            and ref.transform.b == 0
-            and ref.transform.d == 0
-            and abs(col - round(col)) < 1e-6
-            and abs(row - round(row)) < 1e-6
-        )
-        ny, nx = dst.shape.yx
-        if aligned:
-            window = rasterio.windows.Window(
-                round(col) - pad, round(row) - pad, nx + 2 * pad, ny + 2 * pad
-            )
-            arrays = [_read_window(s, window, f) for s, f in zip(srcs, fills, strict=True)]
-            ndvi = ndvi_from_bands(*arrays, inputs, bad_filter=bad_filter)
-            return ndvi[pad : pad + ny, pad : pad + nx]
-        # not aligned: read the native window covering the chunk (+ margin), warp NDVI
-        left, bottom, right, top = _bounds_in(
-            dst.crs.to_wkt(), tuple(dst.boundingbox), src_crs.to_wkt()
-        )
-        margin = 2 + pad
-        window = rasterio.windows.from_bounds(left, bottom, right, top, ref.transform)
-        window = rasterio.windows.Window(
-            int(np.floor(window.col_off)) - margin,
-            int(np.floor(window.row_off)) - margin,
-            int(np.ceil(window.width)) + 2 * margin + 1,
-            int(np.ceil(window.height)) + 2 * margin + 1,
-        )
-        arrays = [_read_window(s, window, f) for s, f in zip(srcs, fills, strict=True)]
-        ndvi = ndvi_from_bands(*arrays, inputs, bad_filter=bad_filter)
-        out = np.full((ny, nx), np.nan, dtype=np.float32)
-        rasterio.warp.reproject(
-            ndvi,
-            out,
-            src_transform=rasterio.windows.transform(window, ref.transform),
-            src_crs=src_crs,
-            src_nodata=np.nan,
-            dst_transform=Affine(*dst.affine[:6]),
-            dst_crs=dst.crs.to_wkt(),
-            dst_nodata=np.nan,
-            resampling=rasterio.warp.Resampling[resampling],
-        )
-        return out
-    except rasterio.errors.RasterioIOError as err:
-        bad = source.uris[len(srcs)] if len(srcs) < 3 else ", ".join(source.uris)
-        raise InputReadError(
-            f"dataset {source.dataset_id} ({source.product}): cannot read {bad}: {err}"
-        ) from err
-    except Exception as err:  # decoding errors surface at read time, not open time
-        if isinstance(err, InputReadError):
-            raise
-        raise InputReadError(
-            f"dataset {source.dataset_id} ({source.product}): failed reading "
-            f"{', '.join(source.uris)}: {type(err).__name__}: {err}"
-        ) from err
-    finally:
-        for s in srcs:
-            s.close()
+    """NDVI of one scene on the destination block ``dst`` (NaN where not clear/absent)."""
+    scene = read_scene(source, dst, mask_filters=mask_filters, wanted=wanted)
+    ny, nx = dst.shape.yx
+    if scene.red is None or scene.nir is None:
+        return np.full((ny, nx), np.nan, dtype=np.float32)
+    box = scene.box
+    assert box is not None  # red/nir were read, so the window meets the file
+    ndvi = np.full(scene.good.shape, np.nan, dtype=np.float32)
+    ndvi[box] = ndvi_where(scene.red[box], scene.nir[box], scene.good[box], source.inputs)
+    if scene.aligned:
+        p = scene.pad
+        return ndvi[p : p + ny, p : p + nx]
+    # not aligned: warp the single float32 NDVI band from the native window
+    out = np.full((ny, nx), np.nan, dtype=np.float32)
+    rasterio.warp.reproject(
+        ndvi,
+        out,
+        src_transform=rasterio.windows.transform(scene.window, scene.transform),
+        src_crs=scene.crs,
+        src_nodata=np.nan,
+        dst_transform=Affine(*dst.affine[:6]),
+        dst_crs=dst.crs.to_wkt(),
+        dst_nodata=np.nan,
+        resampling=rasterio.warp.Resampling[resampling],
+    )
+    return out
 
 
-def _day_chunk(
+def _day_block(
     sources: tuple[_Source, ...],
     dst: GeoBox,
     resampling: str,
     mask_filters: tuple[tuple[str, int], ...],
 ) -> np.ndarray:
-    """One solar day on one output chunk: first clear value across the day's scenes."""
+    """One solar day on one load block: first clear value across the day's scenes (a later
+    scene reads only the blocks where earlier ones left a gap)."""
     out: np.ndarray | None = None
     for source in sources:
-        ndvi = _scene_ndvi_on(source, dst, resampling=resampling, mask_filters=mask_filters)
+        wanted = None if out is None else np.isnan(out)
+        ndvi = _scene_ndvi_on(
+            source, dst, resampling=resampling, mask_filters=mask_filters, wanted=wanted
+        )
         if out is None:
             out = ndvi
         else:
-            np.copyto(out, ndvi, where=np.isnan(out))
+            np.copyto(out, ndvi, where=wanted)
         if not np.isnan(out).any():
             break
     assert out is not None
@@ -268,7 +433,10 @@ def load_ndvi_direct(
         geobox.shape.y if chunks[0] == -1 else chunks[0],
         geobox.shape.x if chunks[1] == -1 else chunks[1],
     )
-    tiles = GeoboxTiles(geobox, (cy, cx))
+    # load blocks: the whole tile (each scene opened and decoded once per task, no block
+    # decoded twice at chunk edges), split only when a side exceeds MAX_LOAD_BLOCK_PX
+    ly, lx = (-(-n // -(-n // MAX_LOAD_BLOCK_PX)) for n in geobox.shape.yx)
+    tiles = GeoboxTiles(geobox, (ly, lx))
     ny_t, nx_t = tiles.shape.yx
     rows = []
     for sources in day_sources:
@@ -277,14 +445,15 @@ def load_ndvi_direct(
             col_blocks = []
             for ix in range(nx_t):
                 sub = tiles[iy, ix]
-                block = dask.delayed(_day_chunk, pure=True)(sources, sub, resampling, mask_filters)
+                block = dask.delayed(_day_block, pure=True)(sources, sub, resampling, mask_filters)
                 col_blocks.append(
                     da.from_delayed(block, shape=(1, *sub.shape.yx), dtype=np.float32)
                 )
             row_blocks.append(col_blocks)
         rows.append(da.block(row_blocks))
     if rows:
-        data = da.concatenate(rows, axis=0)
+        # the reduction runs per ``chunks`` block: slicing the day blocks, no copies
+        data = da.concatenate(rows, axis=0).rechunk({0: 1, 1: cy, 2: cx})
     else:
         data = da.full((0, *geobox.shape.yx), np.nan, dtype=np.float32, chunks=(1, cy, cx))
     times = np.array([d.date for d in days], dtype="datetime64[ns]")

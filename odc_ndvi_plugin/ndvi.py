@@ -18,7 +18,7 @@ import numpy as np
 
 from .flags import ClearRule
 
-__all__ = ["BandEncoding", "NDVIInputs", "ndvi_from_bands"]
+__all__ = ["BandEncoding", "NDVIInputs", "clear_pixels", "ndvi_from_bands", "ndvi_where"]
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,57 @@ class NDVIInputs:
     mask_nodata: float | int | None = None
 
 
-def _not_nodata(values: np.ndarray, nodata: float | int | None) -> np.ndarray | bool:
+def clear_pixels(mask: np.ndarray, inputs: NDVIInputs, *, bad_filter: Any = None) -> np.ndarray:
+    """Boolean "clear by the flag rule" of a mask band window.
+
+    ``bad_filter``, if given, is applied to the boolean "bad" mask (not clear by the flag
+    rule) before it is used, e.g. a morphological clean-up; it must keep the shape.
+    """
+    good = inputs.clear.evaluate(mask)
+    if bad_filter is not None:
+        good = ~bad_filter(~good)
+    return good
+
+
+def _valid_term(var: str, nodata: float | int | None) -> str:
+    """numexpr condition "``var`` is not its band's nodata" ('' if the band has none)."""
     if nodata is None:
-        return True
+        return ""
     if isinstance(nodata, float) and np.isnan(nodata):
-        return ~np.isnan(values)
-    return values != nodata
+        return f" & ({var} == {var})"
+    return f" & ({var} != {var}_nodata)"
+
+
+def ndvi_where(
+    red: np.ndarray, nir: np.ndarray, good: np.ndarray, inputs: NDVIInputs
+) -> np.ndarray:
+    """Float32 NDVI where ``good``, neither band is nodata and the reflectance sum is not 0
+    (else the ratio is not finite); NaN elsewhere. One numexpr pass, no temporaries."""
+    params = {
+        "r": red,
+        "n": nir,
+        "ok": good,
+        "r_nodata": np.asarray(inputs.red.nodata if inputs.red.nodata is not None else 0).astype(
+            red.dtype
+        ),
+        "n_nodata": np.asarray(inputs.nir.nodata if inputs.nir.nodata is not None else 0).astype(
+            nir.dtype
+        ),
+        "sr": np.float32(inputs.red.scale_factor),
+        "or_": np.float32(inputs.red.add_offset),
+        "sn": np.float32(inputs.nir.scale_factor),
+        "on": np.float32(inputs.nir.add_offset),
+        "nan": np.float32(np.nan),
+    }
+    usable = f"ok{_valid_term('r', inputs.red.nodata)}{_valid_term('n', inputs.nir.nodata)}"
+    red_refl, nir_refl = "(r * sr + or_)", "(n * sn + on)"
+    total = f"({nir_refl} + {red_refl})"
+    out = ne.evaluate(
+        f"where({usable} & ({total} != 0), ({nir_refl} - {red_refl}) / {total}, nan)",
+        local_dict=params,
+        casting="same_kind",
+    )
+    return out.astype(np.float32, copy=False)
 
 
 def ndvi_from_bands(
@@ -75,30 +120,5 @@ def ndvi_from_bands(
     *,
     bad_filter: Any = None,
 ) -> np.ndarray:
-    """Float32 NDVI of one observation, NaN where not clear.
-
-    ``bad_filter``, if given, is applied to the boolean "bad" mask (not clear by the flag
-    rule) before it is used, e.g. a morphological clean-up; it must keep the shape.
-    """
-    good = inputs.clear.evaluate(mask)
-    if bad_filter is not None:
-        good = ~bad_filter(~good)
-    usable = good & _not_nodata(red, inputs.red.nodata) & _not_nodata(nir, inputs.nir.nodata)
-    params = {
-        "r": red,
-        "n": nir,
-        "ok": usable,
-        "sr": np.float32(inputs.red.scale_factor),
-        "or_": np.float32(inputs.red.add_offset),
-        "sn": np.float32(inputs.nir.scale_factor),
-        "on": np.float32(inputs.nir.add_offset),
-        "nan": np.float32(np.nan),
-    }
-    # float32 reflectance; one fused pass with no temporaries
-    out = ne.evaluate(
-        "where(ok, ((n * sn + on) - (r * sr + or_)) / ((n * sn + on) + (r * sr + or_)), nan)",
-        local_dict=params,
-        casting="same_kind",
-    ).astype(np.float32, copy=False)
-    out[~np.isfinite(out)] = np.nan
-    return out
+    """Float32 NDVI of one observation, NaN where not clear (see :func:`clear_pixels`)."""
+    return ndvi_where(red, nir, clear_pixels(mask, inputs, bad_filter=bad_filter), inputs)

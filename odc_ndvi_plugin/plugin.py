@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -21,7 +22,7 @@ from ._version import __version__
 from .config import NDVIConfig
 from .load import load_ndvi_direct
 from .ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
-from .stats import reduce_block
+from .stats import STREAMABLE, reduce_block, stream_finish, stream_fold, stream_start
 
 __all__ = ["NDVISeasonal"]
 
@@ -183,21 +184,27 @@ class NDVISeasonal(StatsPluginInterface):
             if isinstance(ndvi.data, da.Array)
             else da.from_array(ndvi.data, chunks=(-1, -1, -1))
         )
-        # blockwise with the time index contracted and concatenate=False: the kernel gets
-        # each spatial block's observations as a list, so the time stack is never copied
-        stack = da.blockwise(
-            reduce_block,
-            "byx",
-            data,
-            "tyx",
-            new_axes={"b": len(bands)},
-            concatenate=False,
-            dtype=np.float32,
+        kwargs = dict(
             group_index=groups,
             n_groups=len(cfg.seasons.groups),
             statistics=cfg.statistics,
             min_clear=cfg.min_clear,
         )
+        if STREAMABLE.issuperset(cfg.statistics):
+            stack = _stream_reduce(data, **kwargs)
+        else:
+            # blockwise with the time index contracted and concatenate=False: the kernel
+            # gets each spatial block's observations as a list (the stack is not copied)
+            stack = da.blockwise(
+                reduce_block,
+                "byx",
+                data,
+                "tyx",
+                new_axes={"b": len(bands)},
+                concatenate=False,
+                dtype=np.float32,
+                **kwargs,
+            )
         coords = {k: v for k, v in ndvi.coords.items() if tdim not in v.dims}
         out = {}
         for i, band in enumerate(bands):
@@ -219,3 +226,42 @@ class NDVISeasonal(StatsPluginInterface):
         if band is None:
             return None
         return ndvi_rgba(xx[band])
+
+
+def _stream_reduce(
+    data: da.Array,
+    *,
+    group_index: np.ndarray,
+    n_groups: int,
+    statistics: tuple[str, ...],
+    min_clear: int,
+) -> da.Array:
+    """``(t, y, x)`` -> ``(bands, y, x)`` by folding the observations of each spatial block
+    into running per-season accumulators, one time block after the other (a linear chain
+    of tasks per spatial block). A day's NDVI is released as soon as it is folded in and a
+    season's accumulator as soon as its last day is: the time stack is never held, which
+    is what keeps a production tile-year within a small worker."""
+    labels = np.asarray(group_index)
+    t_edges = np.cumsum((0, *data.chunks[0]))
+    blocks = data.to_delayed(optimize_graph=False)
+    rows = []
+    for iy, cy in enumerate(data.chunks[1]):
+        row = []
+        for ix, cx in enumerate(data.chunks[2]):
+            # pure=False: a fresh key per block, as every chain mutates its own state
+            state = dask.delayed(stream_start, pure=False)((cy, cx), labels, n_groups)
+            for it in range(len(data.chunks[0])):
+                state = dask.delayed(stream_fold, pure=True)(
+                    state,
+                    blocks[it, iy, ix],
+                    labels[t_edges[it] : t_edges[it + 1]],
+                    statistics=statistics,
+                    min_clear=min_clear,
+                )
+            planes = dask.delayed(stream_finish, pure=True)(
+                state, statistics=statistics, min_clear=min_clear
+            )
+            n_bands = n_groups * len(statistics)
+            row.append(da.from_delayed(planes, shape=(n_bands, cy, cx), dtype=np.float32))
+        rows.append(row)
+    return da.block(rows)

@@ -16,6 +16,7 @@ Nodata rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +26,13 @@ __all__ = [
     "FLOAT_DTYPE",
     "STATISTICS",
     "band_dtype_nodata",
+    "STREAMABLE",
+    "GroupAccumulator",
+    "StreamState",
     "reduce_block",
+    "stream_finish",
+    "stream_fold",
+    "stream_start",
 ]
 
 STATISTICS = ("mean", "median", "std", "min", "max", "count")
@@ -41,36 +48,56 @@ def band_dtype_nodata(statistic: str) -> tuple[np.dtype, float | int]:
     return FLOAT_DTYPE, float("nan")
 
 
-def _group_stats(
-    obs: Sequence[np.ndarray], shape: tuple[int, ...], statistics: Sequence[str], min_clear: int
-) -> list[np.ndarray]:
-    """Statistics of one group's observations, 2-D planes of ``shape`` (NaN = not clear).
+@dataclass
+class GroupAccumulator:
+    """Running per-pixel state of one group's clear observations (sums in float64)."""
 
-    Accumulates plane by plane into 2-D accumulators, so apart from the median no
-    ``(n, y, x)``-sized temporary is ever made; sums are float64.
-    """
-    count = np.zeros(shape, dtype=np.int32)
-    need_mean = "mean" in statistics or "std" in statistics
-    total = np.zeros(shape, dtype=np.float64) if need_mean else None
-    lowest = np.full(shape, np.inf, dtype=np.float32) if "min" in statistics else None
-    highest = np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None
-    for plane in obs:
+    count: np.ndarray
+    total: np.ndarray | None = None
+    lowest: np.ndarray | None = None
+    highest: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], statistics: Sequence[str]) -> GroupAccumulator:
+        need_mean = "mean" in statistics or "std" in statistics
+        return cls(
+            count=np.zeros(shape, dtype=np.int32),
+            total=np.zeros(shape, dtype=np.float64) if need_mean else None,
+            lowest=np.full(shape, np.inf, dtype=np.float32) if "min" in statistics else None,
+            highest=np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None,
+        )
+
+    def add(self, plane: np.ndarray) -> None:
+        """Fold one observation (NaN = not clear) in, in place."""
         valid = ~np.isnan(plane)
-        count += valid
-        if total is not None:
-            np.add(total, plane, out=total, where=valid)
-        if lowest is not None:
-            np.fmin(lowest, plane, out=lowest)  # fmin/fmax ignore NaN
-        if highest is not None:
-            np.fmax(highest, plane, out=highest)
+        self.count += valid
+        if self.total is not None:
+            np.add(self.total, plane, out=self.total, where=valid)
+        if self.lowest is not None:
+            np.fmin(self.lowest, plane, out=self.lowest)  # fmin/fmax ignore NaN
+        if self.highest is not None:
+            np.fmax(self.highest, plane, out=self.highest)
+
+
+def _finish_group(
+    acc: GroupAccumulator,
+    statistics: Sequence[str],
+    min_clear: int,
+    obs: Sequence[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Output planes of one group, in ``statistics`` order. ``std`` and ``median`` need the
+    group's observations ``obs`` (a second pass / a sort); the others only ``acc``."""
+    count, shape = acc.count, acc.count.shape
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count if total is not None else None
+        mean = acc.total / count if acc.total is not None else None
     enough = count >= max(min_clear, 1)
     out: list[np.ndarray] = []
     for stat in statistics:
         if stat == "count":
             out.append(np.minimum(count, COUNT_NODATA - 1).astype(np.float32))
             continue
+        if stat in ("std", "median") and obs is None:
+            raise ValueError(f"statistic {stat!r} needs the observations, not a running sum")
         if stat == "mean":
             value = mean
         elif stat == "std":
@@ -82,9 +109,9 @@ def _group_stats(
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = np.sqrt(m2 / count)
         elif stat == "min":
-            value = lowest
+            value = acc.lowest
         elif stat == "max":
-            value = highest
+            value = acc.highest
         elif stat == "median":
             stack = np.stack(obs) if obs else np.empty((0, *shape), dtype=np.float32)
             value = _nanmedian(stack, ~np.isnan(stack), count)
@@ -92,6 +119,20 @@ def _group_stats(
             raise ValueError(f"unknown statistic {stat!r}")
         out.append(np.where(enough, value, np.nan).astype(np.float32))
     return out
+
+
+def _group_stats(
+    obs: Sequence[np.ndarray], shape: tuple[int, ...], statistics: Sequence[str], min_clear: int
+) -> list[np.ndarray]:
+    """Statistics of one group's observations, 2-D planes of ``shape`` (NaN = not clear).
+
+    Accumulates plane by plane into 2-D accumulators, so apart from the median no
+    ``(n, y, x)``-sized temporary is ever made; sums are float64.
+    """
+    acc = GroupAccumulator.empty(shape, statistics)
+    for plane in obs:
+        acc.add(plane)
+    return _finish_group(acc, statistics, min_clear, obs)
 
 
 def _nanmedian(obs: np.ndarray, valid: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -134,4 +175,65 @@ def reduce_block(
         out.extend(_group_stats(obs, shape, statistics, min_clear))
     if not out:
         return np.empty((0, *shape), dtype=np.float32)
+    return np.stack(out)
+
+
+#: statistics computable from a running accumulator, one observation at a time
+STREAMABLE = frozenset({"mean", "count", "min", "max"})
+
+
+@dataclass
+class StreamState:
+    """Per-block state of a streaming reduction: open groups' accumulators, finished groups'
+    output planes and how many observations each group still expects."""
+
+    shape: tuple[int, ...]
+    remaining: list[int]
+    open: dict[int, GroupAccumulator] = field(default_factory=dict)
+    done: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+def stream_start(shape: tuple[int, ...], group_index: np.ndarray, n_groups: int) -> StreamState:
+    labels = np.asarray(group_index)
+    return StreamState(tuple(shape), [int((labels == g).sum()) for g in range(n_groups)])
+
+
+def stream_fold(
+    state: StreamState,
+    block: np.ndarray,
+    labels: np.ndarray,
+    *,
+    statistics: Sequence[str],
+    min_clear: int = 1,
+) -> StreamState:
+    """Fold a ``(t, y, x)`` block of observations (group ``labels``) into ``state``, *in
+    place* (the caller chains folds linearly, so no one else holds ``state``). A group
+    is finished as soon as its last observation is in: only its output planes stay."""
+    for plane, g in zip(np.asarray(block, dtype=np.float32), np.asarray(labels), strict=True):
+        g = int(g)
+        if g < 0:
+            continue
+        acc = state.open.get(g)
+        if acc is None:
+            acc = state.open[g] = GroupAccumulator.empty(state.shape, statistics)
+        acc.add(plane)
+        state.remaining[g] -= 1
+        if state.remaining[g] == 0:
+            state.done[g] = _finish_group(state.open.pop(g), statistics, min_clear)
+    return state
+
+
+def stream_finish(
+    state: StreamState, *, statistics: Sequence[str], min_clear: int = 1
+) -> np.ndarray:
+    """``(n_groups * len(statistics), y, x)`` float32, the layout of :func:`reduce_block`."""
+    out: list[np.ndarray] = []
+    for g in range(len(state.remaining)):
+        planes = state.done.get(g)
+        if planes is None:  # a group without observations (or never completed)
+            acc = state.open.pop(g, None) or GroupAccumulator.empty(state.shape, statistics)
+            planes = _finish_group(acc, statistics, min_clear)
+        out.extend(planes)
+    if not out:
+        return np.empty((0, *state.shape), dtype=np.float32)
     return np.stack(out)

@@ -181,3 +181,74 @@ def test_zero_reflectance_sum_is_not_clear():
     inputs = NDVIInputs(red=zero_at_one, nir=zero_at_one, clear=RULE)
     ones = np.ones((3, 3), dtype=np.uint16)
     assert np.isnan(ndvi_from_bands(ones, ones, ones * 0, inputs)).all()
+
+
+# -- block-skipping window reads on a tiny tiled GeoTIFF (16 px blocks) -----------------------
+@pytest.fixture(scope="module")
+def tiled_tif(tmp_path_factory):
+    import rasterio
+    from affine import Affine
+
+    path = tmp_path_factory.mktemp("tiled") / "band.tif"
+    values = np.random.default_rng(3).integers(1, 60000, (50, 70), dtype=np.uint16)
+    profile = dict(
+        driver="GTiff", width=70, height=50, count=1, dtype="uint16", nodata=0, tiled=True,
+        blockxsize=16, blockysize=16, compress="deflate", crs="EPSG:3577",
+        transform=Affine(30, 0, 0, 0, -30, 0),
+    )  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values, 1)
+    return path, values
+
+
+def _need(shape: tuple[int, int], pattern: str) -> np.ndarray:
+    need = np.zeros(shape, dtype=bool)
+    if pattern == "all":
+        need[:] = True
+    elif pattern == "one pixel":
+        need[shape[0] // 2, shape[1] // 3] = True
+    elif pattern == "corners":
+        need[0, 0] = need[-1, -1] = True
+    elif pattern == "stripe":
+        need[:, 5:9] = True
+    elif pattern == "checker":
+        need[::7, ::11] = True
+    return need
+
+
+@pytest.mark.parametrize(
+    "window",
+    [(0, 0, 70, 50), (5, 3, 40, 30), (17, 16, 16, 16), (-6, -4, 30, 25), (60, 40, 25, 20),
+     (100, 0, 10, 10)],
+)  # fmt: skip
+@pytest.mark.parametrize("pattern", ["none", "all", "one pixel", "corners", "stripe", "checker"])
+def test_window_read_decodes_only_needed_blocks_and_fills_the_rest(tiled_tif, window, pattern):
+    import rasterio
+    from rasterio.windows import Window
+
+    from odc_ndvi_plugin.load import _read_window
+
+    path, values = tiled_tif
+    col, row, w, h = window
+    win = Window(col, row, w, h)
+    need = _need((h, w), pattern)
+    # reference: numpy on the full raster, padded with the fill value outside the file
+    padded = np.full((50 + 2 * 100, 70 + 2 * 100), 7, dtype=np.uint16)
+    padded[100:150, 100:170] = values
+    full = padded[100 + row : 100 + row + h, 100 + col : 100 + col + w]
+    with rasterio.open(path) as src:
+        got = _read_window(src, win, 7, need)
+        whole = _read_window(src, win, 7)
+    np.testing.assert_array_equal(whole, full)
+    np.testing.assert_array_equal(got[need], full[need])  # every needed pixel is exact
+    # pixels of blocks holding no needed pixel stay the fill value (those were not read)
+    rows = np.arange(row, row + h)[:, None] // 16
+    cols = np.arange(col, col + w)[None, :] // 16
+    block_id = rows * 1000 + cols
+    inside = (np.arange(row, row + h)[:, None] >= 0) & (np.arange(row, row + h)[:, None] < 50)
+    inside = (
+        inside & (np.arange(col, col + w)[None, :] >= 0) & (np.arange(col, col + w)[None, :] < 70)
+    )
+    needed_blocks = np.isin(block_id, block_id[need & inside])
+    assert (got[~needed_blocks] == 7).all()
+    np.testing.assert_array_equal(got[needed_blocks], full[needed_blocks])

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from odc_ndvi_plugin.stats import COUNT_NODATA, STATISTICS, band_dtype_nodata, reduce_block
+from odc_ndvi_plugin.stats import (
+    COUNT_NODATA,
+    STATISTICS,
+    STREAMABLE,
+    band_dtype_nodata,
+    reduce_block,
+    stream_finish,
+    stream_fold,
+    stream_start,
+)
 from tests.truth import nan_stat
 
 
@@ -111,3 +120,42 @@ def test_group_labels_must_match_observations():
         reduce_block(
             np.zeros((2, 1, 1), np.float32), np.zeros(3, int), n_groups=1, statistics=("mean",)
         )
+
+
+# -- streaming reduction: the same numbers, folded one time block after another ---------------
+def _streamed(obs, groups, n_groups, stats, min_clear, split):
+    state = stream_start(obs.shape[1:], groups, n_groups)
+    edges = [0, *split, len(obs)]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        state = stream_fold(state, obs[a:b], groups[a:b], statistics=stats, min_clear=min_clear)
+    return stream_finish(state, statistics=stats, min_clear=min_clear)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "groups, split",
+    [
+        ([0, 0, 1, 1, 1, 3, 3, 3, 3, -1, -1, 0], list(range(1, 12))),  # one obs a fold
+        ([0, 0, 1, 1, 1, 3, 3, 3, 3, -1, -1, 0], [4, 5]),  # uneven blocks
+        ([0] * 12, []),  # one block
+        ([3, 3, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3], [2, 9]),  # DJF split across the year boundary
+        ([-1] * 12, [6]),  # nothing belongs to a group
+    ],
+)
+@pytest.mark.parametrize("stats", [("mean", "count"), ("min", "max", "count", "mean")])
+@pytest.mark.parametrize("min_clear", [1, 2])
+def test_streamed_reduction_equals_reduce_block(kind, groups, split, stats, min_clear):
+    obs = _stack(kind, np.random.default_rng(11), t=12)
+    groups = np.array(groups)
+    expected = reduce_block(obs, groups, n_groups=4, statistics=stats, min_clear=min_clear)
+    got = _streamed(obs, groups, 4, stats, min_clear, split)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_streamable_statistics_are_the_ones_without_a_second_pass():
+    assert STREAMABLE == {"mean", "count", "min", "max"}
+    obs = _stack("random_nan", np.random.default_rng(1), t=4)
+    state = stream_start(obs.shape[1:], np.zeros(4, int), 1)
+    with pytest.raises(ValueError, match="'median' needs the observations"):
+        stream_fold(state, obs, np.zeros(4, int), statistics=("median",))
