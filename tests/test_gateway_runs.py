@@ -464,8 +464,9 @@ def test_the_secret_scan_finds_a_planted_secret(moto_server, gateway_server, s3_
 
 # ------------------------------------------------------------------- faults on the gateway
 #
-# Tasks are slowed on the workers by patching ``odc_ndvi_plugin.stats._group_stats`` (looked
-# up at call time by ``reduce_block``, so no cached function object gets in the way) through
+# Tasks are slowed on the workers by patching ``odc_ndvi_plugin.stats._finish_group`` (looked
+# up at call time by both reductions, streaming and stacked, once per season and block, so no
+# cached function object gets in the way) through
 # ``client.run(exec, code, {})``: functions of this module do not unpickle on the workers.
 # ``_ndvi_test_calls`` counts the calls (a worker with calls > 0 is inside a task).
 
@@ -473,12 +474,12 @@ SLOW_WORKERS = """
 import time
 import odc_ndvi_plugin.stats as st
 if not hasattr(st, "_ndvi_test_orig"):
-    st._ndvi_test_orig = st._group_stats
+    st._ndvi_test_orig = st._finish_group
     def _slow(*args, **kwargs):
         st._ndvi_test_calls += 1
         time.sleep(st._ndvi_test_delay)
         return st._ndvi_test_orig(*args, **kwargs)
-    st._group_stats = _slow
+    st._finish_group = _slow
 st._ndvi_test_calls = 0
 st._ndvi_test_delay = {delay!r}
 """

@@ -61,17 +61,17 @@ SEASONAL_TASKS = CFG_DIR / "save-tasks-usgs-c2-seasonal.yaml"
 PERIODS = ("2019-12--P3M", "2020-03--P3M", "2020-06--P3M", "2020-09--P3M")
 BAND_FILE = {"red": "_SR_B4.TIF", "nir08": "_SR_B5.TIF", "qa_pixel": "_QA_PIXEL.TIF"}
 
-#: ``odc-ndvi`` with every reduce block delayed by ODC_NDVI_TEST_DELAY seconds and every
+#: ``odc-ndvi`` with every season of every reduced block delayed by ODC_NDVI_TEST_DELAY seconds and every
 #: output file's final rename (temp name -> name) by ODC_NDVI_TEST_WRITE_DELAY seconds
 SLOW_CLI = """
 import os, time
-import odc_ndvi_plugin.plugin as plugin
 import odc_ndvi_plugin.runner as runner
-_reduce = plugin.reduce_block
+import odc_ndvi_plugin.stats as stats
+_finish = stats._finish_group  # once per season and block, in both reductions
 def _slow(*args, **kwargs):
     time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
-    return _reduce(*args, **kwargs)
-plugin.reduce_block = _slow
+    return _finish(*args, **kwargs)
+stats._finish_group = _slow
 class _SlowRename:
     def __getattr__(self, name):
         return getattr(os, name)
@@ -208,7 +208,7 @@ def cli_run(
 def slow_cli(
     bench: Bench, config: Path, out: Path, *args: str, delay: float, write_delay: float = 0.0
 ) -> subprocess.Popen:
-    """``odc-ndvi run`` as a subprocess, ``delay`` seconds added to every reduce block and
+    """``odc-ndvi run`` as a subprocess, ``delay`` seconds added to every season of every reduced block and
     ``write_delay`` to every output file's rename into place."""
     cmd = [sys.executable, "-c", SLOW_CLI, "run", "--config", str(config)]
     cmd += ["--location", f"file://{out}", "--threads", "2", *args]
