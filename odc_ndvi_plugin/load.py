@@ -360,23 +360,30 @@ def _scene_ndvi_on(
         return np.full((ny, nx), np.nan, dtype=np.float32)
     box = scene.box
     assert box is not None  # red/nir were read, so the window meets the file
-    ndvi = np.full(scene.good.shape, np.nan, dtype=np.float32)
-    ndvi[box] = ndvi_where(scene.red[box], scene.nir[box], scene.good[box], source.inputs)
+    ndvi = ndvi_where(scene.red[box], scene.nir[box], scene.good[box], source.inputs)
     if scene.aligned:
+        full = np.full(scene.good.shape, np.nan, dtype=np.float32)
+        full[box] = ndvi
         p = scene.pad
-        return ndvi[p : p + ny, p : p + nx]
-    # not aligned: warp the single float32 NDVI band from the native window
+        return full[p : p + ny, p : p + nx]
+    # not aligned: warp the single float32 NDVI band, only the part the file covers (the
+    # warper skips destination areas that part does not reach)
+    rows, cols = box
+    src_transform = rasterio.windows.transform(scene.window, scene.transform) * Affine.translation(
+        cols.start, rows.start
+    )
     out = np.full((ny, nx), np.nan, dtype=np.float32)
     rasterio.warp.reproject(
         ndvi,
         out,
-        src_transform=rasterio.windows.transform(scene.window, scene.transform),
+        src_transform=src_transform,
         src_crs=scene.crs,
         src_nodata=np.nan,
         dst_transform=Affine(*dst.affine[:6]),
         dst_crs=dst.crs.to_wkt(),
         dst_nodata=np.nan,
         resampling=rasterio.warp.Resampling[resampling],
+        SKIP_NOSOURCE="YES",
     )
     return out
 

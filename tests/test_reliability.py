@@ -205,6 +205,19 @@ def cli_run(
     return result, (summaries[0] if summaries else None)
 
 
+def seasonal_config(bench: Bench, out: Path, *, threads: int) -> Any:
+    """The shipped seasonal run config on the bench's task db, writing to ``out``."""
+    from odc_ndvi_plugin.runner import load_run_config
+
+    cfg, _ = load_run_config(
+        yaml.safe_load(SEASONAL_RUN.read_text()),
+        filedb=str(bench.db),
+        output_location=f"file://{out}",
+        threads=threads,
+    )
+    return cfg
+
+
 def slow_cli(
     bench: Bench, config: Path, out: Path, *args: str, delay: float, write_delay: float = 0.0
 ) -> subprocess.Popen:
@@ -324,7 +337,7 @@ def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5)
     """SIGTERM to ``odc-ndvi run`` (all 8 tasks, one at a time, computing slowed by
     ``delay`` and each file's rename by ``write_delay``) after its first finished task, at
     the worst moment: while the next task's STAC item is being written. Then a plain rerun."""
-    from odc_ndvi_plugin.runner import execute, load_run_config
+    from odc_ndvi_plugin.runner import execute
 
     out = bench.out("sigterm")
     proc = slow_cli(
@@ -361,12 +374,7 @@ def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5)
         for a in json.loads(item.read_text())["assets"].values()
         if not (item.parent / Path(a["href"]).name).exists()
     ]
-    cfg, _ = load_run_config(
-        yaml.safe_load(SEASONAL_RUN.read_text()),
-        filedb=str(bench.db),
-        output_location=f"file://{out}",
-        threads=2,
-    )
+    cfg = seasonal_config(bench, out, threads=2)
     t0 = time.monotonic()
     rerun = execute(cfg, max_in_flight=2)
     return {
@@ -418,17 +426,12 @@ def scenario_version_change(bench: Bench) -> dict[str, Any]:
 def scenario_delivered_twice(bench: Bench, delay: float = 1.0) -> dict[str, Any]:
     """The same task computed by two ``odc-ndvi run --overwrite`` processes at once (as two
     workers would after an SQS message is delivered twice), over an existing output."""
-    from odc_ndvi_plugin.runner import execute, load_run_config
+    from odc_ndvi_plugin.runner import execute
 
     tile = bench.tiles[1]
     task = bench.task_id(tile, PERIODS[2])
     ref = bench.out("twice-reference")
-    cfg, _ = load_run_config(
-        yaml.safe_load(SEASONAL_RUN.read_text()),
-        filedb=str(bench.db),
-        output_location=f"file://{ref}",
-        threads=2,
-    )
+    cfg = seasonal_config(bench, ref, threads=2)
     reference = execute(cfg, tasks=[task])
     out = bench.out("twice")
     shutil.copytree(ref, out)  # an existing output, being overwritten twice at once
@@ -453,7 +456,7 @@ def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 2.0) -
     computes the same task to completion (an SQS redelivery after A's lease lapsed). Then A
     is SIGTERMed (``ending="sigterm"``) or left to finish (``"finish"``). B's files must
     survive A either way, byte for byte and inode for inode."""
-    from odc_ndvi_plugin.runner import execute, load_run_config
+    from odc_ndvi_plugin.runner import execute
 
     tile = bench.tiles[0]
     task = bench.task_id(tile, PERIODS[3])
@@ -462,12 +465,7 @@ def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 2.0) -
     reader = LineReader(proc.stderr)
     try:
         submitted = reader.wait_for("Submitting", timeout=90)
-        cfg, _ = load_run_config(
-            yaml.safe_load(SEASONAL_RUN.read_text()),
-            filedb=str(bench.db),
-            output_location=f"file://{out}",
-            threads=1,
-        )
+        cfg = seasonal_config(bench, out, threads=1)
         b = execute(cfg, tasks=[task])
         a_running_after_b = proc.poll() is None
         b_files = {f: (f.stat().st_ino, f.read_bytes()) for f in files_in(out)}
