@@ -440,9 +440,12 @@ def _floor_day(sources: Any, dst: Any, resampling: str, mask_filters: Any) -> An
         scene = read_scene(source, dst, mask_filters=mask_filters, wanted=wanted)
         if scene.red is not None and scene.nir is not None:
             total += float(scene.red.sum(dtype=np.float64) + scene.nir.sum(dtype=np.float64))
-        if scene.aligned:
+        if scene.aligned and scene.good is not None:
+            # clear pixels so far (the loader's "still wanted" is where its NDVI is NaN)
             p = scene.pad
-            gap = ~scene.good[p : p + ny, p : p + nx]
+            clear = np.zeros((ny + 2 * p, nx + 2 * p), dtype=bool)
+            clear[scene.box] = scene.good
+            gap = ~clear[p : p + ny, p : p + nx]
             wanted = gap if wanted is None else wanted & gap
             if not wanted.any():
                 break

@@ -143,6 +143,14 @@ def _read_window(
     needed pixel are decoded (runs of them in one read); the rest stays ``fill``. Decoding
     is most of the load's cost, and cloud, nodata and pixels already filled by an earlier
     scene of the day need no red or NIR."""
+    inside = (
+        window.col_off >= 0
+        and window.row_off >= 0
+        and window.col_off + window.width <= src.width
+        and window.row_off + window.height <= src.height
+    )
+    if inside and (need is None or need.all()):
+        return src.read(1, window=window)  # no fill, no copy (fresh pages cost too)
     full = rasterio.windows.Window(0, 0, src.width, src.height)
     out = np.full(
         (int(window.height), int(window.width)),
@@ -188,17 +196,28 @@ def _read_window(
 
 @dataclass
 class SceneRead:
-    """One scene's bands read on the native window covering a destination block."""
+    """One scene's bands read for a destination block: only the part of the native window
+    the file covers (``box``, grown by ``pad``), so no array is larger than the scene."""
 
-    good: np.ndarray  #: clear by the flag rule (after mask_filters), window-shaped
+    good: np.ndarray | None  #: clear by the flag rule (after mask_filters), box-shaped
     red: np.ndarray | None  #: None when no pixel was needed (nothing read)
     nir: np.ndarray | None
-    window: rasterio.windows.Window  #: in the scene's pixel grid
+    window: rasterio.windows.Window  #: covering the destination block, in the scene's grid
+    box: tuple[slice, slice] | None  #: the arrays' place in ``window``; None: no overlap
     transform: Affine  #: of the scene's full grid
     crs: Any
-    aligned: bool  #: the window *is* the destination block (+ ``pad`` on every side)
+    aligned: bool  #: ``window`` *is* the destination block (+ ``pad`` on every side)
     pad: int
-    box: tuple[slice, slice] | None = None  #: the part of the window the file covers (+ pad)
+
+    def box_window(self) -> rasterio.windows.Window:
+        rows, cols = self.box  # type: ignore[misc]
+        w = self.window
+        return rasterio.windows.Window(
+            w.col_off + cols.start,
+            w.row_off + rows.start,
+            cols.stop - cols.start,
+            rows.stop - rows.start,
+        )
 
 
 class _Files:
@@ -325,22 +344,22 @@ def read_scene(
         except ValueError as err:
             raise files.error(MASK, "no CRS in", err) from err
         box = _file_box(window, ref, pad)
-        good = np.zeros((int(window.height), int(window.width)), dtype=bool)
-        if box is not None:
-            # the clear rule (and its filters) only where the file has pixels (+ the filters'
-            # reach, so their result is exact); a scene covers part of a tile
-            mask = files.read(MASK, window, inputs.mask_nodata)
-            good[box] = clear_pixels(mask[box], inputs, bad_filter=bad_filter)
+        scene = SceneRead(None, None, None, window, box, ref.transform, ref.crs, aligned, pad)
+        if box is None:
+            return scene
+        # everything below on the file's part of the window only (+ the filters' reach, so
+        # their result is exact): a scene covers part of a tile
+        read_at = scene.box_window()
+        mask = files.read(MASK, read_at, inputs.mask_nodata)
+        good = scene.good = clear_pixels(mask, inputs, bad_filter=bad_filter)
         need = good
         if aligned and wanted is not None:
-            need = good.copy()
-            ny, nx = dst.shape.yx
-            need[pad : pad + ny, pad : pad + nx] &= wanted
-        red = nir = None
+            # the window is dst grown by pad; pad pixels never need red/NIR
+            need = good & (np.pad(wanted, pad) if pad else wanted)[box]
         if need.any():
-            red = files.read(RED, window, inputs.red.nodata, need)
-            nir = files.read(NIR, window, inputs.nir.nodata, need)
-        return SceneRead(good, red, nir, window, ref.transform, ref.crs, aligned, pad, box)
+            scene.red = files.read(RED, read_at, inputs.red.nodata, need)
+            scene.nir = files.read(NIR, read_at, inputs.nir.nodata, need)
+        return scene
     finally:
         files.close()
 
@@ -352,31 +371,30 @@ def _scene_ndvi_on(
     resampling: str,
     mask_filters: tuple[tuple[str, int], ...],
     wanted: np.ndarray | None = None,
-) -> np.ndarray:
-    """NDVI of one scene on the destination block ``dst`` (NaN where not clear/absent)."""
+) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """NDVI of one scene on the destination block ``dst``: the values (NaN where not clear)
+    and the part of ``dst`` they cover; None if the scene contributes nothing."""
     scene = read_scene(source, dst, mask_filters=mask_filters, wanted=wanted)
+    if scene.red is None or scene.nir is None or scene.good is None or scene.box is None:
+        return None
+    ndvi = ndvi_where(scene.red, scene.nir, scene.good, source.inputs)
     ny, nx = dst.shape.yx
-    if scene.red is None or scene.nir is None:
-        return np.full((ny, nx), np.nan, dtype=np.float32)
-    box = scene.box
-    assert box is not None  # red/nir were read, so the window meets the file
-    ndvi = ndvi_where(scene.red[box], scene.nir[box], scene.good[box], source.inputs)
-    if scene.aligned:
-        full = np.full(scene.good.shape, np.nan, dtype=np.float32)
-        full[box] = ndvi
+    if scene.aligned:  # paste: the box in window pixels, minus the pad, is the dst part
+        rows, cols = scene.box
         p = scene.pad
-        return full[p : p + ny, p : p + nx]
-    # not aligned: warp the single float32 NDVI band, only the part the file covers (the
-    # warper skips destination areas that part does not reach)
-    rows, cols = box
-    src_transform = rasterio.windows.transform(scene.window, scene.transform) * Affine.translation(
-        cols.start, rows.start
-    )
+        r0, r1 = max(rows.start - p, 0), min(rows.stop - p, ny)
+        c0, c1 = max(cols.start - p, 0), min(cols.stop - p, nx)
+        values = ndvi[
+            r0 + p - rows.start : r1 + p - rows.start, c0 + p - cols.start : c1 + p - cols.start
+        ]
+        return values, (slice(r0, r1), slice(c0, c1))
+    # not aligned: warp the single float32 NDVI band from the file's part of the window
+    # (the warper skips destination areas it does not reach)
     out = np.full((ny, nx), np.nan, dtype=np.float32)
     rasterio.warp.reproject(
         ndvi,
         out,
-        src_transform=src_transform,
+        src_transform=rasterio.windows.transform(scene.box_window(), scene.transform),
         src_crs=scene.crs,
         src_nodata=np.nan,
         dst_transform=Affine(*dst.affine[:6]),
@@ -385,7 +403,7 @@ def _scene_ndvi_on(
         resampling=rasterio.warp.Resampling[resampling],
         SKIP_NOSOURCE="YES",
     )
-    return out
+    return out, (slice(0, ny), slice(0, nx))
 
 
 def _day_block(
@@ -395,21 +413,26 @@ def _day_block(
     mask_filters: tuple[tuple[str, int], ...],
 ) -> np.ndarray:
     """One solar day on one load block: first clear value across the day's scenes (a later
-    scene reads only the blocks where earlier ones left a gap)."""
-    out: np.ndarray | None = None
+    scene reads only the blocks where earlier ones left a gap, and fills only those)."""
+    out = np.full((1, *dst.shape.yx), np.nan, dtype=np.float32)
+    day = out[0]
+    first = True
     for source in sources:
-        wanted = None if out is None else np.isnan(out)
-        ndvi = _scene_ndvi_on(
+        wanted = None if first else np.isnan(day)
+        piece = _scene_ndvi_on(
             source, dst, resampling=resampling, mask_filters=mask_filters, wanted=wanted
         )
-        if out is None:
-            out = ndvi
+        if piece is None:
+            continue
+        values, where = piece
+        if first:
+            day[where] = values
+            first = False
         else:
-            np.copyto(out, ndvi, where=wanted)
-        if not np.isnan(out).any():
+            np.copyto(day[where], values, where=wanted[where])
+        if not np.isnan(day).any():
             break
-    assert out is not None
-    return out[None]
+    return out
 
 
 def load_ndvi_direct(
