@@ -441,7 +441,6 @@ def load_ndvi_direct(
     *,
     inputs_for: Callable[[Dataset], NDVIInputs],
     bands: tuple[str, str, str],
-    chunks: tuple[int, int],
     resampling: str = "nearest",
     mask_filters: tuple[tuple[str, int], ...] = (),
 ) -> xr.Dataset:
@@ -459,33 +458,33 @@ def load_ndvi_direct(
         )
         for day in days
     ]
-    cy, cx = (
-        geobox.shape.y if chunks[0] == -1 else chunks[0],
-        geobox.shape.x if chunks[1] == -1 else chunks[1],
-    )
     # load blocks: the whole tile (each scene opened and decoded once per task, no block
     # decoded twice at chunk edges), split only when a side exceeds MAX_LOAD_BLOCK_PX
     ly, lx = (-(-n // -(-n // MAX_LOAD_BLOCK_PX)) for n in geobox.shape.yx)
     tiles = GeoboxTiles(geobox, (ly, lx))
     ny_t, nx_t = tiles.shape.yx
     rows = []
-    for sources in day_sources:
+    for day_index, sources in enumerate(day_sources):
         row_blocks = []
         for iy in range(ny_t):
             col_blocks = []
             for ix in range(nx_t):
                 sub = tiles[iy, ix]
-                block = dask.delayed(_day_block, pure=True)(sources, sub, resampling, mask_filters)
+                # days load in date order, the order a streaming reduction folds them in
+                with dask.annotate(priority=-day_index):
+                    block = dask.delayed(_day_block, pure=True)(
+                        sources, sub, resampling, mask_filters
+                    )
                 col_blocks.append(
                     da.from_delayed(block, shape=(1, *sub.shape.yx), dtype=np.float32)
                 )
             row_blocks.append(col_blocks)
         rows.append(da.block(row_blocks))
     if rows:
-        # the reduction runs per ``chunks`` block: slicing the day blocks, no copies
-        data = da.concatenate(rows, axis=0).rechunk({0: 1, 1: cy, 2: cx})
+        # load blocks as they are: the reduction carves its own blocks out of them
+        data = da.concatenate(rows, axis=0)
     else:
-        data = da.full((0, *geobox.shape.yx), np.nan, dtype=np.float32, chunks=(1, cy, cx))
+        data = da.full((0, *geobox.shape.yx), np.nan, dtype=np.float32, chunks=(1, ly, lx))
     times = np.array([d.date for d in days], dtype="datetime64[ns]")
     coords = {"time": ("spec", times), **xr_coords(geobox)}
     ndvi = xr.DataArray(

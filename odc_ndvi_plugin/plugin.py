@@ -22,7 +22,7 @@ from ._version import __version__
 from .config import NDVIConfig
 from .load import load_ndvi_direct
 from .ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
-from .stats import STREAMABLE, reduce_block, stream_finish, stream_fold, stream_start
+from .stats import STREAMABLE, reduce_block, stream_finish, stream_fold
 
 __all__ = ["NDVISeasonal"]
 
@@ -109,7 +109,6 @@ class NDVISeasonal(StatsPluginInterface):
             geobox,
             inputs_for=lambda ds: self.ndvi_inputs(ds.product),
             bands=cfg.input_bands,
-            chunks=(cfg.chunks["y"], cfg.chunks["x"]),
             resampling=cfg.resampling,
             mask_filters=cfg.mask_filters,
         )
@@ -190,9 +189,11 @@ class NDVISeasonal(StatsPluginInterface):
             statistics=cfg.statistics,
             min_clear=cfg.min_clear,
         )
+        chunks = (cfg.chunks["y"], cfg.chunks["x"])
         if STREAMABLE.issuperset(cfg.statistics):
-            stack = _stream_reduce(data, **kwargs)
+            stack = _stream_reduce(data, chunks=chunks, **kwargs)
         else:
+            data = data.rechunk({1: chunks[0], 2: chunks[1]})  # time blocks as they are
             # blockwise with the time index contracted and concatenate=False: the kernel
             # gets each spatial block's observations as a list (the stack is not copied)
             stack = da.blockwise(
@@ -228,40 +229,62 @@ class NDVISeasonal(StatsPluginInterface):
         return ndvi_rgba(xx[band])
 
 
+#: dask priority of the streaming reduction's tasks (and of the load's splits into
+#: reduction blocks): above the loads' default 0
+FOLD_PRIORITY = 10
+
+
 def _stream_reduce(
     data: da.Array,
     *,
+    chunks: tuple[int, int],
     group_index: np.ndarray,
     n_groups: int,
     statistics: tuple[str, ...],
     min_clear: int,
 ) -> da.Array:
-    """``(t, y, x)`` -> ``(bands, y, x)`` by folding the observations of each spatial block
-    into running per-season accumulators, one time block after the other (a linear chain
-    of tasks per spatial block). A day's NDVI is released as soon as it is folded in and a
-    season's accumulator as soon as its last day is: the time stack is never held, which
-    is what keeps a production tile-year within a small worker."""
+    """``(t, y, x)`` -> ``(bands, y, x)`` by folding the observations of each reduction
+    block (``chunks``, carved out of the loaded blocks without copies) into running
+    per-season accumulators, one time block after the other (a linear chain of tasks per
+    reduction block). A day's NDVI is released as soon as every chain has folded it in,
+    and a season's accumulator as soon as its last day is: the time stack is never held,
+    which is what keeps a production tile-year within a small worker."""
     labels = np.asarray(group_index)
     t_edges = np.cumsum((0, *data.chunks[0]))
     blocks = data.to_delayed(optimize_graph=False)
+    n_bands = n_groups * len(statistics)
     rows = []
-    for iy, cy in enumerate(data.chunks[1]):
-        row = []
-        for ix, cx in enumerate(data.chunks[2]):
-            # pure=False: a fresh key per block, as every chain mutates its own state
-            state = dask.delayed(stream_start, pure=False)((cy, cx), labels, n_groups)
-            for it in range(len(data.chunks[0])):
-                state = dask.delayed(stream_fold, pure=True)(
-                    state,
-                    blocks[it, iy, ix],
-                    labels[t_edges[it] : t_edges[it + 1]],
-                    statistics=statistics,
-                    min_clear=min_clear,
-                )
-            planes = dask.delayed(stream_finish, pure=True)(
-                state, statistics=statistics, min_clear=min_clear
-            )
-            n_bands = n_groups * len(statistics)
-            row.append(da.from_delayed(planes, shape=(n_bands, cy, cx), dtype=np.float32))
-        rows.append(row)
+    # folds first: a fold that can run runs before the next load, so a day's NDVI is
+    # folded and dropped as soon as it is loaded
+    with dask.annotate(priority=FOLD_PRIORITY):
+        for iy, by in enumerate(data.chunks[1]):
+            for ys in _sub_slices(by, chunks[0]):
+                row = []
+                for ix, bx in enumerate(data.chunks[2]):
+                    for xs in _sub_slices(bx, chunks[1]):
+                        state = None
+                        for it in range(len(data.chunks[0])):
+                            first = {"group_index": labels, "n_groups": n_groups} if it == 0 else {}
+                            # pure=False: a fresh key per fold (each chain mutates its state)
+                            state = dask.delayed(stream_fold, pure=False)(
+                                state,
+                                blocks[it, iy, ix],
+                                labels[t_edges[it] : t_edges[it + 1]],
+                                statistics=statistics,
+                                min_clear=min_clear,
+                                region=(ys, xs),
+                                **first,
+                            )
+                        planes = dask.delayed(stream_finish, pure=True)(
+                            state, statistics=statistics, min_clear=min_clear
+                        )
+                        shape = (n_bands, ys.stop - ys.start, xs.stop - xs.start)
+                        row.append(da.from_delayed(planes, shape=shape, dtype=np.float32))
+                rows.append(row)
     return da.block(rows)
+
+
+def _sub_slices(size: int, step: int) -> list[slice]:
+    """``[0, size)`` cut into pieces of ``step`` (-1: one piece)."""
+    step = size if step == -1 else max(1, step)
+    return [slice(a, min(a + step, size)) for a in range(0, size, step)]

@@ -199,16 +199,31 @@ def stream_start(shape: tuple[int, ...], group_index: np.ndarray, n_groups: int)
 
 
 def stream_fold(
-    state: StreamState,
+    state: StreamState | None,
     block: np.ndarray,
     labels: np.ndarray,
     *,
     statistics: Sequence[str],
     min_clear: int = 1,
+    group_index: np.ndarray | None = None,
+    n_groups: int = 0,
+    region: tuple[slice, slice] | None = None,
 ) -> StreamState:
     """Fold a ``(t, y, x)`` block of observations (group ``labels``) into ``state``, *in
     place* (the caller chains folds linearly, so no one else holds ``state``). A group
-    is finished as soon as its last observation is in: only its output planes stay."""
+    is finished as soon as its last observation is in: only its output planes stay.
+
+    The first fold of a chain gets ``state=None`` and the whole ``group_index`` and
+    ``n_groups``, and starts the state itself (a separate start task would be a root task
+    of the graph, which dask schedules after every load and so holds every loaded block).
+    ``region`` folds only that ``(y, x)`` part of ``block`` (a view: several chains share
+    one loaded block, which is released once all have folded it)."""
+    if region is not None:
+        block = block[(slice(None), *region)]
+    if state is None:
+        if group_index is None:
+            raise ValueError("the first fold needs group_index and n_groups")
+        state = stream_start(block.shape[1:], group_index, n_groups)
     for plane, g in zip(np.asarray(block, dtype=np.float32), np.asarray(labels), strict=True):
         g = int(g)
         if g < 0:
@@ -237,3 +252,23 @@ def stream_finish(
     if not out:
         return np.empty((0, *state.shape), dtype=np.float32)
     return np.stack(out)
+
+
+def _state_nbytes(state: StreamState) -> int:
+    """What a reduction state holds, for dask's memory accounting (spilling, pausing)."""
+    total = 0
+    for acc in state.open.values():
+        total += sum(
+            a.nbytes for a in (acc.count, acc.total, acc.lowest, acc.highest) if a is not None
+        )
+    for planes in state.done.values():
+        total += sum(p.nbytes for p in planes)
+    return total + 256
+
+
+try:  # dask is a dependency of the plugin, not of these kernels
+    from dask.sizeof import sizeof as _sizeof
+
+    _sizeof.register(StreamState)(_state_nbytes)
+except ImportError:  # pragma: no cover
+    pass

@@ -159,3 +159,15 @@ def test_streamable_statistics_are_the_ones_without_a_second_pass():
     state = stream_start(obs.shape[1:], np.zeros(4, int), 1)
     with pytest.raises(ValueError, match="'median' needs the observations"):
         stream_fold(state, obs, np.zeros(4, int), statistics=("median",))
+
+
+def test_a_reduction_state_reports_its_arrays_to_dask():
+    from dask.sizeof import sizeof
+
+    obs = _stack("random_nan", np.random.default_rng(2), t=4, shape=(50, 40))
+    groups = np.array([0, 0, 1, 1])
+    state = stream_fold(
+        None, obs[:3], groups[:3], statistics=("mean", "count"), group_index=groups, n_groups=2
+    )
+    # group 0 done (mean + count planes, float32), group 1 open (int32 count + float64 sum)
+    assert sizeof(state) >= 2 * 50 * 40 * 4 + 50 * 40 * (4 + 8)
