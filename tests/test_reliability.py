@@ -70,6 +70,9 @@ import odc_ndvi_plugin.stats as stats
 _finish = stats._finish_group  # once per season and block, in both reductions
 def _slow(*args, **kwargs):
     time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
+    gate, t0 = os.environ.get("ODC_NDVI_TEST_GATE"), time.monotonic()
+    while gate and not os.path.exists(gate) and time.monotonic() - t0 < 120:
+        time.sleep(0.05)  # held until the test opens the gate
     return _finish(*args, **kwargs)
 stats._finish_group = _slow
 class _SlowRename:
@@ -219,16 +222,24 @@ def seasonal_config(bench: Bench, out: Path, *, threads: int) -> Any:
 
 
 def slow_cli(
-    bench: Bench, config: Path, out: Path, *args: str, delay: float, write_delay: float = 0.0
+    bench: Bench,
+    config: Path,
+    out: Path,
+    *args: str,
+    delay: float,
+    write_delay: float = 0.0,
+    gate: Path | None = None,
 ) -> subprocess.Popen:
     """``odc-ndvi run`` as a subprocess, ``delay`` seconds added to every season of every reduced block and
-    ``write_delay`` to every output file's rename into place."""
+    ``write_delay`` to every output file's rename into place; with ``gate`` (a path) the
+    reduction waits until that file exists."""
     cmd = [sys.executable, "-c", SLOW_CLI, "run", "--config", str(config)]
     cmd += ["--location", f"file://{out}", "--threads", "2", *args]
     env = {
         **bench.environ(),
         "ODC_NDVI_TEST_DELAY": str(delay),
         "ODC_NDVI_TEST_WRITE_DELAY": str(write_delay),
+        "ODC_NDVI_TEST_GATE": str(gate or ""),
     }
     return subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -451,7 +462,7 @@ def scenario_delivered_twice(bench: Bench, delay: float = 1.0) -> dict[str, Any]
     }
 
 
-def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 2.0) -> dict[str, Any]:
+def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 0.5) -> dict[str, Any]:
     """Runner A (a slow ``odc-ndvi run`` process) computes a task; while it runs, runner B
     computes the same task to completion (an SQS redelivery after A's lease lapsed). Then A
     is SIGTERMed (``ending="sigterm"``) or left to finish (``"finish"``). B's files must
@@ -461,7 +472,8 @@ def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 2.0) -
     tile = bench.tiles[0]
     task = bench.task_id(tile, PERIODS[3])
     out = bench.out(f"outlived-{ending}")
-    proc = slow_cli(bench, SEASONAL_RUN, out, "-v", str(bench.db), task, delay=delay)
+    gate = bench.root / f"gate-{ending}"  # A's reduction is held until B has finished
+    proc = slow_cli(bench, SEASONAL_RUN, out, "-v", str(bench.db), task, delay=delay, gate=gate)
     reader = LineReader(proc.stderr)
     try:
         submitted = reader.wait_for("Submitting", timeout=90)
@@ -471,6 +483,7 @@ def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 2.0) -
         b_files = {f: (f.stat().st_ino, f.read_bytes()) for f in files_in(out)}
         if ending == "sigterm":
             proc.send_signal(signal.SIGTERM)
+        gate.touch()
         rc = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
