@@ -755,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     body = {
         "params": {
             "tile_px": args.tile_px,
+            "revisit_days": args.revisit_days,
             "crs": args.crs,
             "threads": args.threads,
             "memory_limit": args.memory_limit,
