@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [json.loads(p.read_text()) for p in args.results]
     runs.sort(
         key=lambda d: (
+            d["params"]["crs"] != "EPSG:3577",
             d["params"]["tile_px"],
-            d["params"]["crs"],
             -d["params"].get("revisit_days", 16),
         )
     )
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ax_t.legend(fontsize=8)
     when = max(r["utc"] for r in runs)
     fig.suptitle(
-        f"bench_pipeline: one tile-year of synthetic Landsat (same machine, same run per group; {when})"
+        "bench_pipeline: one tile-year of synthetic USGS C2, 2 dask threads; "
+        f"each group's cases ran back to back ({when[:16]} UTC)"
     )
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
