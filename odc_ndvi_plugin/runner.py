@@ -43,11 +43,13 @@ from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
 __all__ = [
+    "STALE_STAGING_SECONDS",
     "AtomicCOGSink",
     "NDVITaskRunner",
     "RunSummary",
     "load_run_config",
     "sigterm_as_interrupt",
+    "sweep_stale_staging",
 ]
 
 _log = logging.getLogger(__name__)
@@ -771,9 +773,42 @@ def _sqs_queue(name_or_url: str) -> Any:
     return boto3.resource("sqs").Queue(name_or_url)
 
 
+#: staged files older than this are orphans of killed attempts (no attempt runs that long:
+#: odc-stats' max_processing_time and SQS leases are minutes to hours)
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS) -> list[str]:
+    """Remove ``<location>/.staging/<attempt>`` folders untouched for ``max_age`` seconds
+    (left by processes that were killed mid-task); local locations only (on S3 a
+    lifecycle rule on the prefix does this). Returns what was removed."""
+    parsed = urlparse(location)
+    if parsed.scheme != "file":
+        return []
+    root = Path(parsed.path) / STAGING_DIR
+    if not root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for attempt in root.iterdir():
+        try:
+            newest = max(
+                (p.stat().st_mtime for p in attempt.rglob("*")), default=attempt.stat().st_mtime
+            )
+        except OSError:
+            continue  # being removed by its own attempt
+        if now - newest > max_age:
+            shutil.rmtree(attempt, ignore_errors=True)
+            removed.append(str(attempt))
+    if removed:
+        _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
+    return removed
+
+
 def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
-    """Checks that fail the whole run before any task: output writable, inputs readable."""
+    """Checks that fail the whole run before any task: output writable, inputs readable;
+    and a sweep of staged files that killed attempts left behind."""
     check_output_location(runner.product.location)
+    sweep_stale_staging(runner.product.location)
     if from_sqs:
         return
     validate = getattr(runner.proc, "validate_product", None)
