@@ -191,7 +191,7 @@ class NDVISeasonal(StatsPluginInterface):
         )
         chunks = (cfg.chunks["y"], cfg.chunks["x"])
         if STREAMABLE.issuperset(cfg.statistics):
-            stack = _stream_reduce(data, chunks=chunks, **kwargs)
+            planes = _stream_reduce(data, chunks=chunks, **kwargs)
         else:
             data = data.rechunk({1: chunks[0], 2: chunks[1]})  # time blocks as they are
             # blockwise with the time index contracted and concatenate=False: the kernel
@@ -206,10 +206,10 @@ class NDVISeasonal(StatsPluginInterface):
                 dtype=np.float32,
                 **kwargs,
             )
+            planes = [stack[i] for i in range(len(bands))]
         coords = {k: v for k, v in ndvi.coords.items() if tdim not in v.dims}
         out = {}
-        for i, band in enumerate(bands):
-            plane = stack[i]
+        for band, plane in zip(bands, planes, strict=True):
             if plane.dtype != np.dtype(band.dtype):
                 plane = plane.astype(band.dtype)
             out[band.name] = xr.DataArray(
@@ -242,8 +242,8 @@ def _stream_reduce(
     n_groups: int,
     statistics: tuple[str, ...],
     min_clear: int,
-) -> da.Array:
-    """``(t, y, x)`` -> ``(bands, y, x)`` by folding the observations of each reduction
+) -> list[da.Array]:
+    """``(t, y, x)`` -> one ``(y, x)`` array per band, by folding the observations of each reduction
     block (``chunks``, carved out of the loaded blocks without copies) into running
     per-season accumulators, one time block after the other (a linear chain of tasks per
     reduction block). A day's NDVI is released as soon as every chain has folded it in,
@@ -253,13 +253,13 @@ def _stream_reduce(
     t_edges = np.cumsum((0, *data.chunks[0]))
     blocks = data.to_delayed(optimize_graph=False)
     n_bands = n_groups * len(statistics)
-    rows = []
+    band_rows: list[list[list[da.Array]]] = [[] for _ in range(n_bands)]
     # folds first: a fold that can run runs before the next load, so a day's NDVI is
     # folded and dropped as soon as it is loaded
     with dask.annotate(priority=FOLD_PRIORITY):
         for iy, by in enumerate(data.chunks[1]):
             for ys in _sub_slices(by, chunks[0]):
-                row = []
+                rows = [[] for _ in range(n_bands)]
                 for ix, bx in enumerate(data.chunks[2]):
                     for xs in _sub_slices(bx, chunks[1]):
                         state = None
@@ -275,13 +275,17 @@ def _stream_reduce(
                                 region=(ys, xs),
                                 **first,
                             )
-                        planes = dask.delayed(stream_finish, pure=True)(
+                        planes = dask.delayed(stream_finish, pure=True, nout=n_bands)(
                             state, statistics=statistics, min_clear=min_clear
                         )
-                        shape = (n_bands, ys.stop - ys.start, xs.stop - xs.start)
-                        row.append(da.from_delayed(planes, shape=shape, dtype=np.float32))
-                rows.append(row)
-    return da.block(rows)
+                        shape = (ys.stop - ys.start, xs.stop - xs.start)
+                        for b in range(n_bands):
+                            rows[b].append(
+                                da.from_delayed(planes[b], shape=shape, dtype=np.float32)
+                            )
+                for b in range(n_bands):
+                    band_rows[b].append(rows[b])
+    return [da.block(rows) for rows in band_rows]
 
 
 def _sub_slices(size: int, step: int) -> list[slice]:

@@ -240,18 +240,18 @@ def stream_fold(
 
 def stream_finish(
     state: StreamState, *, statistics: Sequence[str], min_clear: int = 1
-) -> np.ndarray:
-    """``(n_groups * len(statistics), y, x)`` float32, the layout of :func:`reduce_block`."""
+) -> list[np.ndarray]:
+    """The output planes, float32, in :func:`reduce_block`'s order (group-major). Separate
+    arrays, not one stacked block: a band that is kept (e.g. persisted) then holds only
+    its own plane."""
     out: list[np.ndarray] = []
     for g in range(len(state.remaining)):
-        planes = state.done.get(g)
+        planes = state.done.pop(g, None)
         if planes is None:  # a group without observations (or never completed)
             acc = state.open.pop(g, None) or GroupAccumulator.empty(state.shape, statistics)
             planes = _finish_group(acc, statistics, min_clear)
         out.extend(planes)
-    if not out:
-        return np.empty((0, *state.shape), dtype=np.float32)
-    return np.stack(out)
+    return out
 
 
 def _state_nbytes(state: StreamState) -> int:

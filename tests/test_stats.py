@@ -128,7 +128,9 @@ def _streamed(obs, groups, n_groups, stats, min_clear, split):
     edges = [0, *split, len(obs)]
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         state = stream_fold(state, obs[a:b], groups[a:b], statistics=stats, min_clear=min_clear)
-    return stream_finish(state, statistics=stats, min_clear=min_clear)
+    planes = stream_finish(state, statistics=stats, min_clear=min_clear)
+    assert len(planes) == n_groups * len(stats)
+    return np.stack(planes) if planes else np.empty((0, *obs.shape[1:]), np.float32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
