@@ -192,87 +192,113 @@ def _commit(
     put_args: dict[str, str] | None = None,
 ) -> WriteResult:
     """Move a task's staged files to their final names, then write its STAC item (``url``)
-    last. Runs only after every staged write succeeded (``with_deps``).
-
-    Rules: an existing STAC item means another attempt (a redelivered SQS message) has
-    finished the task meanwhile; without ``overwrite`` its files are kept and ours dropped.
-    With ``overwrite`` the old STAC item is removed first, so a commit cut short leaves a
-    task that is visibly not done (no STAC item) rather than old metadata over new files.
-    Nothing here ever deletes a file under its final name that another attempt needs."""
+    last (:func:`_commit_files`). Runs only after every staged write succeeded
+    (``with_deps``)."""
     data = _as_bytes(data)
     digest = hashlib.sha1(data).hexdigest()
     try:
         if url.startswith("s3://"):
-            _commit_s3(data, url, staged, overwrite=overwrite, put_args=put_args or {})
+            _commit_files(
+                _S3Store(_worker_s3(), put_args or {}), data, url, staged, overwrite=overwrite
+            )
             return WriteResult(url, digest, None)
         path = urlparse(url).path
         with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
             if _cancelled(attempt):
                 return WriteResult(path, digest, "Cancelled")
-            _commit_local(data, path, staged, overwrite=overwrite)
+            _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
         return WriteResult(path, digest, None)
     except Exception:  # noqa: BLE001 - reported as a failed write of this task
         _log.exception("failed to commit %s", url)
         return WriteResult(url, digest, "Failed Write")
 
 
-def _commit_local(
-    data: bytes, path: str, staged: list[tuple[str, str]], *, overwrite: bool
-) -> None:
-    item = Path(path)
-    staged_paths = [(Path(urlparse(s).path), Path(urlparse(f).path)) for s, f in staged]
-    if item.exists() and not overwrite:
-        _log.info("%s exists (another attempt finished this task): keeping its files", item)
-        for src, _ in staged_paths:
-            src.unlink(missing_ok=True)
-        return
-    item.unlink(missing_ok=True)
-    item_stage = item.with_name(f".{item.name}.{uuid.uuid4().hex[:8]}.part")
-    _write_local(data, str(item_stage))
-    try:
-        for src, dst in staged_paths:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-        os.replace(item_stage, item)
-    finally:
-        item_stage.unlink(missing_ok=True)
-
-
-def _s3_exists(s3: Any, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
-
-
-def _commit_s3(
+def _commit_files(
+    store: _LocalStore | _S3Store,
     data: bytes,
-    url: str,
+    item: str,
     staged: list[tuple[str, str]],
     *,
     overwrite: bool,
-    put_args: dict[str, str],
 ) -> None:
-    s3 = _worker_s3()
-    bucket, key = _split_s3(url)
-    exists = _s3_exists(s3, bucket, key)
-    staged_keys = [(_split_s3(s), _split_s3(f)) for s, f in staged]
-    if exists and not overwrite:
-        _log.info("%s exists (another attempt finished this task): keeping its files", url)
-    else:
-        if exists:
-            s3.delete_object(Bucket=bucket, Key=key)
-        acl = {"ACL": put_args["ACL"]} if "ACL" in put_args else {}
-        for (sb, sk), (fb, fk) in staged_keys:
-            s3.copy_object(Bucket=fb, Key=fk, CopySource={"Bucket": sb, "Key": sk}, **acl)
-        s3.put_object(Bucket=bucket, Key=key, Body=data, **put_args)
-    for (sb, sk), _ in staged_keys:
-        s3.delete_object(Bucket=sb, Key=sk)
+    """The commit rule, one place for every store. An existing STAC item (``item``) means
+    another attempt (a redelivered SQS message) finished the task meanwhile: without
+    ``overwrite`` its files are kept and ours dropped. With ``overwrite`` the old item goes
+    first, so a commit cut short leaves a task that is visibly not done (no STAC item)
+    rather than old metadata over new files. Nothing here deletes a file under a final name
+    that another attempt needs."""
+    if store.exists(item) and not overwrite:
+        _log.info("%s exists (another attempt finished this task): keeping its files", item)
+        for src, _ in staged:
+            store.remove(src)
+        return
+    store.remove(item)
+    for src, dst in staged:
+        store.move(src, dst)
+    store.put(data, item)
+
+
+class _LocalStore:
+    """``file://`` URLs: renames within one file system."""
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        return Path(urlparse(url).path).exists()
+
+    @staticmethod
+    def remove(url: str) -> None:
+        Path(urlparse(url).path).unlink(missing_ok=True)
+
+    @staticmethod
+    def move(src: str, dst: str) -> None:
+        target = Path(urlparse(dst).path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(urlparse(src).path, target)
+
+    @staticmethod
+    def put(data: bytes, url: str) -> None:
+        """Whole or not at all: a temp name beside the target, then a rename."""
+        target = Path(urlparse(url).path)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            _write_local(data, str(tmp))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class _S3Store:
+    """``s3://`` URLs with a worker's boto3 client; a move is a server-side copy + delete."""
+
+    def __init__(self, s3: Any, put_args: dict[str, str]):
+        self.s3 = s3
+        self.put_args = put_args
+
+    def exists(self, url: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split_s3(url)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def remove(self, url: str) -> None:
+        bucket, key = _split_s3(url)
+        self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def move(self, src: str, dst: str) -> None:
+        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
+        acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
+        self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
+        self.s3.delete_object(Bucket=sb, Key=sk)
+
+    def put(self, data: bytes, url: str) -> None:
+        bucket, key = _split_s3(url)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
 
 
 class AtomicCOGSink(S3COGSink):
