@@ -16,10 +16,11 @@ import pytest
 import rasterio
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks, save_year_tasks
-from odc_ndvi_plugin.index import add_products, index_datasets
+from odc_ndvi_plugin.demo import save_tasks
+from odc_ndvi_plugin.index import add_products
 from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
+from tests.fixtures.archives import index_with_year_tasks
 from tests.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = pytest.mark.integration
@@ -65,11 +66,9 @@ def usgs(tmp_path_factory, datacube_env_module):
     root = tmp_path_factory.mktemp("e2e")
     spec = ArchiveSpec.tiny(flavour="usgs_c2")
     archive = generate_archive(spec, root / "archive")
-    add_products(datacube_env_module, [archive.product_definition])
-    index_datasets(datacube_env_module, archive.dataset_paths)
-    db, window = save_year_tasks(
-        datacube_env_module,
+    db, window = index_with_year_tasks(
         archive,
+        datacube_env_module,
         root / "tasks" / "year.db",
         config=CFG_DIR / "save-tasks-usgs-c2-year.yaml",
     )
@@ -288,16 +287,14 @@ def test_seasonal_tasks_in_task_mode_match_truth(usgs):
 def test_dea_ard_year_config_matches_truth(usgs, tiny_archive):
     """cfg/save-tasks-dea-ard-year.yaml + cfg/run-dea-ard-year.yaml on the DEA flavour."""
     archive = tiny_archive("dea_ard")
-    add_products(usgs["env"], [archive.product_definition])
-    index_datasets(usgs["env"], archive.dataset_paths)
     root = usgs["root"]
-    db = save_tasks(
-        usgs["env"].environ(),
+    db, window = index_with_year_tasks(
+        archive,
+        usgs["env"],
+        root / "tasks" / "dea-year.db",
         config=CFG_DIR / "save-tasks-dea-ard-year.yaml",
-        grid=archive.spec.gridspec,
-        temporal_range=usgs["window"],
-        output=root / "tasks" / "dea-year.db",
     )
+    assert window == usgs["window"]
     out = root / "out-dea"
     summary = _run_ours(CFG_DIR / "run-dea-ard-year.yaml", db, out)
     assert (summary.done, summary.failed) == (2, 0)

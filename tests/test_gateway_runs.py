@@ -36,12 +36,11 @@ from distributed import get_task_stream
 from odc.stats.tasks import render_sqs
 from rasterio.io import MemoryFile
 
-from odc_ndvi_plugin.demo import save_year_tasks
 from odc_ndvi_plugin.gateway import GatewayClusterConfig, open_gateway_cluster
-from odc_ndvi_plugin.index import add_products, index_datasets
 from odc_ndvi_plugin.runner import execute, load_run_config
 from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
+from tests.fixtures.archives import index_with_year_tasks
 from tests.lines import LineReader
 
 pytestmark = pytest.mark.servers
@@ -65,11 +64,9 @@ def usgs(tmp_path_factory, datacube_env_module):
     root = tmp_path_factory.mktemp("gwruns")
     spec = ArchiveSpec.tiny(flavour="usgs_c2", n_paths=3, rows_per_path=1, revisit_days=64)
     archive = generate_archive(spec, root / "archive")
-    add_products(datacube_env_module, [archive.product_definition])
-    index_datasets(datacube_env_module, archive.dataset_paths)
-    db, window = save_year_tasks(
-        datacube_env_module,
+    db, window = index_with_year_tasks(
         archive,
+        datacube_env_module,
         root / "tasks" / "year.db",
         config=CFG_DIR / "save-tasks-usgs-c2-year.yaml",
     )
@@ -562,6 +559,25 @@ def _start_cli(
     return proc, LineReader(proc.stdout), LineReader(proc.stderr)
 
 
+def _start_sqs_runner(
+    code: str, config: Path, location: str, queue_url: str, **lease: int
+) -> tuple[subprocess.Popen, LineReader, LineReader]:
+    """Another runner process: the shipped SQS run config with ``lease`` settings written
+    to ``config``, draining ``queue_url`` into ``location`` on a 1-thread local dask."""
+    config.write_text(yaml.safe_dump({**yaml.safe_load(SQS_CONFIG.read_text()), **lease}))
+    return _start_cli(
+        code,
+        "--config",
+        str(config),
+        "--location",
+        location,
+        "--from-sqs",
+        queue_url,
+        "--threads",
+        "1",
+    )
+
+
 def _wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -601,27 +617,14 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (0, 1), 20)
     assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), 10)
     assert run_a.is_alive() and not _s3_keys(moto_env, s3_bucket, "d/")
-    config_b = tmp_path / "run-b.yaml"
-    config_b.write_text(
-        yaml.safe_dump(
-            {
-                **yaml.safe_load(SQS_CONFIG.read_text()),
-                "job_queue_max_lease": 30,
-                "renew_safety_margin": 5,
-                "future_poll_interval": 1,
-            }
-        )
-    )
-    proc_b, out_b, err_b = _start_cli(
+    proc_b, out_b, err_b = _start_sqs_runner(
         CLI,
-        "--config",
-        str(config_b),
-        "--location",
+        tmp_path / "run-b.yaml",
         location,
-        "--from-sqs",
         queue.url,
-        "--threads",
-        "1",
+        job_queue_max_lease=30,
+        renew_safety_margin=5,
+        future_poll_interval=1,
     )
     try:
         assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
@@ -823,29 +826,16 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
     _send_task(moto_env, queue, usgs, tidx)
     slow_workers(1.5)
     location = f"s3://{s3_bucket}/h"
-    config_b = tmp_path / "run-b.yaml"
-    config_b.write_text(
-        yaml.safe_dump(
-            {
-                **yaml.safe_load(SQS_CONFIG.read_text()),
-                "job_queue_max_lease": 2,
-                "renew_safety_margin": 0,
-                "future_poll_interval": 30,
-            }
-        )
-    )
     t0 = time.monotonic()
     slow_b = f"exec({SLOW_WORKERS.format(delay=1.0)!r}, {{}})\n{CLI}"
-    proc_b, out_b, err_b = _start_cli(
+    proc_b, out_b, err_b = _start_sqs_runner(
         slow_b,
-        "--config",
-        str(config_b),
-        "--location",
+        tmp_path / "run-b.yaml",
         location,
-        "--from-sqs",
         queue.url,
-        "--threads",
-        "1",
+        job_queue_max_lease=2,
+        renew_safety_margin=0,
+        future_poll_interval=30,
     )
     try:
         assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]

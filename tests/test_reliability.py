@@ -43,7 +43,7 @@ import pytest
 import rasterio
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks, save_year_tasks
+from odc_ndvi_plugin.demo import save_tasks
 from odc_ndvi_plugin.index import DatacubeEnv, add_products, index_datasets
 from odc_ndvi_plugin.synthetic import (
     QA_PIXEL_BY_CONDITION,
@@ -51,6 +51,7 @@ from odc_ndvi_plugin.synthetic import (
     Condition,
     generate_archive,
 )
+from tests.fixtures.archives import index_with_year_tasks
 from tests.lines import LineReader
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,10 +128,8 @@ def make_bench(root: Path, source: Archive, env: DatacubeEnv) -> Bench:
     if not copy.exists():
         shutil.copytree(source.root, copy)
     archive = generate_archive(source.spec, copy)  # nothing to write: the plan of the copy
-    add_products(env, [archive.product_definition])
-    index_datasets(env, archive.dataset_paths)
-    db, window = save_year_tasks(
-        env, archive, root / "tasks" / "seasonal.db", config=SEASONAL_TASKS
+    db, window = index_with_year_tasks(
+        archive, env, root / "tasks" / "seasonal.db", config=SEASONAL_TASKS
     )
     return Bench(root, archive, env, db, window)
 
