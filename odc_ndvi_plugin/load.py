@@ -143,38 +143,32 @@ def _read_window(
     needed pixel are decoded (runs of them in one read); the rest stays ``fill``. Decoding
     is most of the load's cost, and cloud, nodata and pixels already filled by an earlier
     scene of the day need no red or NIR."""
-    inside = (
-        window.col_off >= 0
-        and window.row_off >= 0
-        and window.col_off + window.width <= src.width
-        and window.row_off + window.height <= src.height
-    )
-    if inside and (need is None or need.all()):
-        return src.read(1, window=window)  # no fill, no copy (fresh pages cost too)
     full = rasterio.windows.Window(0, 0, src.width, src.height)
-    out = np.full(
-        (int(window.height), int(window.width)),
-        fill if fill is not None else 0,
-        dtype=src.dtypes[0],
-    )
     try:
-        inner = window.intersection(full)
+        inner = window.intersection(full).round_offsets().round_lengths()
     except rasterio.errors.WindowError:
-        return out
-    inner = inner.round_offsets().round_lengths()
-    if inner.width <= 0 or inner.height <= 0:
-        return out
+        inner = None
+    shape = (int(window.height), int(window.width))
+    fill_value = fill if fill is not None else 0
+    if inner is None or inner.width <= 0 or inner.height <= 0:
+        return np.full(shape, fill_value, dtype=src.dtypes[0])
     r0 = int(inner.row_off - window.row_off)
     c0 = int(inner.col_off - window.col_off)
     h, w = int(inner.height), int(inner.width)
     row_off, col_off = int(inner.row_off), int(inner.col_off)
-    if need is None or need.all():
-        out[r0 : r0 + h, c0 : c0 + w] = src.read(1, window=inner)
-        return out
-    sub = need[r0 : r0 + h, c0 : c0 + w]
     bh, bw = src.block_shapes[0]
-    blocks = _needed_blocks(sub, row_off, col_off, (bh, bw))
-    if blocks.all():
+    # None: every block is needed (one read)
+    blocks = (
+        None
+        if need is None or need.all()
+        else _needed_blocks(need[r0 : r0 + h, c0 : c0 + w], row_off, col_off, (bh, bw))
+    )
+    if blocks is not None and blocks.all():
+        blocks = None
+    if blocks is None and (h, w) == shape:
+        return src.read(1, window=inner)  # inside the file: no fill, no copy
+    out = np.full(shape, fill_value, dtype=src.dtypes[0])
+    if blocks is None:
         out[r0 : r0 + h, c0 : c0 + w] = src.read(1, window=inner)
         return out
     first_row, first_col = row_off - row_off % bh, col_off - col_off % bw
