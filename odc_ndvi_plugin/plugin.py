@@ -251,41 +251,39 @@ def _stream_reduce(
     which is what keeps a production tile-year within a small worker."""
     labels = np.asarray(group_index)
     t_edges = np.cumsum((0, *data.chunks[0]))
+    day_labels = [labels[a:b] for a, b in zip(t_edges[:-1], t_edges[1:], strict=True)]
     blocks = data.to_delayed(optimize_graph=False)
     n_bands = n_groups * len(statistics)
-    band_rows: list[list[list[da.Array]]] = [[] for _ in range(n_bands)]
+    # reduction blocks: (index of the loaded block, slice within it), per axis
+    y_parts = [(i, ys) for i, n in enumerate(data.chunks[1]) for ys in _sub_slices(n, chunks[0])]
+    x_parts = [(i, xs) for i, n in enumerate(data.chunks[2]) for xs in _sub_slices(n, chunks[1])]
+    grid: list[list[list[da.Array]]] = []  # [y block][x block][band]
     # folds first: a fold that can run runs before the next load, so a day's NDVI is
     # folded and dropped as soon as it is loaded
     with dask.annotate(priority=FOLD_PRIORITY):
-        for iy, by in enumerate(data.chunks[1]):
-            for ys in _sub_slices(by, chunks[0]):
-                rows = [[] for _ in range(n_bands)]
-                for ix, bx in enumerate(data.chunks[2]):
-                    for xs in _sub_slices(bx, chunks[1]):
-                        state = None
-                        for it in range(len(data.chunks[0])):
-                            first = {"group_index": labels, "n_groups": n_groups} if it == 0 else {}
-                            # pure=False: a fresh key per fold (each chain mutates its state)
-                            state = dask.delayed(stream_fold, pure=False)(
-                                state,
-                                blocks[it, iy, ix],
-                                labels[t_edges[it] : t_edges[it + 1]],
-                                statistics=statistics,
-                                min_clear=min_clear,
-                                region=(ys, xs),
-                                **first,
-                            )
-                        planes = dask.delayed(stream_finish, pure=True, nout=n_bands)(
-                            state, statistics=statistics, min_clear=min_clear
-                        )
-                        shape = (ys.stop - ys.start, xs.stop - xs.start)
-                        for b in range(n_bands):
-                            rows[b].append(
-                                da.from_delayed(planes[b], shape=shape, dtype=np.float32)
-                            )
-                for b in range(n_bands):
-                    band_rows[b].append(rows[b])
-    return [da.block(rows) for rows in band_rows]
+        for iy, ys in y_parts:
+            row = []
+            for ix, xs in x_parts:
+                state = None
+                for it, day_block in enumerate(blocks[:, iy, ix]):
+                    first = {"group_index": labels, "n_groups": n_groups} if it == 0 else {}
+                    # pure=False: a fresh key per fold (each chain mutates its state)
+                    state = dask.delayed(stream_fold, pure=False)(
+                        state,
+                        day_block,
+                        day_labels[it],
+                        statistics=statistics,
+                        min_clear=min_clear,
+                        region=(ys, xs),
+                        **first,
+                    )
+                planes = dask.delayed(stream_finish, pure=True, nout=n_bands)(
+                    state, statistics=statistics, min_clear=min_clear
+                )
+                shape = (ys.stop - ys.start, xs.stop - xs.start)
+                row.append([da.from_delayed(p, shape=shape, dtype=np.float32) for p in planes])
+            grid.append(row)
+    return [da.block([[cell[b] for cell in row] for row in grid]) for b in range(n_bands)]
 
 
 def _sub_slices(size: int, step: int) -> list[slice]:

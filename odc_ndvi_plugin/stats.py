@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from dask.sizeof import sizeof
 
 __all__ = [
     "COUNT_DTYPE",
@@ -266,9 +267,4 @@ def _state_nbytes(state: StreamState) -> int:
     return total + 256
 
 
-try:  # dask is a dependency of the plugin, not of these kernels
-    from dask.sizeof import sizeof as _sizeof
-
-    _sizeof.register(StreamState)(_state_nbytes)
-except ImportError:  # pragma: no cover
-    pass
+sizeof.register(StreamState)(_state_nbytes)

@@ -197,6 +197,9 @@ def test_all_cloud_and_no_observation_tiles_write_nodata_and_zero_counts():
         out = NDVISeasonal(statistics=["mean", "median", "count"]).reduce(stack).compute()
         assert np.isnan(out.ndvi_mean.values).all() and np.isnan(out.ndvi_median.values).all()
         assert (out.clear_count.values == 0).all()
+        # the streaming reduction (no median) too
+        out = NDVISeasonal(statistics=["mean", "count"]).reduce(stack).compute()
+        assert np.isnan(out.ndvi_mean.values).all() and (out.clear_count.values == 0).all()
 
 
 def test_reduce_keeps_spatial_chunks_and_is_lazy():
