@@ -67,6 +67,13 @@ def main() -> None:
     "--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist."
 )
 @click.option("--max-processing-time", type=int, help="Cancel a task after this many seconds.")
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=None,
+    help="--from-sqs: seconds to wait on an empty queue whose messages are still in flight "
+    "elsewhere (default: the lease + 60 s, so a dead runner's task is picked up).",
+)
 @click.option("--dryrun", is_flag=True, help="List the tasks and whether their outputs exist.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 @click.argument("filedb", required=False, default="")
@@ -82,6 +89,7 @@ def run_command(
     memory_limit: str | None,
     overwrite: bool | None,
     max_processing_time: int | None,
+    idle_timeout: float | None,
     dryrun: bool,
     verbose: bool,
     filedb: str,
@@ -93,6 +101,8 @@ def run_command(
     _setup_logging(verbose)
     if from_sqs and tasks:
         raise click.UsageError("give either TASKS or --from-sqs, not both")
+    if idle_timeout is not None and not from_sqs:
+        raise click.UsageError("--idle-timeout applies to --from-sqs runs only")
     if not from_sqs and not filedb:
         raise click.UsageError("FILEDB (the task db from save-tasks) is required unless --from-sqs")
     try:
@@ -122,6 +132,7 @@ def run_command(
             dataset_filters=extras.get("dataset_filters"),
             apply_eodatasets3=bool(extras.get("apply_eodatasets3", False)),
             progress=progress,
+            idle_timeout=idle_timeout,
         )
         if gateway_config:
             from .gateway import GatewayClusterConfig, open_gateway_cluster

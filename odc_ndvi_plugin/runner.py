@@ -42,6 +42,8 @@ from odc.stats.io import S3COGSink, WriteResult
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
+from .sqs import END, SqsTaskSource, lease
+
 __all__ = [
     "STALE_STAGING_SECONDS",
     "AtomicCOGSink",
@@ -448,24 +450,6 @@ class _Running:
     lease_lost: bool = False
 
 
-def _lease(token: Any, op: str, *args: Any) -> bool:
-    """``token.<op>(*args)`` (done/cancel/extend_if_needed of an SQS message) that does not
-    end the run when SQS refuses: after a redelivery the other runner may have deleted the
-    message already (ReceiptHandleIsInvalid), and the task's outputs are whole either way."""
-    if token is None:
-        return True
-    try:
-        return getattr(token, op)(*args) is not False
-    except Exception as err:  # noqa: BLE001 - the lease is lost; the task itself is fine
-        _log.warning(
-            "SQS %s of a task's message failed (%s: %s); another runner may have it",
-            op,
-            type(err).__name__,
-            err,
-        )
-        return False
-
-
 class NDVITaskRunner(TaskRunner):
     """odc-stats' TaskRunner with per-task failure containment and tasks in flight."""
 
@@ -478,8 +462,12 @@ class NDVITaskRunner(TaskRunner):
         max_in_flight: int = 1,
         resolution: tuple[float, float] | None = None,
         on_result: Callable[[TaskResult, RunSummary], None] | None = None,
+        idle_timeout: float | None = None,
     ):
         super().__init__(cfg, resolution=resolution, from_sqs=from_sqs)
+        #: SQS: how long an empty queue with messages in flight elsewhere is waited on
+        #: (None: the lease plus a minute, see :class:`~odc_ndvi_plugin.sqs.SqsTaskSource`)
+        self.idle_timeout = idle_timeout
         self.sink = AtomicCOGSink(
             cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public, overwrite=cfg.overwrite
         )
@@ -631,23 +619,23 @@ class NDVITaskRunner(TaskRunner):
             running.future.release()
         if error is None:
             _log.info("Finished %s", task.location)
-            _lease(tk, "done")
+            lease(tk, "done")
             return TaskResult(task, path)
         _log.error("Task %s failed: %s", task.location, error)
         self.sink.remove_staged(task, running.attempt)
-        _lease(tk, "cancel")
+        lease(tk, "cancel")
         return TaskResult(task, error=error)
 
     def _fail_early(self, task: Task, err: Exception) -> TaskResult:
         error = f"{type(err).__name__}: {err}"
         _log.error("Task %s failed before computing: %s", task.location, error)
-        _lease(task.source, "cancel")
+        lease(task.source, "cancel")
         return TaskResult(task, error=error)
 
     def _cancel_all(self, running: list[_Running]) -> None:
         for r in running:
             r.future.cancel()
-            _lease(r.task.source, "cancel")
+            lease(r.task.source, "cancel")
         for r in running:
             self.sink.remove_staged(r.task, r.attempt)
 
@@ -656,7 +644,7 @@ class NDVITaskRunner(TaskRunner):
         if r.lease_lost:
             return
         cfg = self._cfg
-        if not _lease(
+        if not lease(
             r.task.source, "extend_if_needed", cfg.job_queue_max_lease, cfg.renew_safety_margin
         ):
             r.lease_lost = True
@@ -691,7 +679,7 @@ class NDVITaskRunner(TaskRunner):
                 running.remove(r)
                 r.future.cancel()
                 self.sink.remove_staged(r.task, r.attempt)
-                _lease(r.task.source, "cancel")
+                lease(r.task.source, "cancel")
                 yield TaskResult(
                     r.task, error=f"cancelled after max_processing_time={cfg.max_processing_time}s"
                 )
@@ -700,45 +688,114 @@ class NDVITaskRunner(TaskRunner):
         if cfg.heartbeat_filepath is not None:
             self._register_heartbeat(cfg.heartbeat_filepath)
 
+    def run(
+        self,
+        tasks: list[str] | None = None,
+        sqs: Any = None,
+        ds_filters: str | None = None,
+        apply_eodatasets3: bool | None = False,
+    ) -> Iterator[TaskResult]:
+        """odc-stats' ``run``; from SQS, messages are received only when a slot is free
+        (:class:`~odc_ndvi_plugin.sqs.SqsTaskSource`), never held while waiting for one."""
+        if sqs is None:
+            return super().run(
+                tasks=tasks, ds_filters=ds_filters, apply_eodatasets3=apply_eodatasets3
+            )
+        cfg = self._cfg
+        _log.info("Processing from SQS: %s, lease %s s", sqs, cfg.job_queue_max_lease)
+        source = SqsTaskSource(
+            sqs,
+            self.rdr,
+            lease_seconds=cfg.job_queue_max_lease,
+            ds_filters=ds_filters,
+            idle_timeout=self.idle_timeout,
+            poll_seconds=cfg.future_poll_interval,
+            on_failure=self._record_failure,
+        )
+        return self._schedule(source, bool(apply_eodatasets3))
+
     def _run(self, tasks: Iterable[Task], apply_eodatasets3) -> Iterator[TaskResult]:
+        return self._schedule(_IterSource(tasks), bool(apply_eodatasets3))
+
+    def _record_failure(self, location: str, error: str) -> None:
+        self.summary.failed += 1
+        self.summary.errors.append((location, error))
+
+    def _schedule(self, source: _IterSource | SqsTaskSource, apply_eodatasets3: bool):
+        """Keep up to ``max_in_flight`` tasks computing. The next task is taken from
+        ``source`` only when a slot is free: an SQS message is received only then, so no
+        message is ever held without its lease being renewed or released."""
         client = self.client()
         running: list[_Running] = []
         try:
-            for task in tasks:
+            while True:
                 while len(running) >= self.max_in_flight:
-                    for result in self._poll(running):
-                        self.summary.in_flight = len(running)
-                        yield self._record(result)
-                if not self._cfg.overwrite and self.sink.exists(task):
-                    _log.info("Skipped %s (STAC item exists)", task.location)
-                    _lease(task.source, "done")
-                    yield self._record(TaskResult(task, self.sink.uri(task), skipped=True))
+                    yield from self._poll_and_record(running)
+                task = source.receive(busy=bool(running))
+                if task is END:
+                    break
+                if task is None:  # nothing to take now: look after what runs, ask again
+                    if running:
+                        yield from self._poll_and_record(running)
                     continue
-                try:
-                    graph = self._graph(task, bool(apply_eodatasets3))
-                except Exception as err:  # noqa: BLE001 - contained per task by design
-                    yield self._record(self._fail_early(task, err))
+                started = self._start(task, client, apply_eodatasets3)
+                source.handed_over()
+                if isinstance(started, TaskResult):
+                    yield self._record(started)
                     continue
-                _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
-                running.append(
-                    _Running(task, client.compute(graph), time.monotonic(), self.sink.attempt)
-                )
+                running.append(started)
                 self.summary.in_flight = len(running)
                 # leases are otherwise renewed only while polling: receiving the next
                 # message and building its graph can outlast a short lease
                 for r in running:
                     self._renew_lease(r)
             while running:
-                for result in self._poll(running):
-                    self.summary.in_flight = len(running)
-                    yield self._record(result)
+                yield from self._poll_and_record(running)
         except BaseException:
             _log.warning("Interrupted: cancelling %d task(s) in flight", len(running))
+            source.release_held()
             self._cancel_all(running)
             running.clear()
             raise
         finally:
             self.summary.in_flight = len(running)
+
+    def _poll_and_record(self, running: list[_Running]) -> Iterator[TaskResult]:
+        for result in self._poll(running):
+            self.summary.in_flight = len(running)
+            yield self._record(result)
+
+    def _start(self, task: Task, client: Client, apply_eodatasets3: bool) -> _Running | TaskResult:
+        """Submit ``task``; a finished (skipped) task or one whose graph cannot be built
+        comes back as its result, its message done or released."""
+        if not self._cfg.overwrite and self.sink.exists(task):
+            _log.info("Skipped %s (STAC item exists)", task.location)
+            lease(task.source, "done")
+            return TaskResult(task, self.sink.uri(task), skipped=True)
+        try:
+            graph = self._graph(task, apply_eodatasets3)
+        except Exception as err:  # noqa: BLE001 - contained per task by design
+            return self._fail_early(task, err)
+        _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
+        return _Running(task, client.compute(graph), time.monotonic(), self.sink.attempt)
+
+
+class _IterSource:
+    """Tasks of a task db (or any iterable) in the scheduler's ``receive`` protocol."""
+
+    held = None
+
+    def __init__(self, tasks: Iterable[Task]):
+        self._tasks = iter(tasks)
+
+    def receive(self, *, busy: bool) -> Any:
+        return next(self._tasks, END)
+
+    def handed_over(self) -> None:
+        pass
+
+    def release_held(self) -> None:
+        pass
 
 
 def _close_task_db(rdr: Any) -> None:
@@ -855,6 +912,7 @@ def execute(
     dataset_filters: str | None = None,
     apply_eodatasets3: bool = False,
     progress: Callable[[str], None] | None = None,
+    idle_timeout: float | None = None,
 ) -> RunSummary:
     """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue."""
 
@@ -865,7 +923,12 @@ def execute(
         progress(f"[{summary.line()}] {result.task.location} {what}")
 
     runner = NDVITaskRunner(
-        cfg, client=client, from_sqs=from_sqs, max_in_flight=max_in_flight, on_result=report
+        cfg,
+        client=client,
+        from_sqs=from_sqs,
+        max_in_flight=max_in_flight,
+        on_result=report,
+        idle_timeout=idle_timeout,
     )
     try:
         preflight(runner, from_sqs=from_sqs)
