@@ -2,7 +2,7 @@
 
 The demo region (``ArchiveSpec.demo()``: 2x2 tiles of 512 px, 46 USGS C2 scenes, one
 Dec..Nov year -> 4 odc-stats tasks) is generated, indexed in an embedded datacube and
-tasked with the real ``odc-stats save-tasks``, exactly as ``odc_ndvi_plugin.demo.run_demo``
+tasked with the real ``odc-stats save-tasks``, exactly as ``odc_ndvi_plugin.dev.demo.run_demo``
 does; all of it is cached under ``benchmarks/results/work/gateway-demo/`` (gitignored).
 
 A ``dask-gateway-server`` (UnsafeLocalBackend, SimpleAuthenticator, everything on
@@ -47,12 +47,12 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT))  # tests.fixtures.servers
 
-#: run config of the demo (odc_ndvi_plugin.demo) and what the rows change in it
+#: run config of the demo (odc_ndvi_plugin.dev.demo) and what the rows change in it
 RUN_CONFIG = "run-usgs-c2-year.yaml"
 SAVE_TASKS_CONFIG = "save-tasks-usgs-c2-year.yaml"
 WORKER_OPTIONS = {"worker_cores": 1, "worker_threads": 1, "worker_memory": 2.0}
 #: imported on the workers before timing (seconds of imports, not task work)
-WARM_UP = "import odc_ndvi_plugin.plugin, odc_ndvi_plugin.runner, odc.geo.cog"
+WARM_UP = "import odc_ndvi_plugin.plugin, odc_ndvi_plugin.ops.runner, odc.geo.cog"
 
 
 # --------------------------------------------------------------------------------------
@@ -62,9 +62,9 @@ WARM_UP = "import odc_ndvi_plugin.plugin, odc_ndvi_plugin.runner, odc.geo.cog"
 
 def prepare(workdir: Path) -> dict[str, Any]:
     """Generate, index and task the demo region as ``run_demo`` does; reuse a cached db."""
-    from odc_ndvi_plugin.demo import CFG_DIR, save_tasks
-    from odc_ndvi_plugin.index import add_products, index_datasets, init_index, open_index
-    from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
+    from odc_ndvi_plugin.dev.demo import CFG_DIR, save_tasks
+    from odc_ndvi_plugin.dev.index import add_products, index_datasets, init_index, open_index
+    from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 
     spec = ArchiveSpec.demo(flavour="usgs_c2")
     window = f"{spec.start.year}-{spec.start.month:02d}--P12M"
@@ -119,7 +119,7 @@ def gateway_server(root: Path):
 def _run_cfg(ctx: dict[str, Any], out: Path, **changes: Any):
     import yaml
 
-    from odc_ndvi_plugin.runner import load_run_config
+    from odc_ndvi_plugin.ops.runner import load_run_config
 
     doc = yaml.safe_load(Path(ctx["run_config"]).read_text())
     cfg, _ = load_run_config(
@@ -132,7 +132,7 @@ def _run_cfg(ctx: dict[str, Any], out: Path, **changes: Any):
 def _first_submission(marks: dict[str, float]) -> Iterator[None]:
     """Record when the runner starts submitting its first task (``_graph`` persists the
     task's load on the cluster before the sink's graph is computed)."""
-    from odc_ndvi_plugin.runner import NDVITaskRunner
+    from odc_ndvi_plugin.ops.runner import NDVITaskRunner
 
     graph = NDVITaskRunner._graph
 
@@ -180,7 +180,7 @@ def run_row(
     max_in_flight: int,
     **changes: Any,
 ) -> dict[str, Any]:
-    from odc_ndvi_plugin.runner import execute
+    from odc_ndvi_plugin.ops.runner import execute
 
     cfg = _run_cfg(ctx, out, **changes)
     marks: dict[str, float] = {}
@@ -239,7 +239,7 @@ def run_row(
 def gateway_row(
     ctx: dict[str, Any], server: Any, out: Path, workers: int, timeout: float
 ) -> dict[str, Any]:
-    from odc_ndvi_plugin.gateway import GatewayClusterConfig, open_gateway_cluster
+    from odc_ndvi_plugin.ops.gateway import GatewayClusterConfig, open_gateway_cluster
 
     cfg = GatewayClusterConfig.from_mapping(
         {"cluster_options": WORKER_OPTIONS, "workers": workers, "wait_timeout": timeout},

@@ -1,15 +1,15 @@
 """End-to-end benchmark on an indexed synthetic archive: the tutorial vs the plugin.
 
 One odc-stats tile (``--tile-px``, default 1024; ``--tile-px 2048`` for the real one) of a
-synthetic USGS C2 archive (``odc_ndvi_plugin.synthetic``, one Dec..Nov year at the 16-day
+synthetic USGS C2 archive (``odc_ndvi_plugin.dev.synthetic``, one Dec..Nov year at the 16-day
 revisit, two overlapping WRS paths a day), indexed in an embedded datacube
-(``odc_ndvi_plugin.index``) with a task db from the real ``odc-stats save-tasks``. Cases:
+(``odc_ndvi_plugin.dev.index``) with a task db from the real ``odc-stats save-tasks``. Cases:
 
 * ``a``  tutorial, verbatim: ``dc.load(qa_pixel, red, nir08; resampling {qa: nearest,
   *: average}; EPSG:3577 30 m; dask_chunks time 2 / x 3072 / y 3221; group_by solar_day)``,
   ``make_mask``, ``stack.where(mask)``, NDVI, ``groupby("time.season").mean("time")``,
   ``.compute()`` (result in memory, nothing written);
-* ``b``  our plugin through our runner (``odc_ndvi_plugin.runner.execute``) with the shipped
+* ``b``  our plugin through our runner (``odc_ndvi_plugin.ops.runner.execute``) with the shipped
   ``cfg/run-usgs-c2-year.yaml``: seasonal mean + clear count, 8 COGs + rgba + STAC written;
 * ``b'`` the same with ``plugin_config.loader: odc-stats`` (odc-stats' own loader);
 * ``b+p`` ``b`` with the reduced dataset (and rgba) persisted right before ``sink.dump``
@@ -76,7 +76,7 @@ CASES = {
 
 
 def _spec(flavour: str, args: argparse.Namespace):
-    from odc_ndvi_plugin.synthetic import ArchiveSpec
+    from odc_ndvi_plugin.dev.synthetic import ArchiveSpec
 
     return ArchiveSpec.for_tiles(
         tiles=(1, 1),
@@ -91,9 +91,9 @@ def _spec(flavour: str, args: argparse.Namespace):
 
 def _prepare(args: argparse.Namespace, dcenv: Any, workdir: Path) -> dict[str, Any]:
     """Generate + index the archive(s), write the task db(s); what the children need."""
-    from odc_ndvi_plugin.demo import save_tasks
-    from odc_ndvi_plugin.index import add_products, index_datasets, init_index
-    from odc_ndvi_plugin.synthetic import generate_archive
+    from odc_ndvi_plugin.dev.demo import save_tasks
+    from odc_ndvi_plugin.dev.index import add_products, index_datasets, init_index
+    from odc_ndvi_plugin.dev.synthetic import generate_archive
 
     init_index(dcenv)
     flavours = ["usgs_c2"] + ([] if args.skip_d else ["dea_ard"])
@@ -264,7 +264,7 @@ def _case_a(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
 def _run_config(ctx: dict[str, Any], flavour: str, out: Path, **plugin_changes: Any):
     import yaml
 
-    from odc_ndvi_plugin.runner import load_run_config
+    from odc_ndvi_plugin.ops.runner import load_run_config
 
     f = ctx[flavour]
     doc = yaml.safe_load(Path(f["run_config"]).read_text())
@@ -284,7 +284,7 @@ def _run_config(ctx: dict[str, Any], flavour: str, out: Path, **plugin_changes: 
 
 
 def _execute(cfg: Any, task: str, client: Any) -> dict[str, Any]:
-    from odc_ndvi_plugin.runner import execute
+    from odc_ndvi_plugin.ops.runner import execute
 
     summary = execute(cfg, tasks=[task], client=client)
     if summary.done != 1 or summary.failed:
@@ -300,7 +300,7 @@ def _persist_before_dump() -> None:
     persists already this is a no-op (persisting persisted data)."""
     from distributed import default_client
 
-    from odc_ndvi_plugin.runner import AtomicCOGSink
+    from odc_ndvi_plugin.ops.runner import AtomicCOGSink
 
     dump = AtomicCOGSink.dump
 
@@ -325,7 +325,7 @@ def _case_b(ctx: dict[str, Any], client: Any, out: Path, loader: str) -> dict[st
 def _case_d(ctx: dict[str, Any], client: Any, out: Path) -> dict[str, Any]:
     import yaml
 
-    from odc_ndvi_plugin.runner import load_run_config
+    from odc_ndvi_plugin.ops.runner import load_run_config
 
     f = ctx["dea_ard"]
     red, nir, mask = f["measurements"]
@@ -373,7 +373,7 @@ def _case_profile(ctx: dict[str, Any], out: Path) -> dict[str, Any]:
     import dask
     from odc.stats.tasks import parse_task
 
-    from odc_ndvi_plugin.runner import NDVITaskRunner
+    from odc_ndvi_plugin.ops.runner import NDVITaskRunner
 
     cfg = _run_config(ctx, "usgs_c2", out, loader="direct")
     runner = NDVITaskRunner(cfg)
@@ -409,19 +409,28 @@ def _case_profile(ctx: dict[str, Any], out: Path) -> dict[str, Any]:
 
 #: cProfile functions reported for the profile of case b: label -> (file suffix, function)
 PROFILE_STAGES = {
-    "load: one solar day on one load block (_day_block)": ("odc_ndvi_plugin/load.py", "_day_block"),
-    "  one scene on one block (_scene_ndvi_on)": ("odc_ndvi_plugin/load.py", "_scene_ndvi_on"),
+    "load: one solar day on one load block (_day_block)": (
+        "odc_ndvi_plugin/load/_direct.py",
+        "_day_block",
+    ),
+    "  one scene on one block (_scene_ndvi_on)": (
+        "odc_ndvi_plugin/load/_direct.py",
+        "_scene_ndvi_on",
+    ),
     "    rasterio.open": ("rasterio/__init__.py", "open"),
-    "    read: rasterio window reads (_read_window)": ("odc_ndvi_plugin/load.py", "_read_window"),
+    "    read: rasterio window reads (_read_window)": (
+        "odc_ndvi_plugin/load/_direct.py",
+        "_read_window",
+    ),
     "    clear mask (clear_pixels)": ("odc_ndvi_plugin/ndvi.py", "clear_pixels"),
     "    NDVI (ndvi_where)": ("odc_ndvi_plugin/ndvi.py", "ndvi_where"),
     "    warp bounds (rasterio.warp.transform_bounds)": ("rasterio/warp.py", "transform_bounds"),
     "    warp (rasterio.warp.reproject)": ("rasterio/warp.py", "reproject"),
-    "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/stats.py", "reduce_block"),
+    "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/reduce/_kernels.py", "reduce_block"),
     "rgba preview (ndvi_rgba)": ("odc_ndvi_plugin/preview.py", "ndvi_rgba"),
     "COG encode (odc.geo _write_cog)": ("odc/geo/cog/_rio.py", "_write_cog"),
-    "file write (runner _stage)": ("odc_ndvi_plugin/runner.py", "_stage"),
-    "commit (runner _commit)": ("odc_ndvi_plugin/runner.py", "_commit"),
+    "file write (runner _stage)": ("odc_ndvi_plugin/ops/commit.py", "_stage"),
+    "commit (runner _commit)": ("odc_ndvi_plugin/ops/commit.py", "_commit"),
 }
 
 
@@ -458,7 +467,7 @@ def _case_c(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
     import yaml
     from odc.stats.tasks import TaskReader, parse_task
 
-    import odc_ndvi_plugin.load as load
+    import odc_ndvi_plugin.load._direct as load
     from odc_ndvi_plugin import NDVISeasonal
 
     u = ctx["usgs_c2"]
@@ -660,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cases or any(c not in CASES for c in cases):
         p.error(f"--cases must be among {', '.join(CASES)}")
 
-    from odc_ndvi_plugin.index import open_index
+    from odc_ndvi_plugin.dev.index import open_index
 
     crs_tag = args.crs.replace(":", "").lower()
     revisit_tag = f"-r{args.revisit_days}" if args.revisit_days != 16 else ""

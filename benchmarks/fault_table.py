@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from odc_ndvi_plugin.index import embedded_postgres, init_index  # noqa: E402
-from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive  # noqa: E402
+from odc_ndvi_plugin.dev.index import embedded_postgres, init_index  # noqa: E402
+from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive  # noqa: E402
 from tests.test_reliability import (  # noqa: E402
     SEASONAL_RUN,
     cli_run,

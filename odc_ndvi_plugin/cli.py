@@ -10,7 +10,7 @@ from typing import Any
 import click
 import yaml
 
-from .synthetic import synth_command
+from .dev.synthetic import synth_command
 
 __all__ = ["main"]
 
@@ -28,7 +28,7 @@ def _read_yaml(path: str, what: str) -> dict[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from .secrets import RedactingFilter
+    from .ops.secrets import RedactingFilter
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -96,7 +96,7 @@ def run_command(
     tasks: tuple[str, ...],
 ) -> None:
     """Run tasks (all, or TASKS: ids, indices or slices as odc-stats run) from FILEDB or SQS."""
-    from .runner import execute, load_run_config
+    from .ops.runner import execute, load_run_config
 
     _setup_logging(verbose)
     if from_sqs and tasks:
@@ -116,7 +116,7 @@ def run_command(
             max_processing_time=max_processing_time,
         )
         if dryrun:
-            from .runner import NDVITaskRunner
+            from .ops.runner import NDVITaskRunner
 
             runner = NDVITaskRunner(cfg)
             for result in runner.dry_run(list(tasks)):
@@ -135,7 +135,7 @@ def run_command(
             idle_timeout=idle_timeout,
         )
         if gateway_config:
-            from .gateway import GatewayClusterConfig, open_gateway_cluster
+            from .ops.gateway import GatewayClusterConfig, open_gateway_cluster
 
             gcfg = GatewayClusterConfig.from_yaml(gateway_config)
             with open_gateway_cluster(gcfg, address=gateway_address) as (_cluster, client):
@@ -163,7 +163,7 @@ def _config_and_plugin(config_path: str):
     """Validated run config and its plugin instance; errors become a clean CLI message."""
     from odc.stats.plugins import resolve
 
-    from .runner import load_run_config
+    from .ops.runner import load_run_config
 
     try:
         cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
@@ -202,7 +202,7 @@ def product_definition_command(config_path: str) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
     """The main job, from scratch: index, archive, save-tasks, run, quicklooks."""
-    from .demo import run_demo
+    from .dev.demo import run_demo
 
     _setup_logging(verbose)
     try:

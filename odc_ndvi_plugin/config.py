@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .flags import ClearRule, compile_clear_rule
+from .masking import ClearRule, compile_clear_rule
+from .reduce import STATISTICS, band_dtype_nodata
 from .seasons import SEASON_MODES, Seasons, band_name
-from .stats import STATISTICS, band_dtype_nodata
 
 __all__ = ["LOADERS", "PRESETS", "NDVIConfig", "Preset", "OutputBand"]
 

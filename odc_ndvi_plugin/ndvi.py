@@ -16,7 +16,7 @@ from typing import Any
 import numexpr as ne
 import numpy as np
 
-from .flags import ClearRule
+from .masking import ClearRule
 
 __all__ = ["BandEncoding", "NDVIInputs", "clear_pixels", "ndvi_from_bands", "ndvi_where"]
 

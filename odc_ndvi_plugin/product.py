@@ -1,7 +1,7 @@
 """The output product: its datacube product definition, derived from a run config.
 
 Which code decides an output band's name, dtype and nodata? ``NDVIConfig.output_bands``
-(from seasons.py and stats.py); this module only writes them down as an eo3 product
+(from seasons.py and reduce/); this module only writes them down as an eo3 product
 definition, so the STAC/EO3 documents odc-stats writes index back into a datacube.
 """
 

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from odc_ndvi_plugin import NDVISeasonal
 from odc_ndvi_plugin.cli import main
+from odc_ndvi_plugin.ops.runner import load_run_config
 from odc_ndvi_plugin.product import output_product_definition
-from odc_ndvi_plugin.runner import load_run_config
 from tests.conftest import CFG_DIR, PRODUCTS_DIR
 
 RUN_CONFIGS = sorted(p.name for p in CFG_DIR.glob("run-*.yaml"))
@@ -61,7 +61,7 @@ def test_check_config_names_the_bad_key(tmp_path, patch, message):
 
 
 def test_unwritable_output_location_fails_before_any_work(tmp_path):
-    from odc_ndvi_plugin.runner import check_output_location
+    from odc_ndvi_plugin.ops.runner import check_output_location
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")

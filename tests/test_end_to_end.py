@@ -16,9 +16,9 @@ import pytest
 import rasterio
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks
-from odc_ndvi_plugin.index import add_products
-from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
+from odc_ndvi_plugin.dev.demo import save_tasks
+from odc_ndvi_plugin.dev.index import add_products
+from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import index_with_year_tasks
 from tests.truth import CLEAR_RULES, nan_stat, truth_days
@@ -231,7 +231,7 @@ def test_outputs_index_back_and_load_the_same_values(usgs, year_run, make_datacu
 
 def _run_ours(config: Path, db: Path, out: Path, **overrides):
     """Our runner (odc-stats' TaskRunner subclass) in-process, as `odc-ndvi run` does."""
-    from odc_ndvi_plugin.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runner import execute, load_run_config
 
     cfg, _ = load_run_config(
         yaml.safe_load(config.read_text()),

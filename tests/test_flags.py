@@ -1,4 +1,4 @@
-"""flags.py against the reference: datacube's make_mask on every possible mask value."""
+"""masking.py against the reference: datacube's make_mask on every possible mask value."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import xarray as xr
 from datacube.utils.masking import make_mask
 
 from odc_ndvi_plugin.config import C2_QA_PIXEL_FLAGS, DEA_FMASK_FLAGS, PRESETS
-from odc_ndvi_plugin.flags import compile_clear_rule
+from odc_ndvi_plugin.masking import compile_clear_rule
 
 ALL_U16 = np.arange(2**16, dtype=np.uint16)
 ALL_U8 = np.arange(2**8, dtype=np.uint8)

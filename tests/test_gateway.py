@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from odc_ndvi_plugin.gateway import (
+from odc_ndvi_plugin.ops.gateway import (
     AdaptConfig,
     GatewayAuthError,
     GatewayClusterConfig,
@@ -216,7 +216,7 @@ def test_new_cluster_from_yaml_scales_to_two_and_computes(
         wait_timeout=60,
         cluster_options={**cfg.cluster_options, "aws_secret_access_key": secret},
     )
-    caplog.set_level(logging.INFO, logger="odc_ndvi_plugin.gateway")
+    caplog.set_level(logging.INFO, logger="odc_ndvi_plugin.ops.gateway")
     t0 = time.monotonic()
     with open_gateway_cluster(cfg) as (cluster, client):
         ready = time.monotonic() - t0
@@ -387,7 +387,7 @@ def test_cluster_is_shut_down_when_the_block_raises(gateway_env, exc):
 
 @pytest.mark.servers
 def test_cluster_is_shut_down_after_ctrl_c_while_waiting(gateway_env, monkeypatch):
-    import odc_ndvi_plugin.gateway as room
+    import odc_ndvi_plugin.ops.gateway as room
 
     seen = []
 
@@ -405,7 +405,7 @@ def test_cluster_is_shut_down_after_ctrl_c_while_waiting(gateway_env, monkeypatc
 
 @pytest.mark.servers
 def test_password_from_environment_config_is_used_and_registered(gateway_env):
-    from odc_ndvi_plugin.secrets import redact_text
+    from odc_ndvi_plugin.ops.secrets import redact_text
 
     with open_gateway_cluster(_cfg(workers=0)) as (cluster, _):
         assert cluster.gateway.auth.username == gateway_env.username

@@ -36,9 +36,9 @@ from distributed import get_task_stream
 from odc.stats.tasks import render_sqs
 from rasterio.io import MemoryFile
 
-from odc_ndvi_plugin.gateway import GatewayClusterConfig, open_gateway_cluster
-from odc_ndvi_plugin.runner import execute, load_run_config
-from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
+from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
+from odc_ndvi_plugin.ops.gateway import GatewayClusterConfig, open_gateway_cluster
+from odc_ndvi_plugin.ops.runner import execute, load_run_config
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import index_with_year_tasks
 from tests.lines import LineReader
@@ -461,7 +461,7 @@ def test_the_secret_scan_finds_a_planted_secret(moto_server, gateway_server, s3_
 
 # ------------------------------------------------------------------- faults on the gateway
 #
-# Tasks are slowed on the workers by patching ``odc_ndvi_plugin.stats._finish_group`` (looked
+# Tasks are slowed on the workers by patching ``odc_ndvi_plugin.reduce._kernels._finish_group`` (looked
 # up at call time by both reductions, streaming and stacked, once per season and block, so no
 # cached function object gets in the way) through
 # ``client.run(exec, code, {})``: functions of this module do not unpickle on the workers.
@@ -469,7 +469,7 @@ def test_the_secret_scan_finds_a_planted_secret(moto_server, gateway_server, s3_
 
 SLOW_WORKERS = """
 import time
-import odc_ndvi_plugin.stats as st
+import odc_ndvi_plugin.reduce._kernels as st
 if not hasattr(st, "_ndvi_test_orig"):
     st._ndvi_test_orig = st._finish_group
     def _slow(*args, **kwargs):
@@ -483,7 +483,7 @@ st._ndvi_test_delay = {delay!r}
 DELIVERED_TWICE_DELAY = 2.5  # s per season and block: 4 calls, A computes >= 10 s
 #: ``odc-ndvi`` in a child process (the console script may be missing in a plain checkout)
 CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
-_CALLS = "__import__('odc_ndvi_plugin.stats').stats.__dict__.get('_ndvi_test_calls', 0)"
+_CALLS = "__import__('odc_ndvi_plugin.reduce._kernels').reduce._kernels.__dict__.get('_ndvi_test_calls', 0)"
 
 
 @pytest.fixture
@@ -674,7 +674,7 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
 
 #: ``odc-ndvi`` whose runs slow the workers of the client they are given (SLOW_WORKERS)
 SLOW_GATEWAY_CLI = """
-import odc_ndvi_plugin.runner as runner
+import odc_ndvi_plugin.ops.runner as runner
 _execute = runner.execute
 def execute(cfg, *, client=None, **kwargs):
     if client is not None:

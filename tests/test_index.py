@@ -20,8 +20,8 @@ import psutil
 import pytest
 import yaml
 
-from odc_ndvi_plugin import index as idx
-from odc_ndvi_plugin.index import (
+from odc_ndvi_plugin.dev import index as idx
+from odc_ndvi_plugin.dev.index import (
     DatacubeEnv,
     IndexingError,
     add_products,
@@ -373,7 +373,7 @@ def test_restart_reuse_stale_pid_interrupt_and_sharing(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_killed_run_leaves_server_that_next_run_adopts_and_stops(tmp_path: Path) -> None:
     data = tmp_path / "pgdata"
-    # load index.py on its own: importing the odc_ndvi_plugin package (odc-stats, datacube,
+    # load dev/index.py on its own: importing the odc_ndvi_plugin package (odc-stats, datacube,
     # xarray) would add seconds to this subprocess
     script = textwrap.dedent(f"""
         import importlib.util, sys, time

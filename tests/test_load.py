@@ -1,4 +1,4 @@
-"""load.py + ndvi.py on indexed synthetic archives: per-day NDVI stacks against the truth."""
+"""load/ + ndvi.py on indexed synthetic archives: per-day NDVI stacks against the truth."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from odc.geo.geobox import GeoBox
 from scipy import ndimage
 
 from odc_ndvi_plugin import NDVISeasonal
-from odc_ndvi_plugin.flags import compile_clear_rule
 from odc_ndvi_plugin.load import InputReadError, group_by_solar_day
+from odc_ndvi_plugin.masking import compile_clear_rule
 from odc_ndvi_plugin.ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
 from tests.truth import CLEAR_RULES, truth_days
 
@@ -226,7 +226,7 @@ def test_window_read_decodes_only_needed_blocks_and_fills_the_rest(tiled_tif, wi
     import rasterio
     from rasterio.windows import Window
 
-    from odc_ndvi_plugin.load import _read_window
+    from odc_ndvi_plugin.load._direct import _read_window
 
     path, values = tiled_tif
     col, row, w, h = window

@@ -43,9 +43,9 @@ import pytest
 import rasterio
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks
-from odc_ndvi_plugin.index import DatacubeEnv, add_products, index_datasets
-from odc_ndvi_plugin.synthetic import (
+from odc_ndvi_plugin.dev.demo import save_tasks
+from odc_ndvi_plugin.dev.index import DatacubeEnv, add_products, index_datasets
+from odc_ndvi_plugin.dev.synthetic import (
     QA_PIXEL_BY_CONDITION,
     Archive,
     Condition,
@@ -66,8 +66,8 @@ BAND_FILE = {"red": "_SR_B4.TIF", "nir08": "_SR_B5.TIF", "qa_pixel": "_QA_PIXEL.
 #: output file's final rename (temp name -> name) by ODC_NDVI_TEST_WRITE_DELAY seconds
 SLOW_CLI = """
 import os, time
-import odc_ndvi_plugin.runner as runner
-import odc_ndvi_plugin.stats as stats
+import odc_ndvi_plugin.ops.commit as commit
+import odc_ndvi_plugin.reduce._kernels as stats
 _finish = stats._finish_group  # once per season and block, in both reductions
 def _slow(*args, **kwargs):
     time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
@@ -83,7 +83,7 @@ class _SlowRename:
     def replace(src, dst):
         time.sleep(float(os.environ.get("ODC_NDVI_TEST_WRITE_DELAY", "0")))
         return os.replace(src, dst)
-runner.os = _SlowRename()
+commit.os = _SlowRename()
 from odc_ndvi_plugin.cli import main
 main(prog_name="odc-ndvi")
 """
@@ -183,7 +183,7 @@ def cli_run(
     """``odc-ndvi run`` in-process (click's CliRunner); returns (result, RunSummary|None)."""
     from click.testing import CliRunner
 
-    import odc_ndvi_plugin.runner as runner_mod
+    import odc_ndvi_plugin.ops.runner as runner_mod
     from odc_ndvi_plugin.cli import main
 
     location = out if isinstance(out, str) else f"file://{out}"
@@ -209,7 +209,7 @@ def cli_run(
 
 def seasonal_config(bench: Bench, out: Path, *, threads: int) -> Any:
     """The shipped seasonal run config on the bench's task db, writing to ``out``."""
-    from odc_ndvi_plugin.runner import load_run_config
+    from odc_ndvi_plugin.ops.runner import load_run_config
 
     cfg, _ = load_run_config(
         yaml.safe_load(SEASONAL_RUN.read_text()),
@@ -347,7 +347,7 @@ def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5)
     """SIGTERM to ``odc-ndvi run`` (all 8 tasks, one at a time, computing slowed by
     ``delay`` and each file's rename by ``write_delay``) after its first finished task, at
     the worst moment: while the next task's STAC item is being written. Then a plain rerun."""
-    from odc_ndvi_plugin.runner import execute
+    from odc_ndvi_plugin.ops.runner import execute
 
     out = bench.out("sigterm")
     proc = slow_cli(
@@ -436,7 +436,7 @@ def scenario_version_change(bench: Bench) -> dict[str, Any]:
 def scenario_delivered_twice(bench: Bench, delay: float = 1.0) -> dict[str, Any]:
     """The same task computed by two ``odc-ndvi run --overwrite`` processes at once (as two
     workers would after an SQS message is delivered twice), over an existing output."""
-    from odc_ndvi_plugin.runner import execute
+    from odc_ndvi_plugin.ops.runner import execute
 
     tile = bench.tiles[1]
     task = bench.task_id(tile, PERIODS[2])
@@ -466,7 +466,7 @@ def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 0.5) -
     computes the same task to completion (an SQS redelivery after A's lease lapsed). Then A
     is SIGTERMed (``ending="sigterm"``) or left to finish (``"finish"``). B's files must
     survive A either way, byte for byte and inode for inode."""
-    from odc_ndvi_plugin.runner import execute
+    from odc_ndvi_plugin.ops.runner import execute
 
     tile = bench.tiles[0]
     task = bench.task_id(tile, PERIODS[3])

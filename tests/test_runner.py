@@ -1,4 +1,4 @@
-"""runner.py's commit rules and staging sweep on tiny local files (no dask, no servers)."""
+"""ops/commit.py's commit rules and staging sweep on tiny local files (no dask, no servers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from odc_ndvi_plugin.runner import STAGING_DIR, _commit_files, _LocalStore, sweep_stale_staging
+from odc_ndvi_plugin.ops.commit import STAGING_DIR, _commit_files, _LocalStore, sweep_stale_staging
 
 DAY = 24 * 3600
 

@@ -1,4 +1,4 @@
-"""odc_ndvi_plugin.secrets: the naming rule, mappings, URLs, text and log records."""
+"""odc_ndvi_plugin.ops.secrets: the naming rule, mappings, URLs, text and log records."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from odc_ndvi_plugin import secrets as sec
-from odc_ndvi_plugin.secrets import (
+from odc_ndvi_plugin.ops import secrets as sec
+from odc_ndvi_plugin.ops.secrets import (
     MASK,
     RedactingFilter,
     is_secret_name,

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from odc_ndvi_plugin.demo import save_tasks
-from odc_ndvi_plugin.synthetic import ArchiveSpec, generate_archive
+from odc_ndvi_plugin.dev.demo import save_tasks
+from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
 from tests.lines import LineReader
@@ -39,7 +39,7 @@ SEASONAL_TASKS = CFG_DIR / "save-tasks-usgs-c2-seasonal.yaml"
 #: ``odc-ndvi`` whose every seasonal reduction sleeps ODC_NDVI_TEST_DELAY seconds first
 SLOW_RUNNER = """
 import os, time
-import odc_ndvi_plugin.stats as stats
+import odc_ndvi_plugin.reduce._kernels as stats
 _finish = stats._finish_group  # looked up at call time by both reductions
 def _slow(*args, **kwargs):
     time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
@@ -290,8 +290,8 @@ def test_without_a_dead_letter_queue_a_failing_task_does_not_circulate_for_ever(
     """A queue with no redrive policy: the failing task's message comes back after every
     failure; the runner tries it MAX_RECEIVES_PER_RUN times, then releases it and stops
     (the message stays in the queue, visible, for an operator to look at)."""
-    from odc_ndvi_plugin.runner import execute, load_run_config
-    from odc_ndvi_plugin.sqs import MAX_RECEIVES_PER_RUN
+    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.sqs import MAX_RECEIVES_PER_RUN
 
     sqs = moto_env.client("sqs")
     url = sqs.create_queue(QueueName=f"no-dlq-{os.getpid()}-{time.monotonic_ns()}")["QueueUrl"]

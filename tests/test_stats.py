@@ -1,11 +1,11 @@
-"""stats.py kernels against plain numpy on small synthetic stacks."""
+"""reduce/ kernels against plain numpy on small synthetic stacks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from odc_ndvi_plugin.stats import (
+from odc_ndvi_plugin.reduce._kernels import (
     COUNT_NODATA,
     STATISTICS,
     STREAMABLE,

@@ -16,8 +16,8 @@ import yaml
 from click.testing import CliRunner
 from datacube.utils import masking
 
-from odc_ndvi_plugin import synthetic as sy
-from odc_ndvi_plugin.synthetic import ArchiveSpec, Condition, LandCover
+from odc_ndvi_plugin.dev import synthetic as sy
+from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, Condition, LandCover
 
 C = Condition
 FLAVOURS = ("usgs_c2", "dea_ard")

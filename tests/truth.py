@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from odc_ndvi_plugin.synthetic import Condition
+from odc_ndvi_plugin.dev.synthetic import Condition
 
 __all__ = ["CLEAR_RULES", "nan_stat", "truth_days"]
 

@@ -20,12 +20,9 @@ removes its staged files; a rerun then does exactly the missing tasks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -35,13 +32,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import dask
 import xarray as xr
 from distributed import Client, Future, wait
-from odc.stats.io import S3COGSink, WriteResult
+from odc.stats.io import WriteResult
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
+from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
+from .runconfig import load_run_config
+from .sink import AtomicCOGSink
 from .sqs import END, SqsTaskSource, lease
 
 __all__ = [
@@ -55,374 +54,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-#: keys of an odc-stats run config that TaskRunnerConfig takes
-RUN_CONFIG_KEYS = (
-    "product",
-    "filedb",
-    "plugin",
-    "threads",
-    "memory_limit",
-    "output_location",
-    "s3_acl",
-    "overwrite",
-    "max_processing_time",
-    "heartbeat_filepath",
-    "plugin_config",
-    "cog_opts",
-    "aws_unsigned",
-    "job_queue_max_lease",
-    "renew_safety_margin",
-    "future_poll_interval",
-)
-#: keys odc-stats' CLI reads from the same file beside TaskRunnerConfig
-CLI_ONLY_KEYS = ("dataset_filters", "apply_eodatasets3")
-
-
-def load_run_config(
-    config: dict[str, Any], **overrides: Any
-) -> tuple[TaskRunnerConfig, dict[str, Any]]:
-    """Validate an odc-stats run config mapping; unknown keys are an error naming the key.
-
-    Returns the TaskRunnerConfig and the CLI-only extras (dataset_filters, apply_eodatasets3).
-    """
-    unknown = sorted(set(config) - set(RUN_CONFIG_KEYS) - set(CLI_ONLY_KEYS))
-    if unknown:
-        raise ValueError(
-            f"run config: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(RUN_CONFIG_KEYS + CLI_ONLY_KEYS)}"
-        )
-    merged = {k: v for k, v in config.items() if k in RUN_CONFIG_KEYS}
-    merged.update({k: v for k, v in overrides.items() if v is not None and v != ""})
-    if not merged.get("plugin"):
-        raise ValueError("run config: 'plugin' is required (e.g. odc_ndvi_plugin.NDVISeasonal)")
-    if not merged.get("output_location"):
-        raise ValueError(
-            "run config: 'output_location' is required (file:///path or s3://bucket/prefix)"
-        )
-    scheme = urlparse(str(merged["output_location"])).scheme
-    if scheme not in ("file", "s3"):
-        raise ValueError(
-            f"run config: output_location {merged['output_location']!r} must start with file:// or s3://"
-        )
-    filedb = str(merged.get("filedb") or "")
-    if filedb and "://" not in filedb and not Path(filedb).exists():
-        raise ValueError(f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)")
-    extras = {k: config[k] for k in CLI_ONLY_KEYS if k in config}
-    return TaskRunnerConfig(**merged), extras
-
-
-#: folder (under the product's location) where attempts stage their files before commit
-STAGING_DIR = ".staging"
-
-#: attempts whose staged files were removed: a staged write of such an attempt still
-#: running in a worker thread (dask cannot stop a running task) removes its own file, and
-#: its commit does nothing. Per process; across processes the missing staged files make a
-#: late commit fail before its STAC item, which is what marks a task done.
-_CANCELLED_ATTEMPTS: set[str] = set()
-_CANCEL_LOCK = threading.Lock()
-
-
-def _cancelled(attempt: str | None) -> bool:
-    return attempt is not None and attempt in _CANCELLED_ATTEMPTS
-
-
-def _split_s3(url: str) -> tuple[str, str]:
-    u = urlparse(url)
-    return u.netloc, u.path.lstrip("/")
-
-
-def _worker_s3() -> Any:
-    """The boto3 client odc-stats' S3ClientPlugin puts on every worker."""
-    from distributed import get_worker
-
-    return get_worker().s3_client.s3_client
-
-
-def _write_local(data: bytes, path: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    return data.encode("utf8") if isinstance(data, str) else data
-
-
-# plain module functions (wrapped in dask.delayed where the graph is built, not decorated):
-# distributed pickles them by reference, so a worker in this process sees this process'
-# cancel registry and lock (a decorated function is pickled by value, lock and all, and fails)
-def _stage(
-    data: bytes | str,
-    staged: str,
-    final: str,
-    with_deps: Any = None,
-    attempt: str | None = None,
-    put_args: dict[str, str] | None = None,
-) -> WriteResult:
-    """Write one output under its staging name; the result names its final path (the
-    .sha1 file lists final names)."""
-    data = _as_bytes(data)
-    digest = hashlib.sha1(data).hexdigest()
-    final_path = urlparse(final).path if final.startswith("file://") else final
-    try:
-        if staged.startswith("s3://"):
-            bucket, key = _split_s3(staged)
-            _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
-        else:
-            _write_local(data, urlparse(staged).path)
-            with _CANCEL_LOCK:
-                if _cancelled(attempt):
-                    Path(urlparse(staged).path).unlink(missing_ok=True)
-                    return WriteResult(final_path, digest, "Cancelled")
-    except Exception:  # noqa: BLE001 - reported as a failed write of this task
-        _log.exception("failed to write %s", final)
-        return WriteResult(final_path, digest, "Failed Write")
-    return WriteResult(final_path, digest, None)
-
-
-def _commit(
-    data: bytes | str,
-    url: str,
-    staged: list[tuple[str, str]],
-    with_deps: Any = None,
-    attempt: str | None = None,
-    overwrite: bool = False,
-    put_args: dict[str, str] | None = None,
-) -> WriteResult:
-    """Move a task's staged files to their final names, then write its STAC item (``url``)
-    last (:func:`_commit_files`). Runs only after every staged write succeeded
-    (``with_deps``)."""
-    data = _as_bytes(data)
-    digest = hashlib.sha1(data).hexdigest()
-    try:
-        if url.startswith("s3://"):
-            _commit_files(
-                _S3Store(_worker_s3(), put_args or {}), data, url, staged, overwrite=overwrite
-            )
-            return WriteResult(url, digest, None)
-        path = urlparse(url).path
-        with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
-            if _cancelled(attempt):
-                return WriteResult(path, digest, "Cancelled")
-            _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
-        return WriteResult(path, digest, None)
-    except Exception:  # noqa: BLE001 - reported as a failed write of this task
-        _log.exception("failed to commit %s", url)
-        return WriteResult(url, digest, "Failed Write")
-
-
-def _commit_files(
-    store: _LocalStore | _S3Store,
-    data: bytes,
-    item: str,
-    staged: list[tuple[str, str]],
-    *,
-    overwrite: bool,
-) -> None:
-    """The commit rule, one place for every store. An existing STAC item (``item``) means
-    another attempt (a redelivered SQS message) finished the task meanwhile: without
-    ``overwrite`` its files are kept and ours dropped. With ``overwrite`` the old item goes
-    first, so a commit cut short leaves a task that is visibly not done (no STAC item)
-    rather than old metadata over new files. Nothing here deletes a file under a final name
-    that another attempt needs."""
-    if store.exists(item) and not overwrite:
-        _log.info("%s exists (another attempt finished this task): keeping its files", item)
-        for src, _ in staged:
-            store.remove(src)
-        return
-    store.remove(item)
-    for src, dst in staged:
-        store.move(src, dst)
-    store.put(data, item)
-
-
-class _LocalStore:
-    """``file://`` URLs: renames within one file system."""
-
-    @staticmethod
-    def exists(url: str) -> bool:
-        return Path(urlparse(url).path).exists()
-
-    @staticmethod
-    def remove(url: str) -> None:
-        Path(urlparse(url).path).unlink(missing_ok=True)
-
-    @staticmethod
-    def move(src: str, dst: str) -> None:
-        target = Path(urlparse(dst).path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(urlparse(src).path, target)
-
-    @staticmethod
-    def put(data: bytes, url: str) -> None:
-        """Whole or not at all: a temp name beside the target, then a rename."""
-        target = Path(urlparse(url).path)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            _write_local(data, str(tmp))
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-class _S3Store:
-    """``s3://`` URLs with a worker's boto3 client; a move is a server-side copy + delete."""
-
-    def __init__(self, s3: Any, put_args: dict[str, str]):
-        self.s3 = s3
-        self.put_args = put_args
-
-    def exists(self, url: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        bucket, key = _split_s3(url)
-        try:
-            self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
-    def remove(self, url: str) -> None:
-        bucket, key = _split_s3(url)
-        self.s3.delete_object(Bucket=bucket, Key=key)
-
-    def move(self, src: str, dst: str) -> None:
-        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
-        acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
-        self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
-        self.s3.delete_object(Bucket=sb, Key=sk)
-
-    def put(self, data: bytes, url: str) -> None:
-        bucket, key = _split_s3(url)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
-
-
-class AtomicCOGSink(S3COGSink):
-    """odc-stats' sink, writing each task as one commit.
-
-    Every file of a task is first written under ``<location>/.staging/<attempt>/`` (name +
-    ``.part``); when all are written, one commit moves them to their final names and
-    writes the STAC item last. A reader never sees a partial file under a final name, a
-    failed or cancelled attempt only leaves (and its cleanup only removes) staged files,
-    and a duplicate attempt never deletes what another one finished. On S3, orphans of
-    killed workers are kept out of the product's tree: expire them with a lifecycle rule
-    on the ``.staging/`` prefix."""
-
-    #: token of the task attempt whose graph ``dump`` is building (set by the runner)
-    attempt: str | None = None
-
-    def __init__(self, *args: Any, overwrite: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.overwrite = overwrite
-        self._location = ""
-        self._commit_url = ""
-        self._staged: list[tuple[str, str]] = []
-
-    def staging_url(self, location: str, attempt: str) -> str:
-        return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
-
-    def _staged_name(self, url: str) -> str:
-        root = self._location.rstrip("/") + "/"
-        rel = url[len(root) :] if url.startswith(root) else url.rsplit("/", 1)[-1]
-        return f"{self.staging_url(self._location, str(self.attempt))}/{rel}.part"
-
-    def dump(
-        self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None, apply_eodatasets3: Any = False
-    ):
-        self._location = task.product.location
-        self._commit_url = task.metadata_path("absolute", ext=self._stac_meta_ext)
-        self._staged = []
-        try:
-            return super().dump(task, proc, ds, aux, apply_eodatasets3)
-        finally:
-            self._staged = []
-
-    def _put_args(self, content_type: str | None) -> dict[str, str]:
-        kw = {}
-        if content_type is not None:
-            kw["ContentType"] = content_type
-        if self._acl is not None:
-            kw["ACL"] = self._acl
-        return kw
-
-    def _write_blob(self, data, url: str, ContentType: str | None = None, with_deps=None):  # noqa: N803
-        scheme = urlparse(url).scheme
-        if scheme not in ("file", "s3"):
-            raise ValueError(f"output_location: cannot write to {url!r} (file:// or s3:// only)")
-        put_args = self._put_args(ContentType) if scheme == "s3" else None
-        if url == self._commit_url:
-            return dask.delayed(_commit, name="commit-task", pure=False)(
-                data,
-                url,
-                list(self._staged),
-                with_deps=with_deps,
-                attempt=self.attempt,
-                overwrite=self.overwrite,
-                put_args=put_args,
-            )
-        staged = self._staged_name(url)
-        self._staged.append((staged, url))
-        return dask.delayed(_stage, name="stage-output", pure=False)(
-            data, staged, url, with_deps=with_deps, attempt=self.attempt, put_args=put_args
-        )
-
-    def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-        """odc-stats calls odc-geo's ``to_cog`` on the lazy band right away, which computes
-        the band while the graph is being built, in the calling process (with a gateway
-        client, which is not the default client: on the local threaded scheduler) and
-        one task after the other; delayed, the workers compute and encode it."""
-        from odc.geo.cog import to_cog
-
-        out = []
-        for band, dv in ds.data_vars.items():
-            url = paths.get(str(band))
-            if url is None:
-                raise ValueError(f"No path for band: '{band}'")
-            cog = dask.delayed(to_cog, pure=True)(dv, **self.cog_opts(str(band)))
-            out.append(self._write_blob(cog, url, ContentType="image/tiff"))
-        return out
-
-    def remove_staged(self, task: Task, attempt: str | None) -> None:
-        """Best-effort removal of what a failed/cancelled attempt staged; its staged writes
-        and commit still running in this process will not land afterwards. Files under
-        final names are never touched (they may be another attempt's finished task)."""
-        if attempt is None:
-            return
-        with _CANCEL_LOCK:
-            _CANCELLED_ATTEMPTS.add(attempt)
-            url = self.staging_url(task.product.location, attempt)
-            parsed = urlparse(url)
-            try:
-                if parsed.scheme == "file":
-                    shutil.rmtree(parsed.path, ignore_errors=True)
-                    _remove_empty_dir(Path(parsed.path).parent)
-                elif parsed.scheme == "s3":
-                    _delete_s3_prefix(url + "/")
-            except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
-                _log.warning("could not remove staged files under %s", url)
-
-
-def _remove_empty_dir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass  # not empty (another attempt is staging) or gone
-
-
-def _delete_s3_prefix(prefix_url: str) -> None:
-    import boto3
-
-    bucket, prefix = _split_s3(prefix_url)
-    s3 = boto3.client("s3")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=obj["Key"])
 
 
 @dataclass
@@ -466,7 +97,7 @@ class NDVITaskRunner(TaskRunner):
     ):
         super().__init__(cfg, resolution=resolution, from_sqs=from_sqs)
         #: SQS: how long an empty queue with messages in flight elsewhere is waited on
-        #: (None: the lease plus a minute, see :class:`~odc_ndvi_plugin.sqs.SqsTaskSource`)
+        #: (None: the lease plus a minute, see :class:`~odc_ndvi_plugin.ops.sqs.SqsTaskSource`)
         self.idle_timeout = idle_timeout
         self.sink = AtomicCOGSink(
             cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public, overwrite=cfg.overwrite
@@ -696,7 +327,7 @@ class NDVITaskRunner(TaskRunner):
         apply_eodatasets3: bool | None = False,
     ) -> Iterator[TaskResult]:
         """odc-stats' ``run``; from SQS, messages are received only when a slot is free
-        (:class:`~odc_ndvi_plugin.sqs.SqsTaskSource`), never held while waiting for one."""
+        (:class:`~odc_ndvi_plugin.ops.sqs.SqsTaskSource`), never held while waiting for one."""
         if sqs is None:
             return super().run(
                 tasks=tasks, ds_filters=ds_filters, apply_eodatasets3=apply_eodatasets3
@@ -854,37 +485,6 @@ def _sqs_queue(name_or_url: str) -> Any:
     import boto3
 
     return boto3.resource("sqs").Queue(name_or_url)
-
-
-#: staged files older than this are orphans of killed attempts (no attempt runs that long:
-#: odc-stats' max_processing_time and SQS leases are minutes to hours)
-STALE_STAGING_SECONDS = 24 * 3600
-
-
-def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS) -> list[str]:
-    """Remove ``<location>/.staging/<attempt>`` folders untouched for ``max_age`` seconds
-    (left by processes that were killed mid-task); local locations only (on S3 a
-    lifecycle rule on the prefix does this). Returns what was removed."""
-    parsed = urlparse(location)
-    if parsed.scheme != "file":
-        return []
-    root = Path(parsed.path) / STAGING_DIR
-    if not root.is_dir():
-        return []
-    now, removed = time.time(), []
-    for attempt in root.iterdir():
-        try:
-            newest = max(
-                (p.stat().st_mtime for p in attempt.rglob("*")), default=attempt.stat().st_mtime
-            )
-        except OSError:
-            continue  # being removed by its own attempt
-        if now - newest > max_age:
-            shutil.rmtree(attempt, ignore_errors=True)
-            removed.append(str(attempt))
-    if removed:
-        _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
-    return removed
 
 
 def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:

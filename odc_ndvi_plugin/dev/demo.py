@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import rasterio
 import yaml
 
-from .runner import RunSummary, execute, load_run_config
+from ..ops.runner import RunSummary, execute, load_run_config
 
 if TYPE_CHECKING:
     from .index import DatacubeEnv
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["CFG_DIR", "DemoReport", "run_demo", "save_tasks", "save_year_tasks", "year_window"]
 
 #: the repository's cfg/ folder (the package is installed editable by scripts/bootstrap)
-CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
+CFG_DIR = Path(__file__).resolve().parents[2] / "cfg"
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
 _SAVE_TASKS_CONFIG = {
@@ -120,7 +120,7 @@ def save_year_tasks(
 
 
 def _quicklook(task_dir: Path, png: Path, title: str) -> Path:
-    from .preview import quicklook_png
+    from ..preview import quicklook_png
 
     panels = []
     for season in ("djf", "mam", "jja", "son"):

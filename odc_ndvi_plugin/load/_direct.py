@@ -36,7 +36,7 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
-from .ndvi import NDVIInputs, clear_pixels, ndvi_where
+from ..ndvi import NDVIInputs, clear_pixels, ndvi_where
 
 __all__ = [
     "InputReadError",

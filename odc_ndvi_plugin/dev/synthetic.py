@@ -269,7 +269,7 @@ def decode(flavour: Flavour, dn: np.ndarray) -> np.ndarray:
 def product_definition_path(flavour: Flavour) -> Path:
     """The product definition yaml of a flavour in this source tree (``cfg/products``)."""
     path = (
-        Path(__file__).resolve().parents[1]
+        Path(__file__).resolve().parents[2]
         / "cfg"
         / "products"
         / f"{_FLAVOUR_INFO[flavour].product}.odc-product.yaml"

@@ -1,0 +1,265 @@
+"""The commit protocol: a task's files are staged, then committed together, STAC item last.
+
+Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) know four
+operations; :func:`_commit_files` is the one commit rule over them. Staged writes and
+the commit run as dask tasks (:func:`_stage`, :func:`_commit`); :func:`sweep_stale_staging`
+removes what killed processes left under ``.staging/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from odc.stats.io import WriteResult
+
+__all__ = ["STAGING_DIR", "STALE_STAGING_SECONDS", "sweep_stale_staging"]
+
+_log = logging.getLogger(__name__)
+
+
+#: folder (under the product's location) where attempts stage their files before commit
+STAGING_DIR = ".staging"
+
+#: attempts whose staged files were removed: a staged write of such an attempt still
+#: running in a worker thread (dask cannot stop a running task) removes its own file, and
+#: its commit does nothing. Per process; across processes the missing staged files make a
+#: late commit fail before its STAC item, which is what marks a task done.
+_CANCELLED_ATTEMPTS: set[str] = set()
+_CANCEL_LOCK = threading.Lock()
+
+
+def _cancelled(attempt: str | None) -> bool:
+    return attempt is not None and attempt in _CANCELLED_ATTEMPTS
+
+
+def _split_s3(url: str) -> tuple[str, str]:
+    u = urlparse(url)
+    return u.netloc, u.path.lstrip("/")
+
+
+def _worker_s3() -> Any:
+    """The boto3 client odc-stats' S3ClientPlugin puts on every worker."""
+    from distributed import get_worker
+
+    return get_worker().s3_client.s3_client
+
+
+def _write_local(data: bytes, path: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    return data.encode("utf8") if isinstance(data, str) else data
+
+
+# plain module functions (wrapped in dask.delayed where the graph is built, not decorated):
+# distributed pickles them by reference, so a worker in this process sees this process'
+# cancel registry and lock (a decorated function is pickled by value, lock and all, and fails)
+def _stage(
+    data: bytes | str,
+    staged: str,
+    final: str,
+    with_deps: Any = None,
+    attempt: str | None = None,
+    put_args: dict[str, str] | None = None,
+) -> WriteResult:
+    """Write one output under its staging name; the result names its final path (the
+    .sha1 file lists final names)."""
+    data = _as_bytes(data)
+    digest = hashlib.sha1(data).hexdigest()
+    final_path = urlparse(final).path if final.startswith("file://") else final
+    try:
+        if staged.startswith("s3://"):
+            bucket, key = _split_s3(staged)
+            _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
+        else:
+            _write_local(data, urlparse(staged).path)
+            with _CANCEL_LOCK:
+                if _cancelled(attempt):
+                    Path(urlparse(staged).path).unlink(missing_ok=True)
+                    return WriteResult(final_path, digest, "Cancelled")
+    except Exception:  # noqa: BLE001 - reported as a failed write of this task
+        _log.exception("failed to write %s", final)
+        return WriteResult(final_path, digest, "Failed Write")
+    return WriteResult(final_path, digest, None)
+
+
+def _commit(
+    data: bytes | str,
+    url: str,
+    staged: list[tuple[str, str]],
+    with_deps: Any = None,
+    attempt: str | None = None,
+    overwrite: bool = False,
+    put_args: dict[str, str] | None = None,
+) -> WriteResult:
+    """Move a task's staged files to their final names, then write its STAC item (``url``)
+    last (:func:`_commit_files`). Runs only after every staged write succeeded
+    (``with_deps``)."""
+    data = _as_bytes(data)
+    digest = hashlib.sha1(data).hexdigest()
+    try:
+        if url.startswith("s3://"):
+            _commit_files(
+                _S3Store(_worker_s3(), put_args or {}), data, url, staged, overwrite=overwrite
+            )
+            return WriteResult(url, digest, None)
+        path = urlparse(url).path
+        with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
+            if _cancelled(attempt):
+                return WriteResult(path, digest, "Cancelled")
+            _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
+        return WriteResult(path, digest, None)
+    except Exception:  # noqa: BLE001 - reported as a failed write of this task
+        _log.exception("failed to commit %s", url)
+        return WriteResult(url, digest, "Failed Write")
+
+
+def _commit_files(
+    store: _LocalStore | _S3Store,
+    data: bytes,
+    item: str,
+    staged: list[tuple[str, str]],
+    *,
+    overwrite: bool,
+) -> None:
+    """The commit rule, one place for every store. An existing STAC item (``item``) means
+    another attempt (a redelivered SQS message) finished the task meanwhile: without
+    ``overwrite`` its files are kept and ours dropped. With ``overwrite`` the old item goes
+    first, so a commit cut short leaves a task that is visibly not done (no STAC item)
+    rather than old metadata over new files. Nothing here deletes a file under a final name
+    that another attempt needs."""
+    if store.exists(item) and not overwrite:
+        _log.info("%s exists (another attempt finished this task): keeping its files", item)
+        for src, _ in staged:
+            store.remove(src)
+        return
+    store.remove(item)
+    for src, dst in staged:
+        store.move(src, dst)
+    store.put(data, item)
+
+
+class _LocalStore:
+    """``file://`` URLs: renames within one file system."""
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        return Path(urlparse(url).path).exists()
+
+    @staticmethod
+    def remove(url: str) -> None:
+        Path(urlparse(url).path).unlink(missing_ok=True)
+
+    @staticmethod
+    def move(src: str, dst: str) -> None:
+        target = Path(urlparse(dst).path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(urlparse(src).path, target)
+
+    @staticmethod
+    def put(data: bytes, url: str) -> None:
+        """Whole or not at all: a temp name beside the target, then a rename."""
+        target = Path(urlparse(url).path)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            _write_local(data, str(tmp))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class _S3Store:
+    """``s3://`` URLs with a worker's boto3 client; a move is a server-side copy + delete."""
+
+    def __init__(self, s3: Any, put_args: dict[str, str]):
+        self.s3 = s3
+        self.put_args = put_args
+
+    def exists(self, url: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split_s3(url)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def remove(self, url: str) -> None:
+        bucket, key = _split_s3(url)
+        self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def move(self, src: str, dst: str) -> None:
+        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
+        acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
+        self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
+        self.s3.delete_object(Bucket=sb, Key=sk)
+
+    def put(self, data: bytes, url: str) -> None:
+        bucket, key = _split_s3(url)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
+
+
+def _remove_empty_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (another attempt is staging) or gone
+
+
+def _delete_s3_prefix(prefix_url: str) -> None:
+    import boto3
+
+    bucket, prefix = _split_s3(prefix_url)
+    s3 = boto3.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
+#: staged files older than this are orphans of killed attempts (no attempt runs that long:
+#: odc-stats' max_processing_time and SQS leases are minutes to hours)
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS) -> list[str]:
+    """Remove ``<location>/.staging/<attempt>`` folders untouched for ``max_age`` seconds
+    (left by processes that were killed mid-task); local locations only (on S3 a
+    lifecycle rule on the prefix does this). Returns what was removed."""
+    parsed = urlparse(location)
+    if parsed.scheme != "file":
+        return []
+    root = Path(parsed.path) / STAGING_DIR
+    if not root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for attempt in root.iterdir():
+        try:
+            newest = max(
+                (p.stat().st_mtime for p in attempt.rglob("*")), default=attempt.stat().st_mtime
+            )
+        except OSError:
+            continue  # being removed by its own attempt
+        if now - newest > max_age:
+            shutil.rmtree(attempt, ignore_errors=True)
+            removed.append(str(attempt))
+    if removed:
+        _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
+    return removed

@@ -1,0 +1,133 @@
+"""``AtomicCOGSink``: odc-stats' COG/STAC sink, each task written as one commit."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import dask
+import xarray as xr
+from odc.stats.io import S3COGSink
+from odc.stats.model import Task
+
+from .commit import (
+    _CANCEL_LOCK,
+    _CANCELLED_ATTEMPTS,
+    STAGING_DIR,
+    _commit,
+    _delete_s3_prefix,
+    _remove_empty_dir,
+    _stage,
+)
+
+__all__ = ["AtomicCOGSink"]
+
+_log = logging.getLogger(__name__)
+
+
+class AtomicCOGSink(S3COGSink):
+    """odc-stats' sink, writing each task as one commit.
+
+    Every file of a task is first written under ``<location>/.staging/<attempt>/`` (name +
+    ``.part``); when all are written, one commit moves them to their final names and
+    writes the STAC item last. A reader never sees a partial file under a final name, a
+    failed or cancelled attempt only leaves (and its cleanup only removes) staged files,
+    and a duplicate attempt never deletes what another one finished. On S3, orphans of
+    killed workers are kept out of the product's tree: expire them with a lifecycle rule
+    on the ``.staging/`` prefix."""
+
+    #: token of the task attempt whose graph ``dump`` is building (set by the runner)
+    attempt: str | None = None
+
+    def __init__(self, *args: Any, overwrite: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.overwrite = overwrite
+        self._location = ""
+        self._commit_url = ""
+        self._staged: list[tuple[str, str]] = []
+
+    def staging_url(self, location: str, attempt: str) -> str:
+        return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
+
+    def _staged_name(self, url: str) -> str:
+        root = self._location.rstrip("/") + "/"
+        rel = url[len(root) :] if url.startswith(root) else url.rsplit("/", 1)[-1]
+        return f"{self.staging_url(self._location, str(self.attempt))}/{rel}.part"
+
+    def dump(
+        self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None, apply_eodatasets3: Any = False
+    ):
+        self._location = task.product.location
+        self._commit_url = task.metadata_path("absolute", ext=self._stac_meta_ext)
+        self._staged = []
+        try:
+            return super().dump(task, proc, ds, aux, apply_eodatasets3)
+        finally:
+            self._staged = []
+
+    def _put_args(self, content_type: str | None) -> dict[str, str]:
+        kw = {}
+        if content_type is not None:
+            kw["ContentType"] = content_type
+        if self._acl is not None:
+            kw["ACL"] = self._acl
+        return kw
+
+    def _write_blob(self, data, url: str, ContentType: str | None = None, with_deps=None):  # noqa: N803
+        scheme = urlparse(url).scheme
+        if scheme not in ("file", "s3"):
+            raise ValueError(f"output_location: cannot write to {url!r} (file:// or s3:// only)")
+        put_args = self._put_args(ContentType) if scheme == "s3" else None
+        if url == self._commit_url:
+            return dask.delayed(_commit, name="commit-task", pure=False)(
+                data,
+                url,
+                list(self._staged),
+                with_deps=with_deps,
+                attempt=self.attempt,
+                overwrite=self.overwrite,
+                put_args=put_args,
+            )
+        staged = self._staged_name(url)
+        self._staged.append((staged, url))
+        return dask.delayed(_stage, name="stage-output", pure=False)(
+            data, staged, url, with_deps=with_deps, attempt=self.attempt, put_args=put_args
+        )
+
+    def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
+        """odc-stats calls odc-geo's ``to_cog`` on the lazy band right away, which computes
+        the band while the graph is being built, in the calling process (with a gateway
+        client, which is not the default client: on the local threaded scheduler) and
+        one task after the other; delayed, the workers compute and encode it."""
+        from odc.geo.cog import to_cog
+
+        out = []
+        for band, dv in ds.data_vars.items():
+            url = paths.get(str(band))
+            if url is None:
+                raise ValueError(f"No path for band: '{band}'")
+            cog = dask.delayed(to_cog, pure=True)(dv, **self.cog_opts(str(band)))
+            out.append(self._write_blob(cog, url, ContentType="image/tiff"))
+        return out
+
+    def remove_staged(self, task: Task, attempt: str | None) -> None:
+        """Best-effort removal of what a failed/cancelled attempt staged; its staged writes
+        and commit still running in this process will not land afterwards. Files under
+        final names are never touched (they may be another attempt's finished task)."""
+        if attempt is None:
+            return
+        with _CANCEL_LOCK:
+            _CANCELLED_ATTEMPTS.add(attempt)
+            url = self.staging_url(task.product.location, attempt)
+            parsed = urlparse(url)
+            try:
+                if parsed.scheme == "file":
+                    shutil.rmtree(parsed.path, ignore_errors=True)
+                    _remove_empty_dir(Path(parsed.path).parent)
+                elif parsed.scheme == "s3":
+                    _delete_s3_prefix(url + "/")
+            except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
+                _log.warning("could not remove staged files under %s", url)

@@ -1,0 +1,78 @@
+"""The dask graph of the streaming seasonal reduction (kernels: :mod:`._kernels`).
+
+Each reduction block is a linear chain of folds over the loaded day blocks, so the time
+stack is never held (see :func:`stream_reduce`).
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ._kernels import stream_finish, stream_fold
+
+__all__ = ["FOLD_PRIORITY", "stream_reduce"]
+
+
+#: dask priority of the streaming reduction's tasks (and of the load's splits into
+#: reduction blocks): above the loads' default 0
+FOLD_PRIORITY = 10
+
+
+def stream_reduce(
+    data: da.Array,
+    *,
+    chunks: tuple[int, int],
+    group_index: np.ndarray,
+    n_groups: int,
+    statistics: tuple[str, ...],
+    min_clear: int,
+) -> list[da.Array]:
+    """``(t, y, x)`` -> one ``(y, x)`` array per band, by folding the observations of each reduction
+    block (``chunks``, carved out of the loaded blocks without copies) into running
+    per-season accumulators, one time block after the other (a linear chain of tasks per
+    reduction block). A day's NDVI is released as soon as every chain has folded it in,
+    and a season's accumulator as soon as its last day is: the time stack is never held,
+    which is what keeps a production tile-year within a small worker."""
+    labels = np.asarray(group_index)
+    t_edges = np.cumsum((0, *data.chunks[0]))
+    day_labels = [labels[a:b] for a, b in zip(t_edges[:-1], t_edges[1:], strict=True)]
+    blocks = data.to_delayed(optimize_graph=False)
+    n_bands = n_groups * len(statistics)
+    # reduction blocks: (index of the loaded block, slice within it), per axis
+    y_parts = [(i, ys) for i, n in enumerate(data.chunks[1]) for ys in _sub_slices(n, chunks[0])]
+    x_parts = [(i, xs) for i, n in enumerate(data.chunks[2]) for xs in _sub_slices(n, chunks[1])]
+    grid: list[list[list[da.Array]]] = []  # [y block][x block][band]
+    # folds first: a fold that can run runs before the next load, so a day's NDVI is
+    # folded and dropped as soon as it is loaded
+    with dask.annotate(priority=FOLD_PRIORITY):
+        for iy, ys in y_parts:
+            row = []
+            for ix, xs in x_parts:
+                state = None
+                for it, day_block in enumerate(blocks[:, iy, ix]):
+                    first = {"group_index": labels, "n_groups": n_groups} if it == 0 else {}
+                    # pure=False: a fresh key per fold (each chain mutates its state)
+                    state = dask.delayed(stream_fold, pure=False)(
+                        state,
+                        day_block,
+                        day_labels[it],
+                        statistics=statistics,
+                        min_clear=min_clear,
+                        region=(ys, xs),
+                        **first,
+                    )
+                planes = dask.delayed(stream_finish, pure=True, nout=n_bands)(
+                    state, statistics=statistics, min_clear=min_clear
+                )
+                shape = (ys.stop - ys.start, xs.stop - xs.start)
+                row.append([da.from_delayed(p, shape=shape, dtype=np.float32) for p in planes])
+            grid.append(row)
+    return [da.block([[cell[b] for cell in row] for row in grid]) for b in range(n_bands)]
+
+
+def _sub_slices(size: int, step: int) -> list[slice]:
+    """``[0, size)`` cut into pieces of ``step`` (-1: one piece)."""
+    step = size if step == -1 else max(1, step)
+    return [slice(a, min(a + step, size)) for a in range(0, size, step)]
