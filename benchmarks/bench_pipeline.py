@@ -227,7 +227,7 @@ def _case_a(ctx: dict[str, Any], client: Any) -> dict[str, Any]:
     import datacube
     from datacube.utils.masking import make_mask
 
-    from odc_ndvi_plugin.config import PRESETS
+    from odc_ndvi_plugin.presets import PRESETS
 
     u = ctx["usgs_c2"]
     left, bottom, right, top = u["bbox"]

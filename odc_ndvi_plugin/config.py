@@ -13,10 +13,11 @@ from types import MappingProxyType
 from typing import Any
 
 from .masking import ClearRule, compile_clear_rule
+from .presets import NO_PRESET, PRESETS
 from .reduce import STATISTICS, band_dtype_nodata
 from .seasons import SEASON_MODES, Seasons, band_name
 
-__all__ = ["LOADERS", "PRESETS", "NDVIConfig", "Preset", "OutputBand"]
+__all__ = ["LOADERS", "NDVIConfig", "OutputBand"]
 
 #: resampling names GDAL understands (for the NDVI band when it has to be warped)
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -24,71 +25,6 @@ RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "averag
 #: ``odc-stats``: odc-stats' ``load_with_native_transform`` with our native transform.
 LOADERS = ("direct", "odc-stats")
 MASK_FILTER_OPS = ("opening", "closing", "dilation", "erosion")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Band names, default clear-pixel flags and the mask band's known flag table."""
-
-    red_band: str
-    nir_band: str
-    mask_band: str
-    good_pixel_flags: Mapping[str, Any]
-    flags_definition: Mapping[str, Any]
-
-
-_C2_CLOUD_CONFIDENCE = {0: "none", 1: "low", 2: "medium", 3: "high"}
-# USGS reserves the "medium" level of the other three confidence pairs
-_C2_CONFIDENCE = {0: "none", 1: "low", 2: "reserved", 3: "high"}
-_C2_HIGH = {0: "not_high_confidence", 1: "high_confidence"}
-
-#: USGS Collection 2 Level-2 QA_PIXEL (same table as cfg/products/ls_c2l2_sr.odc-product.yaml)
-C2_QA_PIXEL_FLAGS: Mapping[str, Any] = {
-    "nodata": {"bits": 0, "values": {0: False, 1: True}},
-    "dilated_cloud": {"bits": 1, "values": {0: "not_dilated", 1: "dilated"}},
-    "cirrus": {"bits": 2, "values": {0: "not_high_confidence", 1: "high_confidence"}},
-    "cloud": {"bits": 3, "values": _C2_HIGH},
-    "cloud_shadow": {"bits": 4, "values": _C2_HIGH},
-    "snow": {"bits": 5, "values": _C2_HIGH},
-    "clear": {"bits": 6, "values": {0: False, 1: True}},
-    "water": {"bits": 7, "values": {0: "land_or_cloud", 1: "water"}},
-    "cloud_confidence": {"bits": [8, 9], "values": _C2_CLOUD_CONFIDENCE},
-    "cloud_shadow_confidence": {"bits": [10, 11], "values": _C2_CONFIDENCE},
-    "snow_ice_confidence": {"bits": [12, 13], "values": _C2_CONFIDENCE},
-    "cirrus_confidence": {"bits": [14, 15], "values": _C2_CONFIDENCE},
-}
-
-#: DEA Collection 3 ARD Fmask (same table as cfg/products/ga_ls_ard_3.odc-product.yaml)
-DEA_FMASK_FLAGS: Mapping[str, Any] = {
-    "fmask": {
-        "bits": [0, 1, 2, 3, 4, 5, 6, 7],
-        "values": {0: "nodata", 1: "valid", 2: "cloud", 3: "shadow", 4: "snow", 5: "water"},
-    }
-}
-
-PRESETS: Mapping[str, Preset] = MappingProxyType(
-    {
-        "usgs_c2": Preset(
-            red_band="red",
-            nir_band="nir08",
-            mask_band="qa_pixel",
-            good_pixel_flags={
-                "nodata": False,
-                "cloud": "not_high_confidence",
-                "cloud_shadow": "not_high_confidence",
-                "water": "land_or_cloud",
-            },
-            flags_definition=C2_QA_PIXEL_FLAGS,
-        ),
-        "dea_ard": Preset(
-            red_band="nbart_red",
-            nir_band="nbart_nir",
-            mask_band="oa_fmask",
-            good_pixel_flags={"fmask": "valid"},
-            flags_definition=DEA_FMASK_FLAGS,
-        ),
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -225,9 +161,19 @@ class NDVIConfig:
                 f"plugin_config: unknown key(s) {', '.join(map(repr, unknown))}; "
                 f"allowed: {', '.join(cls.keys())}"
             )
-        preset = PRESETS[_choice("preset", cfg.get("preset", "usgs_c2"), tuple(PRESETS))]
-        mask_band = _band("mask_band", cfg.get("mask_band", preset.mask_band))
-        flags = cfg.get("good_pixel_flags", preset.good_pixel_flags)
+        preset_name = _choice("preset", cfg.get("preset", "usgs_c2"), (*PRESETS, NO_PRESET))
+        preset = PRESETS.get(preset_name)
+        if preset is None:
+            missing = [
+                k for k in ("red_band", "nir_band", "mask_band", "good_pixel_flags") if k not in cfg
+            ]
+            if missing:
+                raise _fail(
+                    "preset",
+                    f"'{NO_PRESET}' needs {', '.join(missing)} (or a preset: {', '.join(PRESETS)})",
+                )
+        mask_band = _band("mask_band", cfg.get("mask_band", preset and preset.mask_band))
+        flags = cfg.get("good_pixel_flags", preset and preset.good_pixel_flags)
         if not isinstance(flags, Mapping) or not flags:
             raise _fail(
                 "good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}"
@@ -237,9 +183,9 @@ class NDVIConfig:
             raise _fail("min_clear", f"expected an integer >= 1, got {min_clear!r}")
         preview = cfg.get("preview_band")
         config = cls(
-            preset=cfg.get("preset", "usgs_c2"),
-            red_band=_band("red_band", cfg.get("red_band", preset.red_band)),
-            nir_band=_band("nir_band", cfg.get("nir_band", preset.nir_band)),
+            preset=preset_name,
+            red_band=_band("red_band", cfg.get("red_band", preset and preset.red_band)),
+            nir_band=_band("nir_band", cfg.get("nir_band", preset and preset.nir_band)),
             mask_band=mask_band,
             good_pixel_flags=MappingProxyType(dict(flags)),
             mask_filters=_mask_filters(cfg.get("mask_filters")),
@@ -261,7 +207,7 @@ class NDVIConfig:
                 "red_band", "red_band, nir_band and mask_band must be three different bands"
             )
         # the preset knows its mask band's flag table: check flags now, not at first load
-        if mask_band == preset.mask_band:
+        if preset is not None and mask_band == preset.mask_band:
             config.clear_rule(preset.flags_definition)
         names = [b.name for b in config.output_bands]
         if preview is not None and preview not in names:
@@ -288,6 +234,9 @@ class NDVIConfig:
     def measurements(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.output_bands)
 
-    def clear_rule(self, flags_definition: Mapping[str, Any]) -> ClearRule:
-        """Compile ``good_pixel_flags`` against the mask band's ``flags_definition``."""
-        return compile_clear_rule(flags_definition, self.good_pixel_flags, band=self.mask_band)
+    def clear_rule(self, flags_definition: Mapping[str, Any], *, band: str = "") -> ClearRule:
+        """Compile ``good_pixel_flags`` against the mask band's ``flags_definition``
+        (``band``: the product's name for the mask band, for messages)."""
+        return compile_clear_rule(
+            flags_definition, self.good_pixel_flags, band=band or self.mask_band
+        )

@@ -57,6 +57,9 @@ class NDVIInputs:
     nir: BandEncoding
     clear: ClearRule
     mask_nodata: float | int | None = None
+    #: the product's canonical names of the (red, NIR, mask) bands (config names may be
+    #: aliases; dataset documents and files are keyed by canonical names)
+    bands: tuple[str, str, str] = ("red", "nir", "mask")
 
 
 def clear_pixels(mask: np.ndarray, inputs: NDVIInputs, *, bad_filter: Any = None) -> np.ndarray:

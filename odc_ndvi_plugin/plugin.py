@@ -7,7 +7,7 @@ reduce/: kernels + streaming graph); result -> ``rgba`` preview (preview.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
@@ -19,8 +19,9 @@ from odc.stats.plugins._base import StatsPluginInterface
 
 from ._version import __version__
 from .config import NDVIConfig
+from .inputs import product_inputs
 from .load import load_ndvi_direct
-from .ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
+from .ndvi import NDVIInputs, ndvi_from_bands
 from .reduce import STREAMABLE, reduce_block, stream_reduce
 
 __all__ = ["NDVISeasonal"]
@@ -49,48 +50,16 @@ class NDVISeasonal(StatsPluginInterface):
 
     # -- products -------------------------------------------------------------------
     def ndvi_inputs(self, product: Product) -> NDVIInputs:
-        """Band encodings and clear rule for ``product``; errors name the key and band.
+        """Band names (through aliases), encodings and clear rule for ``product``; errors
+        name the key, the product and what would be valid (see :mod:`.inputs`).
 
-        This is where ``good_pixel_flags`` meets the mask band's real flags_definition.
-        """
+        This is where ``good_pixel_flags`` meets the mask band's real flags_definition."""
         cached = self._inputs.get(product.name)
-        if cached is not None:
-            return cached
-        cfg = self.config
-        measurements: Mapping[str, Mapping[str, Any]] = product.measurements
-        for key, band in (
-            ("red_band", cfg.red_band),
-            ("nir_band", cfg.nir_band),
-            ("mask_band", cfg.mask_band),
-        ):
-            if band not in measurements:
-                raise ValueError(
-                    f"plugin_config.{key}: product {product.name!r} has no band {band!r}; "
-                    f"allowed: {', '.join(measurements)}"
-                )
-        mask = measurements[cfg.mask_band]
-        flags = mask.get("flags_definition")
-        if not flags:
-            raise ValueError(
-                f"plugin_config.mask_band: band {cfg.mask_band!r} of product {product.name!r} "
-                "has no flags_definition"
+        if cached is None:
+            cached = self._inputs[product.name] = product_inputs(
+                product.name, product.measurements, self.config
             )
-        inputs = NDVIInputs(
-            red=BandEncoding.from_measurement(
-                measurements[cfg.red_band],
-                scale_factor=cfg.scale_factor.get(cfg.red_band),
-                add_offset=cfg.add_offset.get(cfg.red_band),
-            ),
-            nir=BandEncoding.from_measurement(
-                measurements[cfg.nir_band],
-                scale_factor=cfg.scale_factor.get(cfg.nir_band),
-                add_offset=cfg.add_offset.get(cfg.nir_band),
-            ),
-            clear=cfg.clear_rule(flags),
-            mask_nodata=mask.get("nodata"),
-        )
-        self._inputs[product.name] = inputs
-        return inputs
+        return cached
 
     def validate_product(self, product: Product) -> None:
         """Fail early (before any task runs) if this config cannot read ``product``."""
@@ -107,7 +76,6 @@ class NDVISeasonal(StatsPluginInterface):
             datasets,
             geobox,
             inputs_for=lambda ds: self.ndvi_inputs(ds.product),
-            bands=cfg.input_bands,
             resampling=cfg.resampling,
             mask_filters=cfg.mask_filters,
         )

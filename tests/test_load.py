@@ -124,9 +124,13 @@ def test_product_without_the_configured_band_fails_with_the_key(
     indexed = index_archive(tiny_archive("usgs_c2"), module_env)
     product = indexed.datasets()[0].product
     with pytest.raises(
-        ValueError, match=r"plugin_config.nir_band: product 'ls_c2l2_sr' has no band 'nir'"
+        ValueError,
+        match=r"plugin_config.nir_band: product 'ls_c2l2_sr' has no band or alias 'nir09'; "
+        r"allowed: red \(SR_B4, band_4\), nir08 \(SR_B5, band_5, nir\)",
     ):
-        NDVISeasonal(nir_band="nir").validate_product(product)
+        NDVISeasonal(nir_band="nir09").validate_product(product)
+    # an alias is a name of the band, as in dc.load
+    assert NDVISeasonal(nir_band="nir").ndvi_inputs(product).bands[1] == "nir08"
     with pytest.raises(ValueError, match=r"plugin_config.good_pixel_flags: unknown flag 'fmask'"):
         NDVISeasonal(
             mask_band="qa_pixel",

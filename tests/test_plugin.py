@@ -72,7 +72,7 @@ def test_accepts_odc_stats_resampling_override():
         ),
         (
             {"preset": "sentinel2"},
-            "plugin_config.preset: 'sentinel2' is not allowed; allowed: usgs_c2, dea_ard",
+            "plugin_config.preset: 'sentinel2' is not allowed; allowed: usgs_c2, deafrica_c2, dea_ard, none",
         ),
         ({"min_clear": 0}, "plugin_config.min_clear: expected an integer >= 1"),
         ({"red_band": ""}, "plugin_config.red_band: expected a band name"),
@@ -223,7 +223,7 @@ def test_rgba_preview_is_uint8_and_transparent_where_nodata():
 def test_odc_stats_loader_refuses_products_with_different_encodings():
     from types import SimpleNamespace
 
-    from odc_ndvi_plugin.config import C2_QA_PIXEL_FLAGS
+    from odc_ndvi_plugin.presets import C2_QA_PIXEL_FLAGS
 
     def product(name: str, scale: float) -> SimpleNamespace:
         band = {"nodata": 0, "scale_factor": scale, "add_offset": -0.2}

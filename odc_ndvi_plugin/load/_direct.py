@@ -103,6 +103,12 @@ class _Source:
     inputs: NDVIInputs
 
 
+def _source(ds: Dataset, inputs: NDVIInputs) -> _Source:
+    """What a worker needs to read ``ds``: its files of the product's (red, NIR, mask) bands."""
+    red, nir, mask = (measurement_uri(ds, band) for band in inputs.bands)
+    return _Source(str(ds.id), ds.product.name, (red, nir, mask), inputs)
+
+
 @lru_cache(maxsize=4096)
 def _bounds_in(
     dst_crs: str, bbox: tuple[float, float, float, float], src_crs: str
@@ -434,24 +440,12 @@ def load_ndvi_direct(
     geobox: GeoBox,
     *,
     inputs_for: Callable[[Dataset], NDVIInputs],
-    bands: tuple[str, str, str],
     resampling: str = "nearest",
     mask_filters: tuple[tuple[str, int], ...] = (),
 ) -> xr.Dataset:
     """Lazy NDVI stack of ``datasets`` on ``geobox`` as ``Dataset({"ndvi": (spec, y, x)})``."""
     days = group_by_solar_day(datasets, geobox)
-    day_sources = [
-        tuple(
-            _Source(
-                str(ds.id),
-                ds.product.name,
-                tuple(measurement_uri(ds, b) for b in bands),  # type: ignore[arg-type]
-                inputs_for(ds),
-            )
-            for ds in day.datasets
-        )
-        for day in days
-    ]
+    day_sources = [tuple(_source(ds, inputs_for(ds)) for ds in day.datasets) for day in days]
     # load blocks: the whole tile (each scene opened and decoded once per task, no block
     # decoded twice at chunk edges), split only when a side exceeds MAX_LOAD_BLOCK_PX
     ly, lx = (-(-n // -(-n // MAX_LOAD_BLOCK_PX)) for n in geobox.shape.yx)
