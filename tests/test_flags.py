@@ -7,8 +7,8 @@ import pytest
 import xarray as xr
 from datacube.utils.masking import make_mask
 
-from odc_ndvi_plugin.presets import C2_QA_PIXEL_FLAGS, DEA_FMASK_FLAGS, PRESETS
 from odc_ndvi_plugin.masking import compile_clear_rule
+from odc_ndvi_plugin.presets import C2_QA_PIXEL_FLAGS, DEA_FMASK_FLAGS, PRESETS
 
 ALL_U16 = np.arange(2**16, dtype=np.uint16)
 ALL_U8 = np.arange(2**8, dtype=np.uint8)
