@@ -129,6 +129,8 @@ class NDVIConfig:
     chunks: Mapping[str, int] = field(default_factory=lambda: {"y": 1600, "x": 1600})
     loader: str = "direct"
     preview_band: str | None = None
+    requester_pays: bool = False
+    read_retries: int = 5
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -149,6 +151,8 @@ class NDVIConfig:
             "chunks",
             "loader",
             "preview_band",
+            "requester_pays",
+            "read_retries",
         )
 
     @classmethod
@@ -182,6 +186,12 @@ class NDVIConfig:
         if isinstance(min_clear, bool) or not isinstance(min_clear, int) or min_clear < 1:
             raise _fail("min_clear", f"expected an integer >= 1, got {min_clear!r}")
         preview = cfg.get("preview_band")
+        requester_pays = cfg.get("requester_pays", False)
+        if not isinstance(requester_pays, bool):
+            raise _fail("requester_pays", f"expected true or false, got {requester_pays!r}")
+        read_retries = cfg.get("read_retries", 5)
+        if isinstance(read_retries, bool) or not isinstance(read_retries, int) or read_retries < 0:
+            raise _fail("read_retries", f"expected an integer >= 0, got {read_retries!r}")
         config = cls(
             preset=preset_name,
             red_band=_band("red_band", cfg.get("red_band", preset and preset.red_band)),
@@ -201,6 +211,8 @@ class NDVIConfig:
             chunks=_chunks(cfg.get("chunks", {"y": 1600, "x": 1600})),
             loader=_choice("loader", cfg.get("loader", "direct"), LOADERS),
             preview_band=preview,
+            requester_pays=requester_pays,
+            read_retries=read_retries,
         )
         if len({config.red_band, config.nir_band, config.mask_band}) != 3:
             raise _fail(
@@ -215,6 +227,15 @@ class NDVIConfig:
                 "preview_band", f"{preview!r} is not an output band; allowed: {', '.join(names)}"
             )
         return config
+
+    @property
+    def read_env(self) -> tuple[tuple[str, str], ...]:
+        """GDAL options for reading inputs: HTTP retries of transient errors (5xx, dropped
+        connections), and the requester-pays header for buckets like USGS' usgs-landsat."""
+        env = {"GDAL_HTTP_MAX_RETRY": str(self.read_retries), "GDAL_HTTP_RETRY_DELAY": "0.5"}
+        if self.requester_pays:
+            env["AWS_REQUEST_PAYER"] = "requester"
+        return tuple(env.items())
 
     @property
     def input_bands(self) -> tuple[str, str, str]:

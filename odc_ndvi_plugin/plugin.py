@@ -14,13 +14,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from datacube.model import Dataset, Product
+from datacube.utils.dates import normalise_dt
 from odc.geo.geobox import GeoBox
 from odc.stats.plugins._base import StatsPluginInterface
 
 from ._version import __version__
 from .config import NDVIConfig
 from .inputs import product_inputs
-from .load import load_ndvi_direct
+from .load import group_by_solar_day, load_ndvi_direct
 from .ndvi import NDVIInputs, ndvi_from_bands
 from .reduce import STREAMABLE, reduce_block, stream_reduce
 
@@ -78,6 +79,7 @@ class NDVISeasonal(StatsPluginInterface):
             inputs_for=lambda ds: self.ndvi_inputs(ds.product),
             resampling=cfg.resampling,
             mask_filters=cfg.mask_filters,
+            read_env=cfg.read_env,
         )
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
@@ -120,6 +122,23 @@ class NDVISeasonal(StatsPluginInterface):
                 "to every dataset, but this task mixes products that differ; use loader: direct"
             )
         kwargs = {k: v for k, v in kwargs.items() if k not in ("XSCALE", "YSCALE")}
+        # odc-stats 1.9.7 cannot fuse loads of several CRSs (io.py concatenates them along
+        # `Dataset.dims[0]`, a KeyError for any plugin; its upstream fix, PR #235, looks
+        # up an input band in the output, which ours does not keep): load each CRS on its
+        # own and fuse the solar days here, by the same rule as the direct loader
+        by_crs: dict[str, list[Dataset]] = {}
+        for ds in datasets:
+            by_crs.setdefault(str(ds.crs), []).append(ds)
+        parts = [self._odc_stats_ndvi(group, geobox, **kwargs) for group in by_crs.values()]
+        if len(parts) == 1:
+            return xr.Dataset({"ndvi": parts[0]})
+        return xr.Dataset({"ndvi": _fuse_first_clear(parts, list(by_crs.values()), geobox)})
+
+    def _odc_stats_ndvi(
+        self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any
+    ) -> xr.DataArray:
+        """odc-stats' own load of datasets in one CRS -> ``ndvi (spec, y, x)``, one per solar
+        day, with the solar date as the ``time`` coordinate."""
         xx = super().input_data(datasets, geobox, **kwargs)
         (tdim,) = (d for d in xx["ndvi"].dims if d not in ("y", "x"))
         times = xx[tdim].values
@@ -133,7 +152,7 @@ class NDVISeasonal(StatsPluginInterface):
             time=("spec", np.asarray(times, dtype="datetime64[D]").astype("datetime64[ns]"))
         )
         ndvi.attrs["nodata"] = np.nan
-        return xr.Dataset({"ndvi": ndvi})
+        return ndvi
 
     # -- reduction ------------------------------------------------------------------
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
@@ -194,3 +213,33 @@ class NDVISeasonal(StatsPluginInterface):
         if band is None:
             return None
         return ndvi_rgba(xx[band])
+
+
+def _fuse_first_clear(
+    parts: Sequence[xr.DataArray], groups: Sequence[Sequence[Dataset]], geobox: GeoBox
+) -> xr.DataArray:
+    """One ``(spec, y, x)`` stack from per-CRS stacks: a solar day's value is the first clear
+    one, the parts of a day taken in the order of their first scene (time, id): the direct
+    loader's rule for same-day scenes."""
+    first_scene: dict[tuple[int, np.datetime64], tuple] = {}
+    for i, group in enumerate(groups):
+        for day in group_by_solar_day(group, geobox):
+            ds = day.datasets[0]
+            first_scene[(i, day.date)] = (normalise_dt(ds.center_time), str(ds.id))
+    days = sorted({np.datetime64(d, "D") for _, d in first_scene})
+    fused = []
+    for day in days:
+        order = sorted((key, i) for (i, d), key in first_scene.items() if d == day)
+        layers = [
+            parts[i].isel(
+                spec=int(np.flatnonzero(parts[i].time.values.astype("datetime64[D]") == day)[0])
+            )
+            for _, i in order
+        ]
+        value = layers[0]
+        for layer in layers[1:]:
+            value = value.fillna(layer)
+        fused.append(value)
+    out = xr.concat(fused, dim="spec")
+    out.attrs["nodata"] = np.nan
+    return out

@@ -37,6 +37,7 @@ from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
 from ..ndvi import NDVIInputs, clear_pixels, ndvi_where
+from ..ops.secrets import redact_url
 
 __all__ = [
     "InputReadError",
@@ -243,7 +244,10 @@ class _Files:
             if isinstance(err, rasterio.errors.RasterioIOError)
             else f"{type(err).__name__}: {err}"
         )
-        return InputReadError(f"dataset {s.dataset_id} ({s.product}): {what} {s.uris[i]}: {detail}")
+        return InputReadError(
+            f"dataset {s.dataset_id} ({s.product}) band {s.inputs.bands[i]}: {what} "
+            f"{redact_url(s.uris[i])}: {detail}"
+        )
 
     def read(
         self, i: int, window: rasterio.windows.Window, fill: Any, need: Any = None
@@ -411,9 +415,28 @@ def _day_block(
     dst: GeoBox,
     resampling: str,
     mask_filters: tuple[tuple[str, int], ...],
+    read_env: tuple[tuple[str, str], ...] = (),
 ) -> np.ndarray:
     """One solar day on one load block: first clear value across the day's scenes (a later
-    scene reads only the blocks where earlier ones left a gap, and fills only those)."""
+    scene reads only the blocks where earlier ones left a gap, and fills only those).
+
+    Reads run under the S3/GDAL settings the process was given the ecosystem's way
+    (``datacube.utils.aws.configure_s3_access``: odc-stats run, ``odc-ndvi run`` and a
+    notebook all use it; credentials never travel in the task graph) and the plugin's own
+    ``read_env`` (requester pays, HTTP retries: plain, non-secret GDAL options)."""
+    from datacube.utils.rio import activate_from_config
+
+    activate_from_config()
+    with rasterio.Env(**dict(read_env)):
+        return _fuse_day(sources, dst, resampling, mask_filters)
+
+
+def _fuse_day(
+    sources: tuple[_Source, ...],
+    dst: GeoBox,
+    resampling: str,
+    mask_filters: tuple[tuple[str, int], ...],
+) -> np.ndarray:
     out = np.full((1, *dst.shape.yx), np.nan, dtype=np.float32)
     day = out[0]
     first = True
@@ -442,8 +465,10 @@ def load_ndvi_direct(
     inputs_for: Callable[[Dataset], NDVIInputs],
     resampling: str = "nearest",
     mask_filters: tuple[tuple[str, int], ...] = (),
+    read_env: tuple[tuple[str, str], ...] = (),
 ) -> xr.Dataset:
-    """Lazy NDVI stack of ``datasets`` on ``geobox`` as ``Dataset({"ndvi": (spec, y, x)})``."""
+    """Lazy NDVI stack of ``datasets`` on ``geobox`` as ``Dataset({"ndvi": (spec, y, x)})``;
+    ``read_env``: GDAL options for the reads (see :func:`_day_block`)."""
     days = group_by_solar_day(datasets, geobox)
     day_sources = [tuple(_source(ds, inputs_for(ds)) for ds in day.datasets) for day in days]
     # load blocks: the whole tile (each scene opened and decoded once per task, no block
@@ -461,7 +486,7 @@ def load_ndvi_direct(
                 # days load in date order, the order a streaming reduction folds them in
                 with dask.annotate(priority=-day_index):
                     block = dask.delayed(_day_block, pure=True)(
-                        sources, sub, resampling, mask_filters
+                        sources, sub, resampling, mask_filters, read_env
                     )
                 col_blocks.append(
                     da.from_delayed(block, shape=(1, *sub.shape.yx), dtype=np.float32)
