@@ -16,6 +16,8 @@ pixel maths as its native transform; it exists as a reference and for benchmarks
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +28,7 @@ import dask
 import dask.array as da
 import numpy as np
 import rasterio
+import rasterio.env
 import rasterio.warp
 import rasterio.windows
 import xarray as xr
@@ -221,6 +224,30 @@ class SceneRead:
         )
 
 
+#: failures of a remote read worth another try: the server's 5xx/429 or the connection
+#: (GDAL retries HTTP errors itself, GDAL_HTTP_MAX_RETRY, but not a dropped connection)
+_TRANSIENT = re.compile(
+    r"CURL error|HTTP (?:response|error) code: (?:5\d\d|429)|timed? ?out|connection reset|"
+    r"empty reply",
+    re.IGNORECASE,
+)
+
+
+def _retry_settings() -> tuple[int, float]:
+    """The reads' retry bound and first delay: ``GDAL_HTTP_MAX_RETRY`` /
+    ``GDAL_HTTP_RETRY_DELAY`` of the active environment (plugin_config.read_retries)."""
+    env = rasterio.env.getenv() if rasterio.env.hasenv() else {}
+    return int(env.get("GDAL_HTTP_MAX_RETRY", 0)), float(env.get("GDAL_HTTP_RETRY_DELAY", 0.5))
+
+
+def _vsi(path: str) -> str:
+    """GDAL's name of a remote file, for ``CPL_VSIL_CURL_NON_CACHED``."""
+    for scheme, prefix in (("s3://", "/vsis3/"), ("gs://", "/vsigs/")):
+        if path.startswith(scheme):
+            return prefix + path[len(scheme) :]
+    return "/vsicurl/" + path if "://" in path else path
+
+
 class _Files:
     """A scene's band files, opened on first use and closed together; an error while
     opening or decoding names the dataset and the file."""
@@ -231,11 +258,44 @@ class _Files:
 
     def __getitem__(self, i: int) -> rasterio.DatasetReader:
         if i not in self._open:
-            try:
-                self._open[i] = rasterio.open(_rio_path(self.source.uris[i]))
-            except rasterio.errors.RasterioIOError as err:
-                raise self.error(i, "cannot read", err) from err
+            self._open[i] = self._attempts(i, "cannot read", lambda fresh: self._rio_open(i, fresh))
         return self._open[i]
+
+    def _rio_open(self, i: int, fresh: bool) -> rasterio.DatasetReader:
+        """Open band ``i``; ``fresh``: bypassing what GDAL cached of the file (after a
+        failed attempt its cache can hold a truncated header)."""
+        path = _rio_path(self.source.uris[i])
+        if not fresh or "://" not in path:
+            return rasterio.open(path)
+        stale = self._open.pop(i, None)
+        if stale is not None:
+            stale.close()
+        with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=_vsi(path)):
+            return rasterio.open(path)
+
+    def _attempts(self, i: int, what: str, attempt: Callable[[bool], Any]) -> Any:
+        """``attempt(fresh)``, tried again after a transient remote-read failure (a 5xx or
+        429 answer, a dropped connection: GDAL retries HTTP errors itself but not a
+        dropped connection) up to the reads' retry bound with a growing delay; any other
+        failure, or the last one, raises :class:`InputReadError` naming dataset, band and
+        file."""
+        retries, delay = _retry_settings()
+        interrupted = False  # a transient failure was seen: whatever follows is retried
+        for n in range(retries + 1):
+            try:
+                return attempt(n > 0)
+            except InputReadError:
+                raise
+            except Exception as err:  # decoding errors surface at read time, not open time
+                # (a connection dropped while GDAL reads a header looks like an unknown
+                # format on the next attempt: once interrupted, the bound decides)
+                interrupted |= isinstance(err, rasterio.errors.RasterioIOError) and bool(
+                    _TRANSIENT.search(str(err))
+                )
+                if n == retries or not interrupted:
+                    raise self.error(i, what, err) from err
+                time.sleep(delay * 2**n)
+        raise AssertionError("unreachable")
 
     def error(self, i: int, what: str, err: Exception) -> InputReadError:
         s = self.source
@@ -252,11 +312,12 @@ class _Files:
     def read(
         self, i: int, window: rasterio.windows.Window, fill: Any, need: Any = None
     ) -> np.ndarray:
-        src = self[i]
-        try:
-            return _read_window(src, window, fill, need)
-        except Exception as err:  # decoding errors surface at read time, not open time
-            raise self.error(i, "failed reading", err) from err
+        def attempt(fresh: bool) -> np.ndarray:
+            if fresh:
+                self._open[i] = self._rio_open(i, fresh=True)
+            return _read_window(self[i], window, fill, need)
+
+        return self._attempts(i, "failed reading", attempt)
 
     def close(self) -> None:
         for src in self._open.values():
