@@ -54,6 +54,7 @@ __all__ = [
     "Painted",
     "dea_record",
     "paint",
+    "product_bands",
     "product_definition",
     "read_docs",
     "solar_days",
@@ -123,6 +124,11 @@ def product_definition(name: str) -> dict[str, Any]:
             if doc and doc.get("name") == name:
                 return doc
     raise KeyError(name)
+
+
+def product_bands(name: str) -> list[str]:
+    """The measurement names of product ``name``."""
+    return [m["name"] for m in product_definition(name)["measurements"]]
 
 
 def read_docs(path: Path) -> list[dict[str, Any]]:
@@ -344,7 +350,9 @@ def usgs_item_to_eo3(item: Mapping[str, Any]) -> dict[str, Any]:
     return stac_transform(item)
 
 
-_C2_FILE = re.compile(r"_((?:SR_B\d)|QA_PIXEL)\.TIF$")
+_C2_FILE = re.compile(
+    r"_(SR_B\d|QA_PIXEL|QA_RADSAT|SR_QA_AEROSOL|SR_ATMOS_OPACITY|SR_CLOUD_QA)\.TIF$"
+)
 
 
 def usgs_item_to_deafrica(

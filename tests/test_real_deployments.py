@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,22 +24,28 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import shapely.affinity
+import shapely.geometry
 import yaml
 from odc.dscache.tools.tiling import parse_gridspec_with_name
 from odc.geo.geom import Geometry
 
 from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.index import add_products
+from tests.fixtures.s3gate import BucketPolicy
 from tests.realworld import (
     DATA,
     FAMILIES,
     RealScene,
     dea_record,
     paint,
+    product_bands,
     product_definition,
     read_docs,
     scene_ndvi,
     solar_days,
+    usgs_item_to_deafrica,
+    usgs_item_to_eo3,
 )
 from tests.truth import nan_stat
 
@@ -46,6 +53,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.servers]
 
 #: odc-stats tiles of 256 px (7.7 km) on the DEA Albers grid: a few hundred tasks per scene
 GRID_AU = "epsg:3577;30;256"
+#: the same on EASE-Grid 2.0 (EPSG:6933, DE Africa's grid), for scenes outside Australia
+GRID_GLOBAL = "epsg:6933;30;256"
 SEASONS = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (9, 10, 11)}
 DEA_GOOD = {"fmask": "valid"}
 C2_GOOD = {
@@ -381,3 +390,210 @@ def test_landsat_8_and_9_in_one_task_through_plain_odc_stats_run(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     _assert_outputs_equal_truth(out, world["tile"], world["window"], world["days"])
+
+
+# ------------------------------------------------------------------------------- USGS C2
+
+C2_DEFS = ("lsX_c2l2_sr.odc-product.yaml",)
+ENV_KEY = ("AKIAENVREADER0000001", "env-secret-0f3b9c2d71")
+PROFILE_KEY = ("AKIAPROFILEREADER001", "profile-secret-8a6e41c9d0")
+
+
+def _stac(name: str) -> dict:
+    return json.loads((DATA / "stac" / name).read_text())
+
+
+def test_usgs_c2_from_the_stac_api_on_a_requester_pays_bucket(
+    datacube_env_module, moto_server, s3_gate, tmp_path
+):
+    """A real USGS STAC API item (landsatlook, collection landsat-c2l2-sr) indexed as
+    odc-apps-dc-tools does into the community ls8_c2l2_sr (no scaling declared), its files
+    on s3://usgs-landsat, which is requester pays: credentials from the environment, the
+    preset's C2 scaling, ``red_band: SR_B4`` (an alias). Without ``requester_pays`` the
+    task fails naming dataset, band and URL, and no credential appears anywhere."""
+    item = _stac("LC08_L2SP_028030_20200114_20200824_02_T1_SR.json")
+    doc = usgs_item_to_eo3(item)
+    scene = RealScene(doc, f"s3://usgs-landsat/collection02/level-2/{item['id']}_SR_stac.json")
+    _bucket(moto_server, "usgs-landsat")
+    world = _world(
+        datacube_env_module,
+        moto_server,
+        tmp_path,
+        [scene],
+        definitions=C2_DEFS,
+        bands={"ls8_c2l2_sr": ("red", "nir08", "qa_pixel")},
+        family="c2",
+        good=C2_GOOD,
+        grid=GRID_GLOBAL,
+        window="2019-12--P12M",
+    )
+    s3_gate.clear()
+    s3_gate.policies["usgs-landsat"] = BucketPolicy(private=True, requester_pays=True)
+    creds = {"AWS_ACCESS_KEY_ID": ENV_KEY[0], "AWS_SECRET_ACCESS_KEY": ENV_KEY[1]}
+    config = {"preset": "usgs_c2", "red_band": "SR_B4", "requester_pays": True}
+    proc = _run_and_check(
+        world,
+        moto_server,
+        s3_gate,
+        tmp_path / "pays",
+        config,
+        aws_unsigned=False,
+        credentials=creds,
+    )
+    reads = s3_gate.reads_of("LC08_L2SP_028030")
+    assert reads and all(r.requester_pays and r.signer == ENV_KEY[0] for r in reads)
+    # the same without requester_pays: refused by the bucket, one line naming it all
+    (tmp_path / "no").mkdir()
+    cfg = _run_config(tmp_path / "no" / "run.yaml", {"preset": "usgs_c2"}, aws_unsigned=False)
+    env = _child_env(moto_server, s3_gate, credentials=creds, home=tmp_path)
+    failed = _odc_ndvi_run(env, cfg, world["db"], tmp_path / "no" / "out", world["task"])
+    s3_gate.clear()
+    assert failed.returncode == 1
+    line = next(ln for ln in failed.stderr.splitlines() if ln.strip().startswith("failed "))
+    assert f"dataset {doc['id']} (ls8_c2l2_sr) band qa_pixel" in line, line
+    assert "s3://usgs-landsat/collection02/level-2/standard/oli-tirs/2020/028/030/" in line, line
+    for text in (proc.stdout, proc.stderr, failed.stdout, failed.stderr):
+        assert ENV_KEY[1] not in text
+    for path in (tmp_path / "pays" / "out").rglob("*"):
+        if path.is_file():
+            assert ENV_KEY[1].encode() not in path.read_bytes()
+
+
+# ---------------------------------------------------------------------------- DE Africa C2
+
+
+@pytest.fixture(scope="module")
+def deafrica_world(datacube_env_module, moto_server, tmp_path_factory):
+    """DE Africa's ls8_sr (canonical SR_B4 / QA_PIXEL, no scaling declared) with the real
+    USGS item LC08_L2SP_008059 (EPSG:32618, grid from its MTL) in a private bucket."""
+    item = _stac("LC08_L2SP_008059_20191201_20200825_02_T1_SR_stac.json")
+    mtl = _stac("LC08_L2SP_008059_20191201_20200825_02_T1_MTL.json")
+    doc = usgs_item_to_deafrica(item, product="ls8_sr", bucket=PRIVATE_BUCKET, mtl=mtl)
+    scene = RealScene(doc, f"s3://{PRIVATE_BUCKET}/collection02/{item['id']}.odc-metadata.yaml")
+    _bucket(moto_server, PRIVATE_BUCKET)
+    return _world(
+        datacube_env_module,
+        moto_server,
+        tmp_path_factory.mktemp("deafrica"),
+        [scene],
+        definitions=("ls8_sr.odc-product.yaml",),
+        bands={"ls8_sr": ("SR_B4", "SR_B5", "QA_PIXEL")},
+        family="c2",
+        good=C2_GOOD,
+        grid=GRID_GLOBAL,
+        window="2019-12--P12M",
+    )
+
+
+PRIVATE_BUCKET = "ndvi-private-landsat"
+
+
+def _credentials(mode: str, moto, home: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(environment, signer prefixes the bucket admits) for a credential mode."""
+    if mode == "environment":
+        return {"AWS_ACCESS_KEY_ID": ENV_KEY[0], "AWS_SECRET_ACCESS_KEY": ENV_KEY[1]}, (ENV_KEY[0],)
+    (home / "aws").mkdir(exist_ok=True)
+    (home / "aws" / "credentials").write_text(
+        f"[reader]\naws_access_key_id = {PROFILE_KEY[0]}\naws_secret_access_key = {PROFILE_KEY[1]}\n"
+    )
+    (home / "aws" / "config").write_text(
+        "[profile reader]\nregion = us-east-1\n"
+        "[profile chained]\nrole_arn = arn:aws:iam::123456789012:role/ndvi-reader\n"
+        "source_profile = reader\nregion = us-east-1\n"
+    )
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws" / "credentials"),
+        "AWS_CONFIG_FILE": str(home / "aws" / "config"),
+        # STS (for the role) is moto itself; S3 reads go through the gate
+        "AWS_ENDPOINT_URL_STS": moto.endpoint,
+    }
+    if mode == "profile":
+        return {**env, "AWS_PROFILE": "reader"}, (PROFILE_KEY[0],)
+    return {**env, "AWS_PROFILE": "chained"}, ("ASIA",)  # temporary keys of the assumed role
+
+
+@pytest.mark.parametrize("mode", ["environment", "profile", "role"])
+def test_deafrica_c2_from_a_private_bucket_with_credentials(
+    deafrica_world, moto_server, s3_gate, tmp_path, mode
+):
+    """A private bucket admits only the expected signer: keys from the environment, an AWS
+    profile, or the temporary keys of a role assumed through a profile chain (STS)."""
+    credentials, signers = _credentials(mode, moto_server, tmp_path)
+    s3_gate.clear()
+    s3_gate.policies[PRIVATE_BUCKET] = BucketPolicy(private=True, signer_prefixes=signers)
+    config = {"preset": "deafrica_c2"}
+    proc = _run_and_check(
+        deafrica_world,
+        moto_server,
+        s3_gate,
+        tmp_path / "run",
+        config,
+        aws_unsigned=False,
+        credentials=credentials,
+    )
+    reads = s3_gate.reads_of("LC08_L2SP_008059")
+    s3_gate.clear()
+    assert reads and all(r.signer and r.signer.startswith(signers) for r in reads)
+    assert all(r.session_token == (mode == "role") for r in reads)
+    for secret in (ENV_KEY[1], PROFILE_KEY[1]):
+        assert secret not in proc.stdout + proc.stderr
+
+
+def test_deafrica_landsat_7_and_8_with_their_own_band_names_in_one_task(
+    datacube_env_module, moto_server, s3_gate, tmp_path
+):
+    """ls7_sr (red = SR_B3) and ls8_sr (red = SR_B4) in one task, same solar day: the
+    preset's aliases find each product's bands, and the scenes are fused like same-day
+    paths (first clear wins in time order, across products).
+
+    The Landsat 7 document is the real USGS item LE07_L2SP_044033 (EPSG:32610). No public
+    Landsat 8 document of that place exists here: the Landsat 8 one is DERIVED from it
+    (grid 100 px east, 23 minutes later, its own id and DE Africa's ls8_sr file names)."""
+    item = _stac("LE07_L2SP_044033_20210329_20210424_02_T1_SR.json")
+    ls7 = usgs_item_to_deafrica(item, product="ls7_sr")
+    ls8 = usgs_item_to_deafrica(item, product="ls8_sr")
+    ls8["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, "derived-ls8/" + item["id"]))
+    transform = ls8["grids"]["default"]["transform"]
+    ls8["grids"]["default"]["transform"] = [
+        transform[0],
+        0.0,
+        transform[2] + 3000.0,
+        *transform[3:],
+    ]
+    ls8["geometry"] = shapely.geometry.mapping(
+        shapely.affinity.translate(shapely.geometry.shape(ls8["geometry"]), 3000.0, 0.0)
+    )
+    ls8["properties"]["datetime"] = "2021-03-29T18:20:33.490812Z"
+    ls8["properties"]["eo:platform"] = "landsat-8"
+    prefix = ls7["measurements"]["QA_PIXEL"]["path"].removesuffix("_QA_PIXEL.TIF")
+    ls8["measurements"] = {
+        name: {"path": f"{prefix}_L8_{name}.TIF"} for name in product_bands("ls8_sr")
+    }
+    base = "s3://deafrica-landsat/collection02"
+    scenes = [
+        RealScene(ls7, f"{base}/{item['id']}.ls7.yaml"),
+        RealScene(ls8, f"{base}/{item['id']}.ls8.yaml"),
+    ]
+    _bucket(moto_server, "deafrica-landsat", public=True)
+    world = _world(
+        datacube_env_module,
+        moto_server,
+        tmp_path,
+        scenes,
+        definitions=("ls7_sr.odc-product.yaml", "ls8_sr.odc-product.yaml"),
+        bands={"ls7_sr": ("SR_B3", "SR_B4", "QA_PIXEL"), "ls8_sr": ("SR_B4", "SR_B5", "QA_PIXEL")},
+        family="c2",
+        good=C2_GOOD,
+        grid=GRID_GLOBAL,
+        window="2020-12--P12M",
+    )
+    assert len(world["days"]) == 1  # one solar day, two products
+    s3_gate.clear()
+    _run_and_check(
+        world, moto_server, s3_gate, tmp_path / "run", {"preset": "deafrica_c2"}, aws_unsigned=True
+    )
+    keys = {r.key for r in s3_gate.reads_of("LE07_L2SP_044033")}
+    s3_gate.clear()
+    ls7_red = ls7["measurements"]["SR_B3"]["path"].split("/", 3)[3]
+    assert ls7_red in keys, keys  # Landsat 7's red
+    assert any(k.endswith("_L8_SR_B4.TIF") for k in keys)  # Landsat 8's red
