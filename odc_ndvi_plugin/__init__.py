@@ -10,7 +10,8 @@ from ._version import __version__
 from .api import seasonal_ndvi
 from .config import NDVIConfig
 from .plugin import NDVISeasonal
+from .preview import plot_seasons
 
 register("ndvi-seasonal", NDVISeasonal)
 
-__all__ = ["NDVIConfig", "NDVISeasonal", "__version__", "seasonal_ndvi"]
+__all__ = ["NDVIConfig", "NDVISeasonal", "__version__", "plot_seasons", "seasonal_ndvi"]
