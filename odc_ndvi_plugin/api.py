@@ -122,6 +122,10 @@ class TimeWindow:
 
     @property
     def label(self) -> str:
+        """``start/end``: dates when the window is whole days, else ISO times."""
+        whole_days = self.start.time() == dt.time.min and self.end.time() == dt.time.max
+        if whole_days:
+            return f"{self.start:%Y-%m-%d}/{self.end:%Y-%m-%d}"
         return f"{self.start.isoformat()}/{self.end.isoformat()}"
 
 

@@ -436,6 +436,8 @@ def test_year_mode_takes_at_most_twelve_months_and_warns_of_a_split_season(regio
 def test_time_windows(time, start, end):
     window = TimeWindow.parse(time)
     assert (window.start.isoformat(), window.end.isoformat()) == (start, end)
+    if end.endswith("23:59:59.999999"):  # whole days read as dates
+        assert window.label == f"{start[:10]}/{end[:10]}"
 
 
 def test_output_geobox_from_lonlat_is_on_the_pixel_grid_and_covers_the_box():
