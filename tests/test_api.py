@@ -253,6 +253,11 @@ def test_a_10000_px_request_builds_a_bounded_graph_per_tile(region):
         # tiles share nothing (beyond identical empty tiles), so the whole graph is the sum
         assert len(dict(ds.__dask_graph__())) <= sum(sizes[side].values())
     assert sizes[10_000][(0, 0)] == sizes[2 * DEFAULT_TILE_PX][(0, 0)]
+    # a tile without data is the plugin's empty result: no clear observation, NaN
+    empty = ds.isel(y=slice(5000, 5004), x=slice(5000, 5004)).compute(scheduler="threads")
+    for band in empty.data_vars:
+        values = empty[band].values
+        assert (values == 0).all() if band.startswith("clear_count") else np.isnan(values).all()
 
 
 # ----------------------------------------------------------------------------- presets, modes
