@@ -220,3 +220,40 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
 
 
 main.add_command(synth_command)
+
+
+@main.command("mosaic")
+@click.argument("location")
+@click.option(
+    "--out",
+    "out_dir",
+    default="mosaics",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the PNGs.",
+)
+@click.option(
+    "--band",
+    default="ndvi_mean",
+    show_default=True,
+    help="Band, or stem of the seasonal bands (ndvi_mean -> ndvi_mean_djf, ...).",
+)
+@click.option(
+    "--max-px",
+    type=click.IntRange(min=16),
+    default=2048,
+    show_default=True,
+    help="Longest side of a mosaic; tiles are read from the COG overview that fits.",
+)
+def mosaic_command(location: str, out_dir: str, band: str, max_px: int) -> None:
+    """One PNG per season of a run's outputs at LOCATION (path, file:// or s3://), all
+    tiles stitched."""
+    from .mosaic import write_mosaics
+
+    try:
+        written = write_mosaics(
+            location, Path(out_dir), band=band, max_px=max_px, progress=click.echo
+        )
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{len(written)} mosaic(s) in {out_dir}")
