@@ -295,15 +295,15 @@ def _truth_check(ds, archive, geobox, window, preset, groups, stats):
 
 
 @pytest.mark.parametrize(
-    "preset, mode, time, where",
+    "preset, mode, time, where, aliases",
     [
-        ("usgs_c2", "year", "2019-12--P12M", "lonlat"),
-        ("usgs_c2", "task", "2020-03--P3M", "like"),
-        ("dea_ard", "year", ("2019-12-01", "2020-11-30"), "geobox"),
-        ("dea_ard", "task", "2019-12--P3M", "geobox"),
+        ("usgs_c2", "year", "2019-12--P12M", "lonlat", {}),
+        ("usgs_c2", "task", "2020-03--P3M", "like", {"red_band": "SR_B4", "mask_band": "pq"}),
+        ("dea_ard", "year", ("2019-12-01", "2020-11-30"), "geobox", {}),
+        ("dea_ard", "task", "2019-12--P3M", "geobox", {}),
     ],
 )
-def test_presets_and_season_modes_match_truth(region, dea, preset, mode, time, where):
+def test_presets_and_season_modes_match_truth(region, dea, preset, mode, time, where, aliases):
     archive = region.archive if preset == "usgs_c2" else dea
     stats = (
         ["mean", "count"] if mode == "year" else ["mean", "median", "std", "min", "max", "count"]
@@ -324,6 +324,7 @@ def test_presets_and_season_modes_match_truth(region, dea, preset, mode, time, w
             preset=preset,
             season_mode=mode,
             statistics=stats,
+            **aliases,  # band aliases, as dc.load accepts them
             **kw,
         ).compute(scheduler="threads")
     groups = (
@@ -399,7 +400,7 @@ def test_a_bad_key_is_the_plugins_error(region, bad):
 def test_product_errors_name_the_product_and_band(region):
     with region.env.datacube() as dc:
         kw = dict(geobox=region.request, time="2019-12--P12M")
-        assert "has no band 'nbart_red'" in _error(
+        assert "has no band or alias 'nbart_red'" in _error(
             lambda: seasonal_ndvi(dc, product="ls_c2l2_sr", preset="dea_ard", **kw)
         )
         assert "'ls_c2l2_sr_x' is not in this datacube" in _error(
