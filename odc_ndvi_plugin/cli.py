@@ -182,12 +182,22 @@ def check_config_command(config_path: str) -> None:
 
 @main.command("product-definition")
 @click.argument("config_path")
-def product_definition_command(config_path: str) -> None:
+@click.option(
+    "--grid",
+    help="The save-tasks grid (au-30, africa-30, 'epsg:3577;30;512'...) for the definition's "
+    "load section (default: the config's own grid key, if it has one).",
+)
+def product_definition_command(config_path: str, grid: str | None) -> None:
     """Print the output product definition (eo3 YAML) for a run config."""
     from .product import dump_product_definition, output_product_definition
 
     cfg, plugin = _config_and_plugin(config_path)
-    click.echo(dump_product_definition(output_product_definition(plugin, cfg.product)), nl=False)
+    grid = grid or _read_yaml(config_path, "run config").get("grid")
+    try:
+        doc = output_product_definition(plugin, cfg.product, grid=grid)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(dump_product_definition(doc), nl=False)
 
 
 @main.command("demo")

@@ -194,39 +194,62 @@ def test_rerun_skips_and_overwrite_recomputes(usgs, year_run):
 
 
 def test_outputs_index_back_and_load_the_same_values(usgs, year_run, make_datacube_env):
+    """The ecosystem's own indexer (odc-apps-dc-tools ``fs-to-dc --stac``) takes odc-stats'
+    STAC items with our product definition (its ``load`` section from the grid), and
+    ``dc.load`` gives back the COGs' pixels, on the product's own grid."""
     from odc_ndvi_plugin import NDVISeasonal
     from odc_ndvi_plugin.product import output_product_definition
 
     out, _ = year_run
     run_cfg = yaml.safe_load((CFG_DIR / "run-usgs-c2-year.yaml").read_text())
     plugin = NDVISeasonal(**{**run_cfg["plugin_config"], "statistics": ALL_STATS})
-    doc = output_product_definition(plugin, run_cfg["product"])
+    doc = output_product_definition(plugin, run_cfg["product"], grid=usgs["spec"].gridspec)
     product_yaml = usgs["root"] / "ndvi-product.yaml"
     product_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
     env = make_datacube_env()
     add_products(env, [product_yaml])
     items = sorted(out.rglob("*.stac-item.json"))
-    # odc-stats writes STAC items; datacube converts STAC to eo3 datasets of our product
-    import pystac
-    from datacube.metadata import stac2ds
-
-    dc = env.datacube()
-    product = dc.index.products.get_by_name(doc["name"])
-    for item_path in items:
-        item = pystac.Item.from_file(str(item_path))
-        item.set_self_href(item_path.as_uri())
-        item.make_asset_hrefs_absolute()
-        (ds,) = stac2ds([item], product_cache={product.name: product})
-        dc.index.datasets.add(ds, with_lineage=False)
-    tile, geobox = next(iter(usgs["spec"].tiles().items()))
-    loaded = dc.load(
-        product=doc["name"], like=geobox, measurements=["ndvi_mean_djf", "clear_count_djf"]
+    fs_to_dc = Path(sys.executable).with_name("fs-to-dc")
+    proc = subprocess.run(
+        [str(fs_to_dc), str(out), "--stac", "--glob", "**/*.stac-item.json"],
+        env=_env(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    dc = env.datacube()
+    assert len(dc.find_datasets(product=doc["name"])) == len(items) == 2
+    tile, geobox = next(iter(usgs["spec"].tiles().items()))
     task = _task_dir(out, tile, usgs["window"])
-    with rasterio.open(next(task.glob("*_ndvi_mean_djf.tif"))) as src:
-        np.testing.assert_array_equal(loaded.ndvi_mean_djf.values[0], src.read(1))
-    with rasterio.open(next(task.glob("*_clear_count_djf.tif"))) as src:
-        np.testing.assert_array_equal(loaded.clear_count_djf.values[0], src.read(1))
+    bands = ["ndvi_mean_djf", "clear_count_djf"]
+    # on the tile's grid, and with no grid given: the product's load section decides
+    like = dc.load(product=doc["name"], like=geobox, measurements=bands)
+    own = dc.load(product=doc["name"], measurements=bands, geopolygon=geobox.extent)
+    assert own.odc.geobox == geobox
+    for loaded in (like, own):
+        with rasterio.open(next(task.glob("*_ndvi_mean_djf.tif"))) as src:
+            np.testing.assert_array_equal(loaded.ndvi_mean_djf.values[0], src.read(1))
+        with rasterio.open(next(task.glob("*_clear_count_djf.tif"))) as src:
+            np.testing.assert_array_equal(loaded.clear_count_djf.values[0], src.read(1))
+
+
+def test_outputs_carry_the_configs_identity_and_never_deas(usgs, year_run):
+    """odc-stats' defaults would say ga.gov.au / collections.dea.ga.gov.au; the shipped
+    config names its own publisher, and no output file mentions DEA."""
+    out, _ = year_run
+    run_cfg = yaml.safe_load((CFG_DIR / "run-usgs-c2-year.yaml").read_text())
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert b"ga.gov.au" not in path.read_bytes(), path
+    for item_path in out.rglob("*.stac-item.json"):
+        item = json.loads(item_path.read_text())
+        assert item["properties"]["odc:producer"] == run_cfg["product"]["producer"]
+        assert item["properties"]["license"] == "CC-BY-4.0"
+        (overview,) = [ln["href"] for ln in item["links"] if ln["rel"] == "product_overview"]
+        assert overview.startswith(f"https://{run_cfg['product']['collections_site']}/product/")
 
 
 def _run_ours(config: Path, db: Path, out: Path, **overrides):

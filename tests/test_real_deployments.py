@@ -265,6 +265,8 @@ def _run_and_check(world, moto, gate, tmp: Path, plugin_config, *, aws_unsigned,
     proc = _odc_ndvi_run(env, config, world["db"], out, world["task"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     _assert_outputs_equal_truth(out, world["tile"], world["window"], world["days"])
+    for path in out.rglob("*"):  # the config's identity, never odc-stats' default (DEA's)
+        assert not path.is_file() or b"ga.gov.au" not in path.read_bytes(), path
     return proc
 
 

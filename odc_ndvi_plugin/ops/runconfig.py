@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 
 from odc.stats.model import TaskRunnerConfig
 
+from .identity import check_product_block, split_drop_in
+
 __all__ = ["CLI_ONLY_KEYS", "RUN_CONFIG_KEYS", "load_run_config"]
 
 
@@ -40,7 +42,9 @@ def load_run_config(
     """Validate an odc-stats run config mapping; unknown keys are an error naming the key.
 
     Returns the TaskRunnerConfig and the CLI-only extras (dataset_filters, apply_eodatasets3).
+    A dea-config style file may also hold save-tasks keys: they are ignored (one info line).
     """
+    config, _ = split_drop_in(config)
     unknown = sorted(set(config) - set(RUN_CONFIG_KEYS) - set(CLI_ONLY_KEYS))
     if unknown:
         raise ValueError(
@@ -49,6 +53,7 @@ def load_run_config(
         )
     merged = {k: v for k, v in config.items() if k in RUN_CONFIG_KEYS}
     merged.update({k: v for k, v in overrides.items() if v is not None and v != ""})
+    check_product_block(merged.get("product"))
     if not merged.get("plugin"):
         raise ValueError("run config: 'plugin' is required (e.g. odc_ndvi_plugin.NDVISeasonal)")
     if not merged.get("output_location"):

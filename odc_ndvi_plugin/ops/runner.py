@@ -127,7 +127,6 @@ class NDVITaskRunner(TaskRunner):
     # -- dask ------------------------------------------------------------------------
     def _init_dask(self) -> Client:
         """Loopback-only local cluster (odc-stats' default binds its dashboard on 0.0.0.0)."""
-        from datacube.utils.rio import configure_s3_access
         from distributed import LocalCluster
         from odc.stats.proc import S3ClientPlugin, get_max_cpu, get_max_mem
 
@@ -146,7 +145,7 @@ class NDVITaskRunner(TaskRunner):
         client = Client(cluster)
         if self._needs_s3():
             for c in (None, client):
-                configure_s3_access(aws_unsigned=cfg.aws_unsigned, cloud_defaults=True, client=c)
+                self._configure_s3(c)
         client.register_plugin(S3ClientPlugin())
         _log.info("Started local dask on 127.0.0.1 with %d threads", nthreads)
         return client
@@ -161,8 +160,25 @@ class NDVITaskRunner(TaskRunner):
 
             if self.product.location.startswith("s3://"):
                 self._client.register_plugin(S3ClientPlugin(), name="odc-stats-s3-client")
+            if self._inputs_maybe_on_s3():
+                self._configure_s3(self._client)  # the gateway's workers read the inputs
             self._workers_ready = True
         return self._client
+
+    def _configure_s3(self, client: Client | None) -> None:
+        """S3 reads the ecosystem's way (datacube's configure_s3_access, as odc-stats does):
+        unsigned or with the credentials found here, handed to ``client``'s workers;
+        requester pays when the plugin config asks for it."""
+        from datacube.utils.aws import configure_s3_access
+
+        configure_s3_access(
+            aws_unsigned=self._cfg.aws_unsigned,
+            requester_pays=bool(
+                getattr(getattr(self.proc, "config", None), "requester_pays", False)
+            ),
+            cloud_defaults=True,
+            client=client,
+        )
 
     def _needs_s3(self) -> bool:
         """S3 set-up only when something is on S3: it probes for credentials (slowly) and
