@@ -174,10 +174,56 @@ def _config_and_plugin(config_path: str):
 
 @main.command("check-config")
 @click.argument("config_path")
-def check_config_command(config_path: str) -> None:
+@click.option(
+    "--product",
+    "products",
+    multiple=True,
+    help="Also check the band names against this input product in the configured datacube "
+    "(repeatable; default: the file's input_products, when a datacube is reachable).",
+)
+def check_config_command(config_path: str, products: tuple[str, ...]) -> None:
     """Validate a run config and its plugin_config without running anything."""
     cfg, plugin = _config_and_plugin(config_path)
+    names = list(products) or _split_products(_read_yaml(config_path, "run config"))
+    if names:
+        _check_products(plugin, names, required=bool(products))
     click.echo(f"ok: {cfg.plugin} -> bands {', '.join(plugin.measurements)}")
+
+
+def _split_products(doc: dict[str, Any]) -> list[str]:
+    """Product names of a drop-in config's ``input_products`` (odc-stats' ``a-b`` union
+    and ``a+b`` fusion syntax; ODC product names have no ``-`` or ``+``)."""
+    import re
+
+    return [p for p in re.split(r"[-+]", str(doc.get("input_products") or "")) if p]
+
+
+def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
+    """The plugin's bands, flags and scaling against each product's definition in the
+    configured datacube; without one, a note (or, for --product, an error)."""
+    from .ops.secrets import redact_text
+
+    try:
+        from datacube import Datacube
+
+        dc = Datacube(app="odc-ndvi-check-config")
+        found = {name: dc.index.products.get_by_name(name) for name in names}
+    except Exception as err:  # noqa: BLE001 - any connection/config failure
+        reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
+        if required:
+            raise click.ClickException(
+                f"cannot check products {', '.join(names)}: {reason}"
+            ) from err
+        click.echo(f"note: band names not checked against a datacube ({reason})", err=True)
+        return
+    for name, product in found.items():
+        if product is None:
+            raise click.ClickException(f"input product {name!r} is not in the datacube")
+        try:
+            plugin.validate_product(product)
+        except ValueError as err:
+            raise click.ClickException(str(err)) from err
+    click.echo(f"checked against the datacube: {', '.join(names)}")
 
 
 @main.command("product-definition")

@@ -55,6 +55,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.servers]
 GRID_AU = "epsg:3577;30;256"
 #: the same on EASE-Grid 2.0 (EPSG:6933, DE Africa's grid), for scenes outside Australia
 GRID_GLOBAL = "epsg:6933;30;256"
+EXAMPLES = DATA.parents[2] / "cfg" / "examples"
 SEASONS = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (9, 10, 11)}
 DEA_GOOD = {"fmask": "valid"}
 C2_GOOD = {
@@ -64,17 +65,6 @@ C2_GOOD = {
     "water": "land_or_cloud",
 }
 CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
-#: the user's identity, as a run config must give it (never DEA's unless asked)
-PRODUCT_BLOCK = {
-    "name": "ndvi_seasonal_test",
-    "short_name": "ndvi_seasonal_test",
-    "version": "0.1.0",
-    "product_family": "ndvi",
-    "producer": "eo.example.org",
-    "collections_site": "collections.eo.example.org",
-    "explorer_path": "https://explorer.eo.example.org",
-    "region_code_format": "x{x:+04d}y{y:+05d}",
-}
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -157,27 +147,26 @@ def _child_env(moto, gate, *, credentials: dict[str, str] | None, home: Path) ->
     return env
 
 
-def _run_config(path: Path, plugin_config: dict[str, Any], *, aws_unsigned: bool) -> Path:
-    doc = {
-        "plugin": "odc_ndvi_plugin.NDVISeasonal",
-        "plugin_config": {"season_mode": "year", "statistics": ["mean", "count"], **plugin_config},
-        "product": PRODUCT_BLOCK,
-        "output_location": "file:///unused",
-        "aws_unsigned": aws_unsigned,
-        "threads": 2,
-        "cog_opts": {"compress": "deflate", "zlevel": 1},
-    }
+def _run_config(path: Path, plugin_config: dict[str, Any], *, example: str, **top: Any) -> Path:
+    """The shipped example ``cfg/examples/<example>.yaml`` (a dea-config style single
+    file), as a user would run it: only the plugin_config keys under test changed, and
+    local threads."""
+    doc = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    doc["plugin_config"] = {**doc["plugin_config"], **plugin_config}
+    doc.update(threads=2, output_location="file:///unused", **top)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def _save_tasks(env, tmp: Path, products: str, grid: str, window: str) -> Path:
-    config = tmp / "save-tasks.yaml"
-    config.write_text(
-        yaml.safe_dump({"grid": grid, "frequency": "all", "input_products": products})
-    )
+def _save_tasks(env, tmp: Path, example: str, grid: str, window: str) -> Path:
+    """The real odc-stats save-tasks on the example file (its input_products), on a grid of
+    smaller tiles than production's so that a test's tile stays small."""
     return save_tasks(
-        env.environ(), config=config, grid=grid, temporal_range=window, output=tmp / "tasks.db"
+        env.environ(),
+        config=EXAMPLES / f"{example}.yaml",
+        grid=grid,
+        temporal_range=window,
+        output=tmp / "tasks.db",
     )
 
 
@@ -231,6 +220,7 @@ def _world(
     *,
     definitions: Sequence[str],
     bands: dict[str, tuple[str, str, str]],
+    example: str,
     family: str,
     good: dict[str, Any],
     grid: str,
@@ -249,17 +239,25 @@ def _world(
     add_products(env, [DATA / "products" / n for n in definitions])
     _index(env, scenes)
     products = sorted(bands)
-    db = _save_tasks(env, tmp, "-".join(products), grid, window)
+    db = _save_tasks(env, tmp, example, grid, window)
     docs = {p: product_definition(p) for p in products}
     days = _truth(painted, geobox, fam, docs, {p: b[2] for p, b in bands.items()}, good)
     assert all(np.isfinite(v).any() for _, v in days), "a day without a clear pixel tests little"
     x, y = tile
-    return {"tile": tile, "task": f"x{x}/y{y}/{window}", "db": db, "window": window, "days": days}
+    task = f"x{x}/y{y}/{window}"
+    return {
+        "tile": tile,
+        "task": task,
+        "db": db,
+        "window": window,
+        "days": days,
+        "example": example,
+    }
 
 
-def _run_and_check(world, moto, gate, tmp: Path, plugin_config, *, aws_unsigned, credentials=None):
+def _run_and_check(world, moto, gate, tmp: Path, plugin_config, *, credentials=None, **top):
     tmp.mkdir(parents=True, exist_ok=True)
-    config = _run_config(tmp / "run.yaml", plugin_config, aws_unsigned=aws_unsigned)
+    config = _run_config(tmp / "run.yaml", plugin_config, example=world["example"], **top)
     env = _child_env(moto, gate, credentials=credentials, home=tmp)
     out = tmp / "out"
     proc = _odc_ndvi_run(env, config, world["db"], out, world["task"])
@@ -296,6 +294,7 @@ def dea_pair_world(datacube_env_module, moto_server, tmp_path_factory):
         scenes,
         definitions=DEA_DEFS[:2],
         bands={"ga_ls8c_ard_3": DEA_BANDS},
+        example="dea-c3-ls8-ls9-year",
         family="dea",
         good=DEA_GOOD,
         grid=GRID_AU,
@@ -313,7 +312,7 @@ def test_dea_c3_two_utm_zones_from_a_public_bucket_equal_truth(
     the two zones are fused per solar day; ``mask_band: fmask`` is DEA's alias."""
     s3_gate.clear()
     config = {"preset": "dea_ard", "mask_band": "fmask", "loader": loader}
-    _run_and_check(dea_pair_world, moto_server, s3_gate, tmp_path, config, aws_unsigned=True)
+    _run_and_check(dea_pair_world, moto_server, s3_gate, tmp_path, config)
     reads = s3_gate.reads_of("ga_ls8c_")
     assert reads and all(r.signer is None for r in reads)  # unsigned, as asked
     rows = {r.key.split("/")[3] for r in reads}  # baseline/ga_ls8c_ard_3/091/<row>/...
@@ -330,14 +329,14 @@ def test_transient_read_errors_are_retried_and_a_lasting_one_names_dataset_band_
     s3_gate.fail("091079_2015-01-09_final_band04.tif", 2, "503")
     s3_gate.fail("091080_2015-01-25_final_fmask.tif", 2, "drop")
     config = {"preset": "dea_ard"}
-    _run_and_check(dea_pair_world, moto_server, s3_gate, tmp_path / "a", config, aws_unsigned=True)
+    _run_and_check(dea_pair_world, moto_server, s3_gate, tmp_path / "a", config)
     failed = [r for r in s3_gate.requests if r.status in (0, 503)]
     assert len(failed) == 4, failed
     s3_gate.clear()
     s3_gate.fail("091080_2015-03-14_final_band05.tif", 10_000, "503")
     (tmp_path / "b").mkdir()
     cfg = _run_config(
-        tmp_path / "b" / "run.yaml", {"preset": "dea_ard", "read_retries": 2}, aws_unsigned=True
+        tmp_path / "b" / "run.yaml", {"read_retries": 2}, example="dea-c3-ls8-ls9-year"
     )
     env = _child_env(moto_server, s3_gate, credentials=None, home=tmp_path)
     proc = _odc_ndvi_run(
@@ -378,13 +377,14 @@ def test_landsat_8_and_9_in_one_task_through_plain_odc_stats_run(
         scenes,
         definitions=DEA_DEFS,
         bands={"ga_ls8c_ard_3": DEA_BANDS, "ga_ls9c_ard_3": DEA_BANDS},
+        example="dea-c3-ls8-ls9-year",
         family="dea",
         good=DEA_GOOD,
         grid=GRID_AU,
         window="2021-12--P12M",
     )
     assert len(world["days"]) == 2
-    config = _run_config(tmp_path / "run.yaml", {"preset": "dea_ard"}, aws_unsigned=True)
+    config = _run_config(tmp_path / "run.yaml", {}, example="dea-c3-ls8-ls9-year")
     env = _child_env(moto_server, s3_gate, credentials=None, home=tmp_path)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "odc.stats", "run", "--config", str(config), "--threads", "2"]
@@ -424,6 +424,7 @@ def test_usgs_c2_from_the_stac_api_on_a_requester_pays_bucket(
         [scene],
         definitions=C2_DEFS,
         bands={"ls8_c2l2_sr": ("red", "nir08", "qa_pixel")},
+        example="usgs-c2-stac-year",
         family="c2",
         good=C2_GOOD,
         grid=GRID_GLOBAL,
@@ -432,21 +433,17 @@ def test_usgs_c2_from_the_stac_api_on_a_requester_pays_bucket(
     s3_gate.clear()
     s3_gate.policies["usgs-landsat"] = BucketPolicy(private=True, requester_pays=True)
     creds = {"AWS_ACCESS_KEY_ID": ENV_KEY[0], "AWS_SECRET_ACCESS_KEY": ENV_KEY[1]}
-    config = {"preset": "usgs_c2", "red_band": "SR_B4", "requester_pays": True}
+    # the example as shipped (preset usgs_c2, requester_pays: true), red named by an alias
     proc = _run_and_check(
-        world,
-        moto_server,
-        s3_gate,
-        tmp_path / "pays",
-        config,
-        aws_unsigned=False,
-        credentials=creds,
+        world, moto_server, s3_gate, tmp_path / "pays", {"red_band": "SR_B4"}, credentials=creds
     )
     reads = s3_gate.reads_of("LC08_L2SP_028030")
     assert reads and all(r.requester_pays and r.signer == ENV_KEY[0] for r in reads)
     # the same without requester_pays: refused by the bucket, one line naming it all
     (tmp_path / "no").mkdir()
-    cfg = _run_config(tmp_path / "no" / "run.yaml", {"preset": "usgs_c2"}, aws_unsigned=False)
+    cfg = _run_config(
+        tmp_path / "no" / "run.yaml", {"requester_pays": False}, example="usgs-c2-stac-year"
+    )
     env = _child_env(moto_server, s3_gate, credentials=creds, home=tmp_path)
     failed = _odc_ndvi_run(env, cfg, world["db"], tmp_path / "no" / "out", world["task"])
     s3_gate.clear()
@@ -480,6 +477,7 @@ def deafrica_world(datacube_env_module, moto_server, tmp_path_factory):
         [scene],
         definitions=("ls8_sr.odc-product.yaml",),
         bands={"ls8_sr": ("SR_B4", "SR_B5", "QA_PIXEL")},
+        example="deafrica-c2-ls7-ls8-ls9-year",
         family="c2",
         good=C2_GOOD,
         grid=GRID_GLOBAL,
@@ -584,6 +582,7 @@ def test_deafrica_landsat_7_and_8_with_their_own_band_names_in_one_task(
         scenes,
         definitions=("ls7_sr.odc-product.yaml", "ls8_sr.odc-product.yaml"),
         bands={"ls7_sr": ("SR_B3", "SR_B4", "QA_PIXEL"), "ls8_sr": ("SR_B4", "SR_B5", "QA_PIXEL")},
+        example="deafrica-c2-ls7-ls8-ls9-year",
         family="c2",
         good=C2_GOOD,
         grid=GRID_GLOBAL,
@@ -591,9 +590,7 @@ def test_deafrica_landsat_7_and_8_with_their_own_band_names_in_one_task(
     )
     assert len(world["days"]) == 1  # one solar day, two products
     s3_gate.clear()
-    _run_and_check(
-        world, moto_server, s3_gate, tmp_path / "run", {"preset": "deafrica_c2"}, aws_unsigned=True
-    )
+    _run_and_check(world, moto_server, s3_gate, tmp_path / "run", {})
     keys = {r.key for r in s3_gate.reads_of("LE07_L2SP_044033")}
     s3_gate.clear()
     ls7_red = ls7["measurements"]["SR_B3"]["path"].split("/", 3)[3]

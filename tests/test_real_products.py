@@ -212,3 +212,66 @@ def _semantics(flags) -> dict:
         name: (defn["bits"], {int(k): v for k, v in defn["values"].items()})
         for name, defn in flags.items()
     }
+
+
+@pytest.mark.parametrize(
+    "plugin_config, message",
+    [
+        ({"preset": "deafrica_c2"}, None),
+        (
+            {"preset": "usgs_c2"},
+            "plugin_config.nir_band: product 'ls8_sr' has no band or alias 'nir08'",
+        ),
+        ({"preset": "deafrica_c2", "nir_band": "SR_B9"}, "has no band or alias 'SR_B9'"),
+    ],
+)
+def test_check_config_checks_bands_against_the_configured_datacube(
+    make_datacube_env, tmp_path, plugin_config, message
+):
+    """A dea-config style file naming its input products: check-config looks them up in the
+    datacube the environment configures (real DE Africa definitions indexed there)."""
+    from click.testing import CliRunner
+
+    from odc_ndvi_plugin.cli import main
+    from odc_ndvi_plugin.dev.index import add_products
+    from tests.conftest import CFG_DIR
+
+    env = make_datacube_env()
+    add_products(
+        env, [PRODUCTS_DIR / "ls8_sr.odc-product.yaml", PRODUCTS_DIR / "ls9_sr.odc-product.yaml"]
+    )
+    doc = yaml.safe_load((CFG_DIR / "run-usgs-c2-year.yaml").read_text())
+    doc.update(input_products="ls8_sr-ls9_sr", grid="africa-30", plugin_config=plugin_config)
+    path = tmp_path / "dropin.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(main, ["check-config", str(path)], env=env.environ())
+    if message is None:
+        assert result.exit_code == 0, result.output
+        assert "checked against the datacube: ls8_sr, ls9_sr" in result.output
+    else:
+        assert result.exit_code != 0
+        assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "cfg" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_each_shipped_example_reads_the_real_products_it_names(example):
+    """cfg/examples are dea-config style single files for the real families: they validate,
+    and their plugin_config reads every real product their input_products name."""
+    from click.testing import CliRunner
+
+    from odc_ndvi_plugin.cli import main
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+
+    result = CliRunner().invoke(main, ["check-config", str(example)])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(example.read_text())
+    cfg, _ = load_run_config(doc)
+    config = NDVIConfig.from_plugin_config(cfg.plugin_config)
+    names = doc["input_products"].replace("+", "-").split("-")
+    assert len(names) >= 2
+    for name in names:
+        got = product_inputs(name, measurements(name), config)
+        assert got.red.scale_factor in (2.75e-5, 1e-4)
