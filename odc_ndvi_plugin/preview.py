@@ -18,12 +18,35 @@ NDVI_RANGE = (-0.2, 0.9)
 NDVI_CMAP = "RdYlGn"
 
 
-def _colourise(ndvi: np.ndarray) -> np.ndarray:
-    from matplotlib import colormaps
+#: ColorBrewer's 11-class RdYlGn (Cynthia Brewer, Apache 2.0), the anchors of matplotlib's
+#: "RdYlGn": the preview needs no plotting library (the core install has none)
+_RDYLGN = (
+    "a50026", "d73027", "f46d43", "fdae61", "fee08b", "ffffbf",
+    "d9ef8b", "a6d96a", "66bd63", "1a9850", "006837",
+)  # fmt: skip
 
+
+def _lookup_table(n: int = 256) -> np.ndarray:
+    """``(n, 3)`` uint8 colours interpolated linearly between the anchors, as matplotlib
+    builds a colour map's lookup table."""
+    anchors = np.array([[int(c[i : i + 2], 16) / 255 for i in (0, 2, 4)] for c in _RDYLGN])
+    at = np.linspace(0, 1, len(anchors))
+    x = np.linspace(0, 1, n)
+    table = np.stack([np.interp(x, at, anchors[:, k]) for k in range(3)], axis=1)
+    return (table * 255).round().astype(np.uint8)
+
+
+_LUT = _lookup_table()
+
+
+def _colourise(ndvi: np.ndarray) -> np.ndarray:
+    """uint8 RGBA of NDVI: one gather in a 256-colour table (no float RGBA temporaries)."""
     lo, hi = NDVI_RANGE
-    scaled = np.clip((ndvi - lo) / (hi - lo), 0, 1)
-    rgba = (colormaps[NDVI_CMAP](np.nan_to_num(scaled)) * 255).round().astype(np.uint8)
+    n = len(_LUT)
+    with np.errstate(invalid="ignore"):
+        idx = np.clip((np.nan_to_num(ndvi, nan=lo) - lo) * (n / (hi - lo)), 0, n - 1)
+    rgba = np.empty((*ndvi.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = _LUT[idx.astype(np.intp)]
     rgba[..., 3] = np.where(np.isnan(ndvi), 0, 255)
     return rgba
 

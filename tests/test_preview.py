@@ -109,3 +109,18 @@ def test_a_tutorial_style_dataarray_is_drawn_in_season_order():
         matplotlib.pyplot.close(fig)
     with pytest.raises(ValueError, match="counts=True needs"):
         plot_seasons(stacked, counts=True)
+
+
+def test_the_rgba_preview_colours_are_matplotlibs_rdylgn_without_matplotlib():
+    """The core's colour table (no plotting library needed) equals matplotlib's RdYlGn
+    colour for colour, on every NDVI value a float32 band can hold in the ramp's range."""
+    from matplotlib import colormaps
+
+    from odc_ndvi_plugin.preview import NDVI_RANGE, _colourise
+
+    lo, hi = NDVI_RANGE
+    ndvi = np.concatenate([np.linspace(lo - 0.3, hi + 0.3, 300_001, dtype=np.float32), [np.nan]])
+    scaled = np.nan_to_num(np.clip((ndvi - lo) / (hi - lo), 0, 1))
+    expected = (colormaps["RdYlGn"](scaled) * 255).round().astype(np.uint8)
+    expected[..., 3] = np.where(np.isnan(ndvi), 0, 255)
+    np.testing.assert_array_equal(_colourise(ndvi), expected)
