@@ -17,6 +17,7 @@ from datacube.model import Dataset, Product
 from datacube.utils.dates import normalise_dt
 from odc.geo.geobox import GeoBox
 from odc.stats.plugins._base import StatsPluginInterface
+from odc.stats.plugins._registry import register
 
 from ._version import __version__
 from .config import NDVIConfig
@@ -214,6 +215,10 @@ class NDVISeasonal(StatsPluginInterface):
             return None
         return ndvi_rgba(xx[band])
 
+
+
+# the short name for odc-stats (`plugin: ndvi-seasonal`), once this module is imported
+register("ndvi-seasonal", NDVISeasonal)
 
 def _fuse_first_clear(
     parts: Sequence[xr.DataArray], groups: Sequence[Sequence[Dataset]], geobox: GeoBox
