@@ -313,3 +313,18 @@ def mosaic_command(location: str, out_dir: str, band: str, max_px: int) -> None:
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"{len(written)} mosaic(s) in {out_dir}")
+
+
+@main.command("init-config")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace files that exist (default: keep them).")
+def init_config_command(directory: str, overwrite: bool) -> None:
+    """Write the shipped configs into DIRECTORY to start from: run and save-tasks configs,
+    drop-in examples for DEA, DE Africa and USGS C2, product definitions, the gateway
+    cluster options and the Kubernetes Jobs."""
+    from ._shipped import init_config
+
+    written, kept = init_config(Path(directory), overwrite=overwrite)
+    click.echo(f"{len(written)} file(s) written to {directory}")
+    if kept:
+        click.echo(f"{len(kept)} existing file(s) kept (--overwrite replaces them)")

@@ -216,9 +216,9 @@ class NDVISeasonal(StatsPluginInterface):
         return ndvi_rgba(xx[band])
 
 
-
 # the short name for odc-stats (`plugin: ndvi-seasonal`), once this module is imported
 register("ndvi-seasonal", NDVISeasonal)
+
 
 def _fuse_first_clear(
     parts: Sequence[xr.DataArray], groups: Sequence[Sequence[Dataset]], geobox: GeoBox

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import rasterio
 import yaml
 
+from .._shipped import cfg_dir
 from ..ops.runner import RunSummary, execute, load_run_config
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["CFG_DIR", "DemoReport", "run_demo", "save_tasks", "save_year_tasks", "year_window"]
 
 #: the repository's cfg/ folder (the package is installed editable by scripts/bootstrap)
-CFG_DIR = Path(__file__).resolve().parents[2] / "cfg"
+CFG_DIR = cfg_dir()
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
 _SAVE_TASKS_CONFIG = {

@@ -56,6 +56,8 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, polygon
 
+from .._shipped import cfg_dir
+
 __all__ = [
     "Archive",
     "ArchiveSpec",
@@ -268,12 +270,7 @@ def decode(flavour: Flavour, dn: np.ndarray) -> np.ndarray:
 
 def product_definition_path(flavour: Flavour) -> Path:
     """The product definition yaml of a flavour in this source tree (``cfg/products``)."""
-    path = (
-        Path(__file__).resolve().parents[2]
-        / "cfg"
-        / "products"
-        / f"{_FLAVOUR_INFO[flavour].product}.odc-product.yaml"
-    )
+    path = cfg_dir() / "products" / f"{_FLAVOUR_INFO[flavour].product}.odc-product.yaml"
     if not path.exists():
         raise FileNotFoundError(f"product definition not found: {path}")
     return path
