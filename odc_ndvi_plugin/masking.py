@@ -1,4 +1,5 @@
-"""Where a pixel is declared clear: ``make_mask`` semantics over a band's ``flags_definition``.
+"""Where a pixel is declared clear: ``make_mask`` semantics over a band's ``flags_definition``,
+and the clean-up filters of the bad-pixel mask.
 
 ``good_pixel_flags`` maps flag name -> value exactly as
 ``datacube.utils.masking.make_mask(band, **good_pixel_flags)`` does: each flag's value is
@@ -16,14 +17,15 @@ possible value, so a rule costs one gather per pixel however many flags it has.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from itertools import product
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ClearRule", "compile_clear_rule"]
+__all__ = ["BadPixelFilter", "ClearRule", "bad_pixel_filter", "compile_clear_rule", "filter_reach"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +133,22 @@ def compile_clear_rule(
                 value = (value | (1 << bits[0])) if code else (value & ~(1 << bits[0]))
         terms.append((mask, value))
     return ClearRule(band=band, terms=tuple(dict.fromkeys(terms)))
+
+
+#: a morphological clean-up of a boolean "bad pixel" mask (same shape in, same out)
+BadPixelFilter = Callable[[np.ndarray], np.ndarray]
+
+
+def bad_pixel_filter(mask_filters: tuple[tuple[str, int], ...]) -> BadPixelFilter | None:
+    """``plugin_config.mask_filters`` (e.g. ``[[opening, 2], [dilation, 3]]``) as odc-algo's
+    clean-up of the bad-pixel mask, as odc-stats' own plugins apply it; None without any."""
+    if not mask_filters:
+        return None
+    from odc.algo._masking import mask_cleanup_np
+
+    return partial(mask_cleanup_np, mask_filters=mask_filters)
+
+
+def filter_reach(mask_filters: tuple[tuple[str, int], ...]) -> int:
+    """How far (pixels) the filters look: the margin a window needs for an exact result."""
+    return max((r for _, r in mask_filters), default=0)

@@ -23,6 +23,7 @@ from ._version import __version__
 from .config import NDVIConfig
 from .inputs import product_inputs
 from .load import group_by_solar_day, load_ndvi_direct
+from .masking import bad_pixel_filter, filter_reach
 from .ndvi import NDVIInputs, ndvi_from_bands
 from .reduce import STREAMABLE, reduce_block, stream_reduce
 
@@ -87,14 +88,8 @@ class NDVISeasonal(StatsPluginInterface):
         """odc-stats loader path: the three native bands -> one float32 NDVI band."""
         cfg = self.config
         inputs = next(iter(self._inputs.values()))
-        pad = max((r for _, r in cfg.mask_filters), default=0)
-        bad_filter = None
-        if cfg.mask_filters:
-            from functools import partial
-
-            from odc.algo._masking import mask_cleanup_np
-
-            bad_filter = partial(mask_cleanup_np, mask_filters=cfg.mask_filters)
+        pad = filter_reach(cfg.mask_filters)
+        bad_filter = bad_pixel_filter(cfg.mask_filters)
 
         def _ndvi(red: np.ndarray, nir: np.ndarray, mask: np.ndarray) -> np.ndarray:
             if red.ndim == 3:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 import dask
@@ -39,6 +39,7 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
+from ..masking import bad_pixel_filter, filter_reach
 from ..ndvi import NDVIInputs, clear_pixels, ndvi_where
 from ..ops.secrets import redact_url
 
@@ -394,12 +395,8 @@ def read_scene(
     """Read one scene for the destination block ``dst``: the mask band first, then red and
     NIR only in the file blocks holding a clear pixel that is still ``wanted`` (a boolean
     ``dst``-shaped array; used when the scene is pixel-aligned with ``dst``)."""
-    pad = max((r for _, r in mask_filters), default=0)
-    bad_filter = None
-    if mask_filters:
-        from odc.algo._masking import mask_cleanup_np
-
-        bad_filter = partial(mask_cleanup_np, mask_filters=mask_filters)
+    pad = filter_reach(mask_filters)
+    bad_filter = bad_pixel_filter(mask_filters)
     inputs = source.inputs
     files = _Files(source)
     try:
