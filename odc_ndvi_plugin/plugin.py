@@ -20,6 +20,7 @@ from odc.stats.plugins._base import StatsPluginInterface
 from odc.stats.plugins._registry import register
 
 from ._version import __version__
+from .cogs import encode_cogs_on_workers
 from .config import NDVIConfig
 from .inputs import product_inputs
 from .load import group_by_solar_day, load_ndvi_direct
@@ -50,6 +51,8 @@ class NDVISeasonal(StatsPluginInterface):
             measurements=cfg.measurements,
         )
         self._inputs: dict[str, NDVIInputs] = {}
+        # plain odc-stats run: bands encoded on the workers, no data inside the graph
+        encode_cogs_on_workers()
 
     # -- products -------------------------------------------------------------------
     def ndvi_inputs(self, product: Product) -> NDVIInputs:

@@ -13,6 +13,7 @@ import xarray as xr
 from odc.stats.io import S3COGSink
 from odc.stats.model import Task
 
+from ..cogs import delayed_ds_to_cog
 from .commit import (
     _CANCEL_LOCK,
     _CANCELLED_ATTEMPTS,
@@ -98,20 +99,8 @@ class AtomicCOGSink(S3COGSink):
         )
 
     def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-        """odc-stats calls odc-geo's ``to_cog`` on the lazy band right away, which computes
-        the band while the graph is being built, in the calling process (with a gateway
-        client, which is not the default client: on the local threaded scheduler) and
-        one task after the other; delayed, the workers compute and encode it."""
-        from odc.geo.cog import to_cog
-
-        out = []
-        for band, dv in ds.data_vars.items():
-            url = paths.get(str(band))
-            if url is None:
-                raise ValueError(f"No path for band: '{band}'")
-            cog = dask.delayed(to_cog, pure=True)(dv, **self.cog_opts(str(band)))
-            out.append(self._write_blob(cog, url, ContentType="image/tiff"))
-        return out
+        """Each band encoded by a worker task (:mod:`odc_ndvi_plugin.cogs`)."""
+        return delayed_ds_to_cog(self, ds, paths)
 
     def remove_staged(self, task: Task, attempt: str | None) -> None:
         """Best-effort removal of what a failed/cancelled attempt staged; its staged writes

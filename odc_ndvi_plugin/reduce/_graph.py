@@ -10,7 +10,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._kernels import stream_finish, stream_fold
+from ._kernels import stream_fold, stream_take
 
 __all__ = ["FOLD_PRIORITY", "stream_reduce"]
 
@@ -39,7 +39,12 @@ def stream_reduce(
     t_edges = np.cumsum((0, *data.chunks[0]))
     day_labels = [labels[a:b] for a, b in zip(t_edges[:-1], t_edges[1:], strict=True)]
     blocks = data.to_delayed(optimize_graph=False)
-    n_bands = n_groups * len(statistics)
+    # the time block whose fold completes each group (its last observation; block 0 for a
+    # group without any): the group's planes are taken out right after that fold
+    completes = [
+        max((i for i, day in enumerate(day_labels) if (day == g).any()), default=0)
+        for g in range(n_groups)
+    ]
     # reduction blocks: (index of the loaded block, slice within it), per axis
     y_parts = [(i, ys) for i, n in enumerate(data.chunks[1]) for ys in _sub_slices(n, chunks[0])]
     x_parts = [(i, xs) for i, n in enumerate(data.chunks[2]) for xs in _sub_slices(n, chunks[1])]
@@ -50,7 +55,7 @@ def stream_reduce(
         for iy, ys in y_parts:
             row = []
             for ix, xs in x_parts:
-                state = None
+                state, states = None, []
                 for it, day_block in enumerate(blocks[:, iy, ix]):
                     first = {"group_index": labels, "n_groups": n_groups} if it == 0 else {}
                     # pure=False: a fresh key per fold (each chain mutates its state)
@@ -63,12 +68,17 @@ def stream_reduce(
                         region=(ys, xs),
                         **first,
                     )
-                planes = dask.delayed(stream_finish, pure=True, nout=n_bands)(
-                    state, statistics=statistics, min_clear=min_clear
-                )
+                    states.append(state)
                 shape = (ys.stop - ys.start, xs.stop - xs.start)
+                planes = []
+                for g, done_at in enumerate(completes):
+                    taken = dask.delayed(stream_take, pure=False)(
+                        states[done_at], g, statistics=statistics, min_clear=min_clear
+                    )
+                    planes += [taken[i] for i in range(len(statistics))]
                 row.append([da.from_delayed(p, shape=shape, dtype=np.float32) for p in planes])
             grid.append(row)
+    n_bands = n_groups * len(statistics)
     return [da.block([[cell[b] for cell in row] for row in grid]) for b in range(n_bands)]
 
 

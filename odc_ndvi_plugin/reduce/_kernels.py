@@ -34,6 +34,7 @@ __all__ = [
     "stream_finish",
     "stream_fold",
     "stream_start",
+    "stream_take",
 ]
 
 STATISTICS = ("mean", "median", "std", "min", "max", "count")
@@ -239,30 +240,40 @@ def stream_fold(
     return state
 
 
+def stream_take(
+    state: StreamState, group: int, *, statistics: Sequence[str], min_clear: int = 1
+) -> list[np.ndarray]:
+    """The output planes of one group (``statistics`` order), taken out of ``state`` as soon
+    as the fold that completes the group has run: its bands can be encoded while later
+    seasons are still being folded. A group without observations gives its empty result."""
+    planes = state.done.pop(group, None)
+    if planes is None:  # no observations in this group
+        acc = state.open.pop(group, None) or GroupAccumulator.empty(state.shape, statistics)
+        planes = _finish_group(acc, statistics, min_clear)
+    return planes
+
+
 def stream_finish(
     state: StreamState, *, statistics: Sequence[str], min_clear: int = 1
 ) -> list[np.ndarray]:
-    """The output planes, float32, in :func:`reduce_block`'s order (group-major). Separate
-    arrays, not one stacked block: a band that is kept (e.g. persisted) then holds only
-    its own plane."""
-    out: list[np.ndarray] = []
-    for g in range(len(state.remaining)):
-        planes = state.done.pop(g, None)
-        if planes is None:  # a group without observations (or never completed)
-            acc = state.open.pop(g, None) or GroupAccumulator.empty(state.shape, statistics)
-            planes = _finish_group(acc, statistics, min_clear)
-        out.extend(planes)
-    return out
+    """Every group's planes, float32, in :func:`reduce_block`'s order (group-major)."""
+    return [
+        plane
+        for g in range(len(state.remaining))
+        for plane in stream_take(state, g, statistics=statistics, min_clear=min_clear)
+    ]
 
 
 def _state_nbytes(state: StreamState) -> int:
     """What a reduction state holds, for dask's memory accounting (spilling, pausing)."""
     total = 0
-    for acc in state.open.values():
+    # list(): a take may pop a finished group in another thread meanwhile (list() of a
+    # dict view is one step under the GIL; iterating the view is not)
+    for acc in list(state.open.values()):
         total += sum(
             a.nbytes for a in (acc.count, acc.total, acc.lowest, acc.highest) if a is not None
         )
-    for planes in state.done.values():
+    for planes in list(state.done.values()):
         total += sum(p.nbytes for p in planes)
     return total + 256
 

@@ -1,0 +1,61 @@
+"""COGs encoded where the data is: on the dask workers, as tasks of the write graph.
+
+odc-stats 1.9.7 (``S3COGSink._ds_to_cog``) calls odc-geo's ``to_cog`` on each lazy band
+right away: the band is computed and encoded in the calling process, one band after the
+other, and the encoded bytes then travel *inside* the graph of the writes ("Sending large
+graph of size ..."), while the workers wait. :func:`delayed_ds_to_cog` makes each band's
+encoding a task that depends only on that band, so encodings run on the workers, in
+parallel, as soon as their band is reduced (a season's bands as soon as its last
+observation is folded), and the graph carries no data.
+
+``odc-ndvi run``'s sink uses it; for plain ``odc-stats run`` the plugin installs it on
+odc-stats' sink (:func:`encode_cogs_on_workers`), which writes the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dask
+import xarray as xr
+
+__all__ = ["delayed_ds_to_cog", "encode_cogs_on_workers"]
+
+_log = logging.getLogger(__name__)
+
+
+def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
+    """``S3COGSink._ds_to_cog`` with each band's ``to_cog`` a delayed task."""
+    from odc.geo.cog import to_cog
+
+    out = []
+    for band, dv in ds.data_vars.items():
+        url = paths.get(str(band))
+        if url is None:
+            raise ValueError(f"No path for band: '{band}'")
+        cog = dask.delayed(to_cog, pure=True)(dv, **sink.cog_opts(str(band)))
+        out.append(sink._write_blob(cog, url, ContentType="image/tiff"))
+    return out
+
+
+def encode_cogs_on_workers() -> bool:
+    """Make odc-stats' own sink encode on the workers (once per process). Only odc-stats'
+    original method is replaced, so another patch or a newer odc-stats is left alone;
+    returns whether the sink now encodes on the workers."""
+    from odc.stats.io import S3COGSink
+
+    current = S3COGSink.__dict__.get("_ds_to_cog")
+    if getattr(current, "__wrapped_by_odc_ndvi__", False):
+        return True
+    if getattr(current, "__module__", None) != "odc.stats.io":
+        _log.info("odc-stats' COG sink is not the one this plugin knows: left as it is")
+        return False
+
+    def _ds_to_cog(self: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
+        return delayed_ds_to_cog(self, ds, paths)
+
+    _ds_to_cog.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
+    _ds_to_cog.__doc__ = delayed_ds_to_cog.__doc__
+    S3COGSink._ds_to_cog = _ds_to_cog
+    return True
