@@ -10,6 +10,7 @@ from typing import Any
 import click
 import yaml
 
+from ._startup import skip_unused_imports
 from .dev.synthetic import synth_command
 
 __all__ = ["main"]
@@ -43,6 +44,7 @@ def _setup_logging(verbose: bool) -> None:
 @click.version_option(package_name="odc-ndvi-plugin")
 def main() -> None:
     """Cloud-masked seasonal NDVI statistics with odc-stats."""
+    skip_unused_imports()  # before odc-stats/eodatasets3 pull jsonschema in (see _startup)
 
 
 @main.command("run")
