@@ -419,7 +419,7 @@ PROFILE_STAGES = {
     ),
     "    rasterio.open": ("rasterio/__init__.py", "open"),
     "    read: rasterio window reads (_read_window)": (
-        "odc_ndvi_plugin/load/_direct.py",
+        "odc_ndvi_plugin/load/_rio.py",
         "_read_window",
     ),
     "    clear mask (clear_pixels)": ("odc_ndvi_plugin/ndvi.py", "clear_pixels"),
@@ -434,7 +434,7 @@ PROFILE_STAGES = {
 }
 
 
-def _floor_day(sources: Any, dst: Any, resampling: str, mask_filters: Any) -> Any:
+def _floor_day(sources: Any, dst: Any, resampling: str, mask_filters: Any, read_env=()) -> Any:
     """Stands in for ``load._day_block`` in case c: the same reads (``load.read_scene``: the
     mask band, then red/NIR in the file blocks with a clear pixel still wanted), summed
     instead of turned into NDVI. The result has the day block's shape (its sum in [0, 0, 0])

@@ -230,7 +230,7 @@ def test_window_read_decodes_only_needed_blocks_and_fills_the_rest(tiled_tif, wi
     import rasterio
     from rasterio.windows import Window
 
-    from odc_ndvi_plugin.load._direct import _read_window
+    from odc_ndvi_plugin.load._rio import _read_window
 
     path, values = tiled_tif
     col, row, w, h = window

@@ -1,15 +1,12 @@
-"""The load path: a task's datasets -> a lazy ``(spec, y, x)`` NDVI stack (see :mod:`._direct`)."""
+"""The load path: a task's datasets -> a lazy ``(spec, y, x)`` NDVI stack.
 
-from ._direct import (
-    MAX_LOAD_BLOCK_PX,
-    InputReadError,
-    SceneRead,
-    SolarDay,
-    group_by_solar_day,
-    load_ndvi_direct,
-    measurement_uri,
-    read_scene,
-)
+:mod:`._direct` the graph (solar days, one read task per day and load block, first clear
+wins), :mod:`._rio` the reads (rasterio), :mod:`._windows` the window maths (no IO).
+"""
+
+from ._direct import SolarDay, group_by_solar_day, load_ndvi_direct, measurement_uri
+from ._rio import InputReadError, SceneRead, read_scene
+from ._windows import MAX_LOAD_BLOCK_PX
 
 __all__ = [
     "MAX_LOAD_BLOCK_PX",
