@@ -23,8 +23,9 @@ and without any plugin code.
 Scene layout: ``n_paths`` adjacent WRS paths (west to east) are imaged on the *same* solar day
 and overlap by a strip; each path can be cut into ``rows_per_path`` scenes (north to south) that
 overlap too. Overlapping scenes of one day observe the same surface and the same clouds, so their
-DNs are identical where both have data; they differ only in their (slanted, slightly ragged)
-footprints, outside of which every band is nodata. The footprint polygon is the EO3 ``geometry``.
+DNs are identical where both have data (unless a hard case below says otherwise); they differ only
+in their (slanted, slightly ragged) footprints, outside of which every band is nodata. The
+footprint polygon is the EO3 ``geometry``.
 
 Opt-in hard cases (:class:`ArchiveSpec` fields; their defaults reproduce the archives written before
 they existed, byte for byte): ``same_day_spread`` gives every scene its own red/NIR calibration,
