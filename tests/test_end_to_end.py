@@ -242,7 +242,7 @@ def test_outputs_index_back_and_load_the_same_values(usgs, year_run, make_datacu
 
     out, _ = year_run
     run_cfg = yaml.safe_load((CFG_DIR / "run-usgs-c2-year.yaml").read_text())
-    plugin = NDVISeasonal(**{**run_cfg["plugin_config"], **yaml.safe_load(YEAR_PLUGIN_CONFIG)})
+    plugin = NDVISeasonal(**{**run_cfg["plugin_config"], "statistics": ALL_STATS})
     doc = output_product_definition(plugin, run_cfg["product"])
     product_yaml = usgs["root"] / "ndvi-product.yaml"
     product_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
