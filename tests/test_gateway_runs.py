@@ -47,6 +47,12 @@ pytestmark = pytest.mark.servers
 
 SQS_CONFIG = CFG_DIR / "run-usgs-c2-year-sqs.yaml"
 TIMINGS: dict[str, float] = {}
+#: deadline (s) of every wait on a condition (a process starting, a message moving, a task
+#: finishing): generous, because CI machines are often heavily loaded; the waits end as soon
+#: as their condition holds, so they cost nothing when it does. Orderings the tests need
+#: ("B submits while A still computes") come from gates (files the slowed reductions wait
+#: for, see SLOW_WORKERS), never from sleeps racing a process's start-up.
+GENEROUS = 300.0
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -109,7 +115,7 @@ def gw_client(gateway_server):
     cfg = GatewayClusterConfig(
         cluster_options={"worker_cores": 1, "worker_threads": 1, "worker_memory": 1.0},
         workers=2,
-        wait_timeout=90,
+        wait_timeout=GENEROUS,
     )
     t0 = time.monotonic()
     with open_gateway_cluster(
@@ -465,22 +471,52 @@ def test_the_secret_scan_finds_a_planted_secret(moto_server, gateway_server, s3_
 # up at call time by both reductions, streaming and stacked, once per season and block, so no
 # cached function object gets in the way) through
 # ``client.run(exec, code, {})``: functions of this module do not unpickle on the workers.
-# ``_ndvi_test_calls`` counts the calls (a worker with calls > 0 is inside a task).
+# ``_ndvi_test_calls`` counts the calls (a worker with calls > 0 is inside a task). With a
+# gate (a file path), every call from the ``gate_from``-th on first creates ``<gate>.reached``
+# and waits until the test creates the gate file: a task is then held inside its reduction
+# for exactly as long as the test needs, however slowly the machine runs (the wait gives up
+# after GENEROUS seconds only so that a failed test cannot hold a worker for ever).
 
 SLOW_WORKERS = """
+import os
 import time
 import odc_ndvi_plugin.reduce._kernels as st
 if not hasattr(st, "_ndvi_test_orig"):
     st._ndvi_test_orig = st._finish_group
     def _slow(*args, **kwargs):
         st._ndvi_test_calls += 1
+        if st._ndvi_test_gate is not None and st._ndvi_test_calls >= st._ndvi_test_gate_from:
+            open(st._ndvi_test_gate + ".reached", "a").close()
+            give_up = time.monotonic() + st._ndvi_test_gate_deadline
+            while not os.path.exists(st._ndvi_test_gate) and time.monotonic() < give_up:
+                time.sleep(0.05)
         time.sleep(st._ndvi_test_delay)
         return st._ndvi_test_orig(*args, **kwargs)
     st._finish_group = _slow
 st._ndvi_test_calls = 0
 st._ndvi_test_delay = {delay!r}
+st._ndvi_test_gate = {gate!r}
+st._ndvi_test_gate_from = {gate_from!r}
+st._ndvi_test_gate_deadline = {deadline!r}
 """
-DELIVERED_TWICE_DELAY = 2.5  # s per season and block: 4 calls, A computes >= 10 s
+
+
+def _slow_code(delay: float, gate: Path | None = None, gate_from: int = 1) -> str:
+    """SLOW_WORKERS for ``delay`` seconds per reduction call, the ``gate_from``-th call and
+    later ones only once ``gate`` exists."""
+    return SLOW_WORKERS.format(
+        delay=delay,
+        gate=None if gate is None else str(gate),
+        gate_from=gate_from,
+        deadline=GENEROUS,
+    )
+
+
+def _reached(gate: Path) -> Path:
+    """The file a reduction creates when it arrives at ``gate`` (and waits there)."""
+    return gate.with_name(gate.name + ".reached")
+
+
 #: ``odc-ndvi`` in a child process (the console script may be missing in a plain checkout)
 CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
 _CALLS = "__import__('odc_ndvi_plugin.reduce._kernels').reduce._kernels.__dict__.get('_ndvi_test_calls', 0)"
@@ -488,11 +524,11 @@ _CALLS = "__import__('odc_ndvi_plugin.reduce._kernels').reduce._kernels.__dict__
 
 @pytest.fixture
 def slow_workers(gw_client):
-    """``slow(delay)``: every seasonal reduction on the module's workers sleeps ``delay`` s
-    first; undone (delay 0) after the test."""
+    """``slow(delay, gate=None)``: every seasonal reduction on the module's workers waits
+    for ``gate`` (a file) to exist, then sleeps ``delay`` s; undone after the test."""
 
-    def slow(delay: float) -> None:
-        assert set(gw_client.run(exec, SLOW_WORKERS.format(delay=delay), {}).values()) == {None}
+    def slow(delay: float, gate: Path | None = None) -> None:
+        assert set(gw_client.run(exec, _slow_code(delay, gate), {}).values()) == {None}
 
     yield slow
     with contextlib.suppress(Exception):
@@ -599,45 +635,51 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     tmp_path,
     caplog,
 ):
-    """Runner A (gateway, slowed) holds a 2 s lease that it does not renew in time; SQS hands
-    the message to runner B (another process, ``odc-ndvi run --from-sqs``, local dask), which
-    computes the same task into the same keys while A is still at it."""
+    """Runner A (gateway, held inside its reduction by a gate) holds a 2 s lease that it does
+    not renew in time; SQS hands the message to runner B (another process, ``odc-ndvi run
+    --from-sqs``, local dask), which computes the same task into the same keys while A is
+    still at it. The gate opens once B has submitted, however long B took to start."""
     caplog.set_level(logging.INFO)
     tidx = usgs["tiles"][0]
     queue = sqs_queue_factory(max_receive_count=5, visibility_timeout=30)
     _send_task(moto_env, queue, usgs, tidx)
-    slow_workers(DELIVERED_TWICE_DELAY)
+    gate_a = tmp_path / "gate-a"  # A's reductions wait until this exists
+    slow_workers(0.0, gate=gate_a)
     t0 = time.monotonic()
     location = f"s3://{s3_bucket}/d"
     cfg_a = _run_cfg(
         usgs, location, job_queue_max_lease=2, renew_safety_margin=0, future_poll_interval=30
     )
     run_a, box_a = _in_thread(execute, cfg_a, from_sqs=queue.url, client=gw_client)
-    # the message is received by A (in flight), then visible again while A computes
-    assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (0, 1), 20)
-    assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), 10)
-    assert run_a.is_alive() and not _s3_keys(moto_env, s3_bucket, "d/")
-    proc_b, out_b, err_b = _start_sqs_runner(
-        CLI,
-        tmp_path / "run-b.yaml",
-        location,
-        queue.url,
-        job_queue_max_lease=30,
-        renew_safety_margin=5,
-        future_poll_interval=1,
-    )
+    proc_b = None
     try:
-        assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
+        # A received the message and its task waits at the gate on a worker ...
+        assert _wait_until(_reached(gate_a).exists, GENEROUS)
+        # ... and its unrenewed 2 s lease lapsed: the message is visible again
+        assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), GENEROUS)
+        assert run_a.is_alive() and not _s3_keys(moto_env, s3_bucket, "d/")
+        proc_b, out_b, err_b = _start_sqs_runner(
+            CLI,
+            tmp_path / "run-b.yaml",
+            location,
+            queue.url,
+            job_queue_max_lease=30,
+            renew_safety_margin=5,
+            future_poll_interval=1,
+        )
+        assert err_b.wait_for("Submitting", GENEROUS), err_b.text()[-3000:]
         # B found no STAC item and submitted while A was still computing
         a_was_running = run_a.is_alive()
-        proc_b.wait(timeout=60)
+        gate_a.touch()
+        proc_b.wait(timeout=GENEROUS)
     finally:
-        if proc_b.poll() is None:
+        gate_a.touch()  # never leave A's workers held
+        if proc_b is not None and proc_b.poll() is None:
             proc_b.kill()
             proc_b.wait()
     assert proc_b.returncode == 0, err_b.text()[-3000:]
     assert a_was_running, "A finished before B started: B did not compute the task again"
-    run_a.join(timeout=60)
+    run_a.join(timeout=GENEROUS)
     assert not run_a.is_alive()
     TIMINGS["SQS message delivered twice"] = time.monotonic() - t0
     assert "error" not in box_a, box_a
@@ -694,10 +736,10 @@ def _running_clusters(gateway_server) -> set[str]:
 def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     usgs, local_run, gw_client, moto_env, gateway_server, s3_bucket, tmp_path
 ):
-    """``odc-ndvi run --gateway-config`` (its own 1-worker cluster, one task at a time, each
-    seasonal reduction slowed by 1 s) gets SIGTERM after the first task, while the second one
-    computes: it exits 130 within seconds, its cluster is gone, only the finished task's
-    files are there; a rerun computes exactly the other task."""
+    """``odc-ndvi run --gateway-config`` (its own 1-worker cluster, one task at a time) gets
+    SIGTERM after the first task, while the second one computes (held inside its reduction
+    by a gate that never opens): it exits 130 within seconds, its cluster is gone, only the
+    finished task's files are there; a rerun computes exactly the other task."""
     before = _running_clusters(gateway_server)  # the module's cluster
     gateway_yaml = tmp_path / "gateway.yaml"
     gateway_yaml.write_text(
@@ -717,7 +759,9 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
         )
     )
     location = f"s3://{s3_bucket}/e"
-    code = SLOW_GATEWAY_CLI.format(code=SLOW_WORKERS.format(delay=1.0))
+    # the first task's reductions (one block x four seasons) pass, the second task's wait
+    gate = tmp_path / "gate-second-task"
+    code = SLOW_GATEWAY_CLI.format(code=_slow_code(0.0, gate=gate, gate_from=5))
     t0 = time.monotonic()
     proc, out, err = _start_cli(
         code,
@@ -733,16 +777,17 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
         NDVI_TEST_GATEWAY_PASSWORD=gateway_server.password,
     )
     try:
-        assert err.wait_for(" done", 90), err.text()[-3000:]
-        # the second task is submitted and computing (slowed) on the cluster's worker
-        assert _wait_until(lambda: sum("Submitting" in line for line in err.lines) == 2, 20)
-        time.sleep(1.0)
+        assert err.wait_for(" done", GENEROUS), err.text()[-3000:]
+        # the second task is submitted and computing, held at the gate on the cluster's worker
+        assert _wait_until(lambda: sum("Submitting" in line for line in err.lines) == 2, GENEROUS)
+        assert _wait_until(_reached(gate).exists, GENEROUS), err.text()[-3000:]
         during = _running_clusters(gateway_server)
         t_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        proc.wait(timeout=GENEROUS)
         stop_seconds = time.monotonic() - t_term
     finally:
+        gate.touch()  # never leave the worker held (its cluster should be gone anyway)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -753,7 +798,7 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     assert "interrupted" in stderr
     assert len(during - before) == 1, (during, before)  # the run's own cluster
     # the run's cluster is shut down, the module's is left alone
-    assert _wait_until(lambda: _running_clusters(gateway_server) == before, 15), (
+    assert _wait_until(lambda: _running_clusters(gateway_server) == before, GENEROUS), (
         _running_clusters(gateway_server),
         before,
     )
@@ -815,19 +860,21 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
     tmp_path,
     caplog,
 ):
-    """The other order: runner B (another process, slowed) lets its 2 s lease run out, the
-    gateway runner A receives the message again and renews its own short lease every second;
-    B finishes first and deletes the message. A's next renewal is refused by SQS (the
-    message is gone): A must go on, finish the task and end normally, not crash (nor remove
-    the finished outputs)."""
+    """The other order: runner B (another process, held inside its reduction by a gate) lets
+    its 2 s lease run out, the gateway runner A receives the message again and renews its own
+    short lease every second; B (its gate opened once A's task is inside its reduction)
+    finishes first and deletes the message while A is held at its own gate. A's next renewal
+    is refused by SQS (the message is gone): A must go on, finish the task and end normally,
+    not crash (nor remove the finished outputs)."""
     caplog.set_level(logging.INFO)
     tidx = usgs["tiles"][1]
     queue = sqs_queue_factory(max_receive_count=5, visibility_timeout=30)
     _send_task(moto_env, queue, usgs, tidx)
-    slow_workers(1.5)
+    gate_a, gate_b = tmp_path / "gate-a", tmp_path / "gate-b"
+    slow_workers(0.0, gate=gate_a)
     location = f"s3://{s3_bucket}/h"
     t0 = time.monotonic()
-    slow_b = f"exec({SLOW_WORKERS.format(delay=1.0)!r}, {{}})\n{CLI}"
+    slow_b = f"exec({_slow_code(0.0, gate=gate_b)!r}, {{}})\n{CLI}"
     proc_b, out_b, err_b = _start_sqs_runner(
         slow_b,
         tmp_path / "run-b.yaml",
@@ -838,19 +885,25 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
         future_poll_interval=30,
     )
     try:
-        assert err_b.wait_for("Submitting", 60), err_b.text()[-3000:]
-        assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), 10)
+        assert err_b.wait_for("Submitting", GENEROUS), err_b.text()[-3000:]
+        assert _wait_until(_reached(gate_b).exists, GENEROUS), err_b.text()[-3000:]
+        assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), GENEROUS)
         cfg_a = _run_cfg(
             usgs, location, job_queue_max_lease=3, renew_safety_margin=2, future_poll_interval=1
         )
         run_a, box_a = _in_thread(execute, cfg_a, from_sqs=queue.url, client=gw_client)
-        proc_b.wait(timeout=60)
+        assert _wait_until(_reached(gate_a).exists, GENEROUS)  # A holds the message, computing
+        gate_b.touch()  # B may finish (and delete the message) now
+        proc_b.wait(timeout=GENEROUS)
         b_first = run_a.is_alive()
+        gate_a.touch()
     finally:
+        gate_a.touch()
+        gate_b.touch()
         if proc_b.poll() is None:
             proc_b.kill()
             proc_b.wait()
-    run_a.join(timeout=60)
+    run_a.join(timeout=GENEROUS)
     assert not run_a.is_alive()
     TIMINGS["SQS message deleted under a renewing runner"] = time.monotonic() - t0
     assert proc_b.returncode == 0, err_b.text()[-3000:]
@@ -878,15 +931,16 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
 
 
 def test_a_worker_killed_mid_task_is_retried_by_dask_and_both_tasks_finish_whole(
-    usgs, local_run, gw_client, slow_workers, moto_env, gateway_server, s3_bucket, caplog
+    usgs, local_run, gw_client, slow_workers, moto_env, gateway_server, s3_bucket, caplog, tmp_path
 ):
-    """Both tasks in flight on the 2 workers (each seasonal reduction slowed by 1 s); one
+    """Both tasks in flight on the 2 workers (every seasonal reduction held at a gate); one
     worker process is SIGKILLed while it is inside a task. The scheduler reschedules that
-    worker's tasks (and recomputes what it held) on the other worker: both tasks finish,
-    pixel-identical to the local run, with nothing half-written. Last in this module: the
-    module's cluster may be one worker short afterwards."""
+    worker's tasks (and recomputes what it held) on the other worker: once the gate opens,
+    both tasks finish, pixel-identical to the local run, with nothing half-written. Last in
+    this module: the module's cluster may be one worker short afterwards."""
     caplog.set_level(logging.INFO)
-    slow_workers(1.0)
+    gate = tmp_path / "gate"
+    slow_workers(0.0, gate=gate)
     pids = gw_client.run(os.getpid)
     assert len(pids) == 2
     location = f"s3://{s3_bucket}/f"
@@ -900,12 +954,16 @@ def test_a_worker_killed_mid_task_is_retried_by_dask_and_both_tasks_finish_whole
         busy[:] = [addr for addr, calls in _worker_calls(gw_client).items() if calls > 0]
         return bool(busy)
 
-    assert _wait_until(inside_a_task, 30, 0.2)
-    victim = busy[0]
-    os.kill(pids[victim], signal.SIGKILL)
-    assert _wait_until(lambda: victim not in gw_client.scheduler_info()["workers"], 20)
-    assert not _stac_items(moto_env, s3_bucket, "f")  # the kill came before any task finished
-    run.join(timeout=90)
+    try:
+        assert _wait_until(inside_a_task, GENEROUS, 0.2)
+        victim = busy[0]
+        os.kill(pids[victim], signal.SIGKILL)
+        assert _wait_until(lambda: victim not in gw_client.scheduler_info()["workers"], GENEROUS)
+        # the kill came before any task finished (every reduction is held at the gate)
+        assert not _stac_items(moto_env, s3_bucket, "f")
+    finally:
+        gate.touch()
+    run.join(timeout=GENEROUS)
     assert not run.is_alive()
     TIMINGS["worker killed mid-task"] = time.monotonic() - t0
     assert "error" not in box, box

@@ -11,7 +11,13 @@ from odc_ndvi_plugin import NDVISeasonal
 from odc_ndvi_plugin.load import InputReadError, group_by_solar_day
 from odc_ndvi_plugin.masking import compile_clear_rule
 from odc_ndvi_plugin.ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
-from tests.truth import CLEAR_RULES, truth_days
+from tests.fixtures.archives import HARD_CASES
+from tests.truth import (
+    CLEAR_RULES,
+    disagreeing_overlap_pixels,
+    flag_clear_band_nodata_pixels,
+    truth_days,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,19 +32,62 @@ def module_env(datacube_env_module):
     return datacube_env_module
 
 
+@pytest.mark.parametrize("cases", ["plain", "hard"])
 @pytest.mark.parametrize("flavour", ["usgs_c2", "dea_ard"])
 @pytest.mark.parametrize("loader", ["direct", "odc-stats"])
-def test_stack_equals_truth_per_solar_day(flavour, loader, tiny_archive, index_archive, module_env):
-    indexed = index_archive(tiny_archive(flavour), module_env)
-    plugin = NDVISeasonal(preset=flavour, loader=loader, chunks={"x": 32, "y": 32})
-    for geobox in indexed.archive.tiles().values():
+def test_stack_equals_truth_per_solar_day(
+    cases, flavour, loader, tiny_archive, index_archive, module_env, make_datacube_env
+):
+    """One NDVI plane per solar day, equal to the documented rules in plain numpy
+    (tests/truth.py). ``hard``: overlapping scenes of a day disagree, red/NIR is nodata
+    under clear mask values and some solar dates have their UTC date in the month before,
+    so first-clear-wins, the band nodata check and the solar date decide the values."""
+    if cases == "hard":
+        # a database of its own: the product is the plain archive's, the scenes must not mix
+        indexed = index_archive(tiny_archive(flavour, **HARD_CASES), make_datacube_env())
+    else:
+        indexed = index_archive(tiny_archive(flavour), module_env)
+    archive, rule = indexed.archive, CLEAR_RULES[flavour]
+    # plain: 32 px chunks, so blocks meet inside tiles; hard: whole tiles (the odc-stats
+    # loader takes 4x as long on small chunks, and the rules do not depend on them)
+    chunks = {"x": 32, "y": 32} if cases == "plain" else {"x": -1, "y": -1}
+    plugin = NDVISeasonal(preset=flavour, loader=loader, chunks=chunks)
+    for geobox in archive.tiles().values():
         got, days = _stack(plugin, indexed.datasets(geobox), geobox)
-        expected = truth_days(indexed.archive, geobox, CLEAR_RULES[flavour])
+        expected = truth_days(archive, geobox, rule)
         assert list(days) == [d for d, _ in expected]
         np.testing.assert_allclose(
             got, np.stack([v for _, v in expected]), atol=2e-6, equal_nan=True
         )
         assert np.isfinite(got).mean() > 0.3  # not vacuous
+        if cases == "hard":  # the rules are what decides here (else the comparison is moot)
+            assert disagreeing_overlap_pixels(archive, geobox, rule) > 1000
+            assert flag_clear_band_nodata_pixels(archive, geobox, rule) > 500
+    if cases == "hard":
+        assert any(s.datetime.month != s.solar_date.month for s in archive.scenes)
+
+
+def test_scenes_with_one_centre_time_are_taken_in_dataset_id_order(
+    tiny_archive, index_archive, make_datacube_env
+):
+    """All scenes of a day acquired at the same instant (and disagreeing where they
+    overlap): only the dataset id orders them, for both loaders."""
+    archive = tiny_archive("usgs_c2", simultaneous_scenes=True, same_day_spread=0.1)
+    indexed = index_archive(archive, make_datacube_env())
+    rule = CLEAR_RULES["usgs_c2"]
+    by_day: dict = {}
+    for scene in archive.scenes:
+        by_day.setdefault(scene.solar_date, []).append(scene)
+    assert all(len({s.datetime for s in day}) == 1 for day in by_day.values())
+    # the id order is not the order the generator planned (and wrote) the scenes in
+    assert any([s.id for s in day] != sorted(s.id for s in day) for day in by_day.values())
+    geobox = next(iter(archive.tiles().values()))
+    assert disagreeing_overlap_pixels(archive, geobox, rule) > 1000
+    expected = np.stack([v for _, v in truth_days(archive, geobox, rule)])
+    for loader in ("direct", "odc-stats"):
+        plugin = NDVISeasonal(loader=loader, chunks={"x": -1, "y": -1})
+        got, _ = _stack(plugin, indexed.datasets(geobox), geobox)
+        np.testing.assert_allclose(got, expected, atol=2e-6, equal_nan=True, err_msg=loader)
 
 
 def _disk(radius: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -132,6 +133,10 @@ def test_region_is_aligned_to_odc_stats_tiles(tiles, tile_px):
         {"n_paths": 0},
         {"rows_per_path": 0},
         {"cloudiness": 1.5},
+        {"same_day_spread": -0.1},
+        {"same_day_spread": 0.6},
+        {"band_nodata_fraction": 1.0},
+        {"extra_dates": ("2021-03-01",)},
     ],
 )
 def test_spec_rejects_bad_values(kwargs):
@@ -146,6 +151,34 @@ def test_spec_is_keyword_only_and_frozen():
     with pytest.raises(AttributeError):
         spec.seed = 1  # type: ignore[misc]
     assert ArchiveSpec.from_dict(spec.to_dict()) == spec
+
+
+#: ArchiveSpec's fields before the opt-in hard cases existed: a spec using none of them must
+#: serialise to exactly these, or its digest -- part of every dataset id -- and spec file change
+FIELDS_BEFORE_HARD_CASES = {
+    "flavour", "crs", "resolution", "x0", "y0", "width_px", "height_px", "tile_px", "start",
+    "end", "revisit_days", "n_paths", "rows_per_path", "first_path", "first_row", "seed",
+    "cloudiness", "platform",
+}  # fmt: skip
+HARD = {
+    "same_day_spread": 0.1,
+    "band_nodata_fraction": 0.06,
+    "extra_dates": ("2020-03-01",),
+    "simultaneous_scenes": True,
+}
+
+
+@pytest.mark.parametrize("preset", [ArchiveSpec.tiny, ArchiveSpec.demo])
+def test_hard_cases_are_opt_in_and_round_trip(preset):
+    plain = preset()
+    assert set(plain.to_dict()) == FIELDS_BEFORE_HARD_CASES
+    hard = preset(**HARD)
+    assert set(hard.to_dict()) == FIELDS_BEFORE_HARD_CASES | set(HARD)
+    assert ArchiveSpec.from_dict(hard.to_dict()) == hard
+    assert hard.digest != plain.digest
+    assert hard.extra_dates == (dt.date(2020, 3, 1),)
+    assert set(hard.dates) == set(plain.dates) | {dt.date(2020, 3, 1)}
+    assert list(hard.dates) == sorted(hard.dates)
 
 
 # --- determinism -------------------------------------------------------------------------------
@@ -410,6 +443,95 @@ def test_every_scene_file_equals_truth(scene_data, flavour):
         first_valid = np.argmax(~nod, axis=1)
         last_valid = nod.shape[1] - np.argmax(~nod[:, ::-1], axis=1)
         assert len(set(first_valid)) > 1 or len(set(last_valid)) > 1
+
+
+@pytest.fixture(scope="session")
+def hard_archives(tmp_path_factory) -> dict[str, sy.Archive]:
+    """Per flavour, a short tiny archive (5 solar dates, one of them the 1st of March) with
+    every hard case except simultaneous scenes."""
+    root = tmp_path_factory.mktemp("synthetic-hard")
+    opts = {k: v for k, v in HARD.items() if k != "simultaneous_scenes"}
+    return {
+        f: sy.generate_archive(ArchiveSpec.tiny(flavour=f, end="2020-03-31", **opts), root / f)
+        for f in FLAVOURS
+    }
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_band_nodata_under_unchanged_mask_values_is_in_files_and_truth(hard_archives, flavour):
+    archive = hard_archives[flavour]
+    info = sy._FLAVOUR_INFO[flavour]
+    encode = (
+        (lambda st: sy.encode_qa_pixel(st.condition, st.water))
+        if flavour == "usgs_c2"
+        else (lambda st: sy.encode_fmask(st.condition))
+    )
+    kinds = {"red only": 0, "nir only": 0, "both": 0}
+    clear_land, inside = 0, 0
+    for scene in archive.scenes:
+        (st,) = archive.truth(scene.geobox, dates=[scene.solar_date]).scenes_for(scene)
+        arr = _scene_arrays(scene)
+        # the files hold exactly the truth: NaN reflectance where a band is nodata
+        np.testing.assert_array_equal(sy.decode(flavour, arr[info.red]), st.red)
+        np.testing.assert_array_equal(sy.decode(flavour, arr[info.nir]), st.nir)
+        np.testing.assert_array_equal(arr[info.mask], encode(st))
+        red_gone = st.valid & (arr[info.red] == info.nodata)
+        nir_gone = st.valid & (arr[info.nir] == info.nodata)
+        kinds["red only"] += int((red_gone & ~nir_gone).sum())
+        kinds["nir only"] += int((nir_gone & ~red_gone).sum())
+        kinds["both"] += int((red_gone & nir_gone).sum())
+        clear_land += int(((red_gone | nir_gone) & (st.condition == C.CLEAR_LAND)).sum())
+        inside += int(st.valid.sum())
+    # a third of the fraction each, the mask value kept (clear land among them)
+    for kind, n in kinds.items():
+        assert n / inside == pytest.approx(0.02, abs=0.005), kind
+    assert clear_land > 0.2 * sum(kinds.values())
+
+
+def test_overlapping_scenes_of_a_day_disagree_with_their_calibrations(hard_archives):
+    archive = hard_archives["usgs_c2"]
+    region = archive.spec.region_geobox
+    for day in archive.solar_dates:
+        scenes = archive.truth(region, dates=[day]).scenes
+        factors = [st.scene.calibration for st in scenes]
+        assert len(set(factors)) == len(scenes) == 4  # every scene its own calibration
+        # the first scene of a day (by time) is not always the greenest or always the browner
+        for a, b in itertools.combinations(scenes, 2):
+            both = a.valid & b.valid & np.isfinite(a.red + a.nir + b.red + b.nir)
+            if not both.any():
+                continue
+            np.testing.assert_array_equal(a.condition[both], b.condition[both])  # same sky
+            ratio_a = a.nir[both] / a.red[both]
+            ratio_b = b.nir[both] / b.red[both]
+            # NIR/red of one surface differs by the scenes' factor ratios (up to quantising)
+            expected = (b.scene.calibration[1] / b.scene.calibration[0]) / (
+                a.scene.calibration[1] / a.scene.calibration[0]
+            )
+            np.testing.assert_allclose(ratio_b / ratio_a, expected, rtol=0.01)
+            assert abs(expected - 1) > 0.04
+    firsts = [
+        min(archive.truth(region, dates=[d]).scenes, key=lambda st: st.scene.datetime)
+        for d in archive.solar_dates
+    ]
+    assert len({st.scene.calibration[1] > 1 for st in firsts}) == 2
+
+
+def test_extra_dates_are_observed_the_utc_evening_before(hard_archives):
+    archive = hard_archives["usgs_c2"]
+    first_of_march = [s for s in archive.scenes if s.solar_date == dt.date(2020, 3, 1)]
+    assert len(first_of_march) == 4
+    for scene in archive.scenes:
+        assert scene.datetime.date() == scene.solar_date - dt.timedelta(days=1)
+    assert {s.datetime.month for s in first_of_march} == {2}
+
+
+def test_simultaneous_scenes_share_their_centre_time(tmp_path):
+    spec = ArchiveSpec.tiny(simultaneous_scenes=True)
+    archive = sy.plan_archive(spec, tmp_path)
+    for day in spec.dates:
+        assert len({s.datetime for s in archive.scenes if s.solar_date == day}) == 1
+    plain = sy.plan_archive(ArchiveSpec.tiny(), tmp_path)
+    assert len({s.datetime for s in plain.scenes if s.solar_date == spec.dates[0]}) == 4
 
 
 QA_PREDICATES = [

@@ -23,8 +23,17 @@ and without any plugin code.
 Scene layout: ``n_paths`` adjacent WRS paths (west to east) are imaged on the *same* solar day
 and overlap by a strip; each path can be cut into ``rows_per_path`` scenes (north to south) that
 overlap too. Overlapping scenes of one day observe the same surface and the same clouds, so their
-DNs are identical where both have data; they differ only in their (slanted, slightly ragged)
-footprints, outside of which every band is nodata. The footprint polygon is the EO3 ``geometry``.
+DNs are identical where both have data (unless a hard case below says otherwise); they differ only
+in their (slanted, slightly ragged) footprints, outside of which every band is nodata. The
+footprint polygon is the EO3 ``geometry``.
+
+Opt-in hard cases (:class:`ArchiveSpec` fields; their defaults reproduce the archives written before
+they existed, byte for byte): ``same_day_spread`` gives every scene its own red/NIR calibration,
+so overlapping scenes of a day disagree where both are clear; ``band_nodata_fraction`` stores red
+and/or NIR as nodata at some pixels whose mask value is unchanged (often clear);
+``extra_dates`` adds solar dates, e.g. the first of a month, whose UTC date (the evening before)
+falls in the previous month; ``simultaneous_scenes`` gives all scenes of a day one centre time, so
+only the dataset id orders them.
 
 With ``crs`` equal to the tiling CRS (EPSG:3577, the default) scenes are windows of the tiling
 grid and the truth is exact. With a UTM ``crs`` (e.g. ``"EPSG:32755"``) scenes are on a UTM grid
@@ -310,10 +319,24 @@ class ArchiveSpec:
     seed: int = 42
     cloudiness: float = 0.3
     platform: str = "landsat-8"
+    # opt-in hard cases (see the module docstring); at their defaults they are left out of
+    # to_dict(), so the spec file and the digest (in every dataset id) stay what they were
+    #: each scene of a day scales its red and NIR by its own factors 1 -/+ spread * t
+    #: (t spread evenly over (-1, 1) in an order shuffled per day): overlaps disagree
+    same_day_spread: float = 0.0
+    #: fraction of each scene's pixels stored as nodata in red (first two thirds of it) and
+    #: NIR (last two thirds; both in the middle third), the mask band left as it is
+    band_nodata_fraction: float = 0.0
+    #: solar dates observed besides the revisit series (within start..end)
+    extra_dates: tuple[dt.date, ...] = ()
+    #: every scene of a day has the same centre time (else 45 s per path, 24 s per row)
+    simultaneous_scenes: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", _date(self.start))
         object.__setattr__(self, "end", _date(self.end))
+        extra = tuple(sorted({_date(d) for d in self.extra_dates}))
+        object.__setattr__(self, "extra_dates", extra)
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
         if self.resolution <= 0:
@@ -330,6 +353,12 @@ class ArchiveSpec:
             raise ValueError("revisit_days, n_paths and rows_per_path must be >= 1")
         if not 0.0 <= self.cloudiness <= 1.0:
             raise ValueError("cloudiness must be within [0, 1]")
+        if not 0.0 <= self.same_day_spread <= 0.5:
+            raise ValueError("same_day_spread must be within [0, 0.5]")
+        if not 0.0 <= self.band_nodata_fraction < 1.0:
+            raise ValueError("band_nodata_fraction must be within [0, 1)")
+        if any(not self.start <= d <= self.end for d in extra):
+            raise ValueError("extra_dates must lie within start..end")
 
     # presets ---------------------------------------------------------------------------------
 
@@ -416,7 +445,10 @@ class ArchiveSpec:
     def dates(self) -> tuple[dt.date, ...]:
         """Solar dates of the acquisitions."""
         n = (self.end - self.start).days // self.revisit_days + 1
-        return tuple(self.start + dt.timedelta(days=i * self.revisit_days) for i in range(n))
+        regular = tuple(self.start + dt.timedelta(days=i * self.revisit_days) for i in range(n))
+        if not self.extra_dates:
+            return regular
+        return tuple(sorted(set(regular) | set(self.extra_dates)))
 
     @property
     def exact(self) -> bool:
@@ -454,6 +486,10 @@ class ArchiveSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
+        d["extra_dates"] = [x.isoformat() for x in self.extra_dates]
+        for f in dataclasses.fields(self):
+            if f.name in _OPT_IN_FIELDS and getattr(self, f.name) == f.default:
+                del d[f.name]
         return d
 
     @classmethod
@@ -466,6 +502,12 @@ class ArchiveSpec:
         """Short stable fingerprint of the spec (part of every dataset UUID)."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: ArchiveSpec fields added after archives were in use: omitted from to_dict() at their defaults
+_OPT_IN_FIELDS = frozenset(
+    {"same_day_spread", "band_nodata_fraction", "extra_dates", "simultaneous_scenes"}
+)
 
 
 def _same_crs(a: Any, b: Any) -> bool:
@@ -707,6 +749,8 @@ class Scene:
     id: uuid.UUID
     measurement_files: tuple[tuple[str, str], ...] = field(repr=False)  # (measurement, file)
     _pixel_polygon: tuple[tuple[float, float], ...] = field(repr=False, compare=False)
+    #: (red, nir) factors this scene applies to the day's reflectances (``same_day_spread``)
+    calibration: tuple[float, float] = field(default=(1.0, 1.0), repr=False, compare=False)
 
     @property
     def region_code(self) -> str:
@@ -835,7 +879,13 @@ def _plan(spec: ArchiveSpec, root: Path) -> tuple[Scene, ...]:
     lay = _layout(spec)
     gh, gw = lay.grid.shape
     scenes = []
+    per_day = spec.n_paths * spec.rows_per_path
     for day in spec.dates:
+        # calibration slot of each (path, row) of the day: distinct, in a per-day order, so the
+        # first scene of a day is sometimes the greener and sometimes the browner one
+        slots = np.random.default_rng([spec.seed & 0xFFFFFFFF, day.toordinal(), 5]).permutation(
+            per_day
+        )
         for k in range(spec.n_paths):
             path = spec.first_path - k  # WRS path numbers increase westwards
             rng = np.random.default_rng([spec.seed & 0xFFFFFFFF, day.toordinal(), k, 3])
@@ -869,9 +919,18 @@ def _plan(spec: ArchiveSpec, root: Path) -> tuple[Scene, ...]:
                 minx, miny, maxx, maxy = poly.bounds
                 c0, r0 = max(0, math.floor(minx)), max(0, math.floor(miny))
                 c1, r1 = min(gw, math.ceil(maxx)), min(gh, math.ceil(maxy))
+                # 23:49:30 UTC the evening before = local morning at ~148 E (solar offset
+                # +10 h): the UTC date is never the solar date
+                step = 0 if spec.simultaneous_scenes else 45 * k + 24 * r
                 when = dt.datetime.combine(
                     day - dt.timedelta(days=1), dt.time(23, 49, 30), tzinfo=dt.UTC
-                ) + dt.timedelta(seconds=45 * k + 24 * r)
+                ) + dt.timedelta(seconds=step)
+                t = -1.0 + 2.0 * (float(slots[k * spec.rows_per_path + r]) + 0.5) / per_day
+                calibration = (
+                    (1.0 - spec.same_day_spread * t, 1.0 + spec.same_day_spread * t)
+                    if spec.same_day_spread
+                    else (1.0, 1.0)
+                )
                 name = _scene_name(spec, path, row, when)
                 gbox = GeoBox(
                     (r1 - r0, c1 - c0), lay.grid.affine * Affine.translation(c0, r0), spec.crs
@@ -899,9 +958,38 @@ def _plan(spec: ArchiveSpec, root: Path) -> tuple[Scene, ...]:
                         ),
                         measurement_files=_measurement_files(spec, name),
                         _pixel_polygon=pix,
+                        calibration=calibration,
                     )
                 )
     return tuple(scenes)
+
+
+def _scene_dns(
+    spec: ArchiveSpec,
+    scene: Scene,
+    fields: _DateFields,
+    sl: tuple[slice, slice],
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The red and NIR DNs ``scene`` stores on ``fields[sl]`` (footprint not applied yet):
+    the day's reflectances times the scene's calibration, quantised, and nodata where
+    ``band_nodata_fraction`` drops a band. ``rows``/``cols``: the global scene-grid indices
+    of ``sl`` (the dropped pixels are a function of them, so any window agrees)."""
+    info = _FLAVOUR_INFO[spec.flavour]
+    red_rho, nir_rho = fields.red[sl], fields.nir[sl]
+    if spec.same_day_spread:
+        red_rho = red_rho * scene.calibration[0]
+        nir_rho = nir_rho * scene.calibration[1]
+    red = _encode_reflectance(info, red_rho)
+    nir = _encode_reflectance(info, nir_rho)
+    if spec.band_nodata_fraction:
+        u = _hash_uniform(_key(spec.seed, "band-nodata", scene.name), rows, cols)
+        f = spec.band_nodata_fraction
+        nodata = np.asarray(info.nodata, dtype=info.dtype)
+        red = np.where(u < 2 * f / 3, nodata, red)
+        nir = np.where((u >= f / 3) & (u < f), nodata, nir)
+    return red, nir
 
 
 # --- truth -------------------------------------------------------------------------------------
@@ -937,7 +1025,10 @@ class SceneTruth:
 
 @dataclass(frozen=True, eq=False)
 class DayTruth:
-    """All scenes of one solar day fused (overlaps are identical, so the order is irrelevant)."""
+    """All scenes of one solar day fused: where footprints overlap, the earliest scene by
+    (centre time, dataset id). Overlaps store identical values unless the spec opts in to
+    ``same_day_spread`` or ``band_nodata_fraction``; then judge per scene
+    (:attr:`Truth.scenes`) with the rules of the code under test."""
 
     solar_date: dt.date
     scenes: tuple[SceneTruth, ...]
@@ -969,10 +1060,15 @@ class Truth:
         return tuple(s for s in self.scenes if s.scene.name == name)
 
     def days(self) -> tuple[DayTruth, ...]:
-        """Per solar day, scenes fused (first valid observation wins)."""
+        """Per solar day, scenes fused (first valid observation by centre time, id wins)."""
         out: list[DayTruth] = []
         for day in sorted({s.solar_date for s in self.scenes}):
-            group = tuple(s for s in self.scenes if s.solar_date == day)
+            group = tuple(
+                sorted(
+                    (s for s in self.scenes if s.solar_date == day),
+                    key=lambda s: (s.scene.datetime, str(s.scene.id)),
+                )
+            )
             red = np.full(self.geobox.shape, np.nan)
             nir = red.copy()
             cond = np.zeros(self.geobox.shape, dtype=np.uint8)
@@ -1043,14 +1139,17 @@ class Archive:
         sl: tuple[slice, slice],
         fp: np.ndarray,
         shape: tuple[int, int],
+        rows: np.ndarray,
+        cols: np.ndarray,
     ) -> SceneTruth:
         info = _FLAVOUR_INFO[self.spec.flavour]
         red = np.full(shape, np.nan)
         nir = np.full(shape, np.nan)
         cond = np.zeros(shape, dtype=np.uint8)
         water = np.zeros(shape, dtype=bool)
-        f_red = _encode_reflectance(info, fields.red[sl]) * info.scale + info.offset
-        f_nir = _encode_reflectance(info, fields.nir[sl]) * info.scale + info.offset
+        dn_red, dn_nir = _scene_dns(self.spec, scene, fields, sl, rows, cols)
+        f_red = np.where(dn_red == info.nodata, np.nan, dn_red * info.scale + info.offset)
+        f_nir = np.where(dn_nir == info.nodata, np.nan, dn_nir * info.scale + info.offset)
         red[sl] = np.where(fp, f_red, np.nan)
         nir[sl] = np.where(fp, f_nir, np.nan)
         cond[sl] = np.where(fp, fields.condition[sl], Condition.NODATA)
@@ -1078,7 +1177,11 @@ class Archive:
                 cache = {s.solar_date: fields_for(s.solar_date)}
             sl = (slice(ir0 - gr0, ir1 - gr0), slice(ic0 - gc0, ic1 - gc0))
             fp = s.footprint_mask[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0]
-            out.append(self._scene_truth(s, cache[s.solar_date], sl, fp, (h, w)))
+            out.append(
+                self._scene_truth(
+                    s, cache[s.solar_date], sl, fp, (h, w), np.arange(ir0, ir1), np.arange(ic0, ic1)
+                )
+            )
         return Truth(geobox, self.spec.exact, tuple(out), lc)
 
     def _truth_reprojected(self, geobox: GeoBox, scenes: list[Scene]) -> Truth:
@@ -1125,7 +1228,9 @@ class Archive:
                 cache = {s.solar_date: fields_for(s.solar_date)}
             sl = (slice(ir0 - wr0, ir1 - wr0), slice(ic0 - wc0, ic1 - wc0))
             fp = s.footprint_mask[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0]
-            st = self._scene_truth(s, cache[s.solar_date], sl, fp, shape)
+            st = self._scene_truth(
+                s, cache[s.solar_date], sl, fp, shape, np.arange(ir0, ir1), np.arange(ic0, ic1)
+            )
             src = np.stack(
                 [
                     st.red,
@@ -1310,8 +1415,10 @@ def _write_scene(spec: ArchiveSpec, s: Scene, fields: _DateFields, sl: tuple[sli
     info = _FLAVOUR_INFO[spec.flavour]
     fp = s.footprint_mask
     cond = np.where(fp, fields.condition[sl], Condition.NODATA).astype(np.uint8)
-    red = np.where(fp, _encode_reflectance(info, fields.red[sl]), info.nodata)
-    nir = np.where(fp, _encode_reflectance(info, fields.nir[sl]), info.nodata)
+    r0, c0, h, w = s.window
+    dn_red, dn_nir = _scene_dns(spec, s, fields, sl, np.arange(r0, r0 + h), np.arange(c0, c0 + w))
+    red = np.where(fp, dn_red, info.nodata)
+    nir = np.where(fp, dn_nir, info.nodata)
     if spec.flavour == "usgs_c2":
         mask = encode_qa_pixel(cond, fields.water[sl])
     else:
