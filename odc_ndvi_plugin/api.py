@@ -299,15 +299,16 @@ def max_tasks_per_tile(
     * per solar day and load block: a read task, its array wrapper and the concatenation
       into the time stack (3 tasks);
     * per solar day and reduction block: one fold (the time stack is never held);
-    * per reduction block: the finish, and per band the split-out plane, its array
+    * per reduction block: per season, the take of its planes right after the fold of its
+      last day (at most one per band), and per band the split-out plane, its array
       wrapper, the assembly of the tile's blocks (``da.block``: along x, then y), a dtype
       cast (count bands) and the stitching into the region (``da.block`` again): at most
-      7 tasks per band.
+      8 tasks per band.
 
-    ``= D * (3 L + R) + R * (7 B + 1)`` with D solar days, L load blocks (1 up to
-    4096 px a side), R reduction blocks (``ceil(h / chunks.y) * ceil(w / chunks.x)``) and
-    B output bands. It depends only on the tile, never on the size of the region: a
-    production tile-year (3200 px, 1600 px chunks, 46 solar days, 8 bands) is <= 550 tasks.
+    ``= D * (3 L + R) + 8 R B`` with D solar days, L load blocks (1 up to 4096 px a
+    side), R reduction blocks (``ceil(h / chunks.y) * ceil(w / chunks.x)``) and B output
+    bands. It depends only on the tile, never on the size of the region: a production
+    tile-year (3200 px, 1600 px chunks, 46 solar days, 8 bands) is <= 580 tasks.
     """
     load_blocks, reduction_blocks = 1, 1
     for n, step in zip(tile_shape, (chunks["y"], chunks["x"]), strict=True):
@@ -316,7 +317,7 @@ def max_tasks_per_tile(
         load_blocks *= len(sizes)
         # reduction blocks are carved out of each load block
         reduction_blocks *= sum(math.ceil(s / (s if step == -1 else step)) for s in sizes)
-    return solar_days * (3 * load_blocks + reduction_blocks) + reduction_blocks * (7 * n_bands + 1)
+    return solar_days * (3 * load_blocks + reduction_blocks) + 8 * reduction_blocks * n_bands
 
 
 # ----------------------------------------------------------------------------- the call
