@@ -32,6 +32,7 @@ from odc_ndvi_plugin.dev.index import (
     open_index,
     redact_url,
 )
+from odc_ndvi_plugin.ops import secrets
 
 PRODUCT = "ndvi_index_test"
 X0, Y0 = 1_500_000.0, -3_900_000.0  # EPSG:3577 (Australian Albers), somewhere in NSW
@@ -114,6 +115,12 @@ def test_redact_url() -> None:
     )
     env = DatacubeEnv(db_url="postgresql+psycopg2://u:hunter2@h/dc")
     assert "hunter2" not in repr(env) and "hunter2" not in env.display_url
+    # one place for redaction rules: the index room uses ops.secrets' redact_url
+    assert redact_url is secrets.redact_url
+    for bad in ("mysql://u:hunter2@h/dc", "host=h password=hunter2"):
+        with pytest.raises(ValueError, match="not a postgresql URL") as err:
+            DatacubeEnv(db_url=bad)
+        assert "hunter2" not in str(err.value)
 
 
 def test_find_user_datacube_sources(tmp_path: Path) -> None:

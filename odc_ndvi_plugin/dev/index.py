@@ -27,7 +27,7 @@ killed run is adopted (and stopped at the end), a stale ``postmaster.pid`` is cl
 several processes (or nested contexts) using the same data directory share one server, which
 the last one out stops.
 
-URLs with passwords are never logged as such: see :func:`redact_url`.
+URLs with passwords are never logged as such: see :func:`redact_url` (from ``ops.secrets``).
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+# absolute, not relative: tests load this file on its own (spec_from_file_location)
+from odc_ndvi_plugin.ops.secrets import redact_url
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -136,30 +139,6 @@ class IndexingError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Secrets
-# --------------------------------------------------------------------------------------------
-
-_QUERY_PASSWORD_RE = re.compile(r"(?i)((?:^|[?&;\s])password=)[^&\s]*")
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (``user:pass@`` and ``password=``)."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        end = len(rest)
-        for ch in "/?#":
-            i = rest.find(ch)
-            if i != -1:
-                end = min(end, i)
-        netloc, tail = rest[:end], rest[end:]
-        userinfo, at, hostport = netloc.rpartition("@")
-        if at and ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-        url = f"{scheme}://{netloc}{tail}"
-    return _QUERY_PASSWORD_RE.sub(r"\1***", url)
-
-
-# --------------------------------------------------------------------------------------------
 # Datacube environment
 # --------------------------------------------------------------------------------------------
 
@@ -191,7 +170,9 @@ class DatacubeEnv:
                 "starting with a letter, and not 'all'"
             )
         if self.db_url is not None and not self.db_url.startswith("postgresql"):
-            raise ValueError(f"not a postgresql URL: {redact_url(self.db_url)}")
+            # redact_url masks URLs only: a libpq "key=value" string is not shown at all
+            shown = redact_url(self.db_url) if "://" in self.db_url else "(not a URL)"
+            raise ValueError(f"not a postgresql URL: {shown}")
 
     @property
     def is_user_config(self) -> bool:
