@@ -190,10 +190,17 @@ def test_embedded_server_is_up_socket_only(pg_server: idx.PgServer) -> None:
     with pg_server.connect() as conn, conn.cursor() as cur:
         cur.execute("SHOW listen_addresses")
         assert cur.fetchone() == ("",)
+        # durable=False is per start (-c), not written into the cluster's configuration
+        cur.execute("SELECT setting, source FROM pg_settings WHERE name = 'fsync'")
+        assert cur.fetchone() == ("off", "command line")
     assert (pg_server.data_dir / "PG_VERSION").exists()
-    # the postmaster runs unprivileged (as embedded_postgres when we are root)
+    # the postmaster runs unprivileged (as embedded_postgres when we are root), and not in
+    # the root group either (subprocess user= alone, as embedded-postgres does, keeps gid 0)
     owner = psutil.Process(pg_server.pid).username()
     assert owner != "root"
+    assert 0 not in psutil.Process(pg_server.pid).gids()
+    status = Path(f"/proc/{pg_server.pid}/status").read_text().splitlines()
+    assert "0" not in next(line.split()[1:] for line in status if line.startswith("Groups:"))
     assert not [c for c in psutil.Process(pg_server.pid).net_connections("inet")]
 
 

