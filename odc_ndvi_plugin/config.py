@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._validate import check_keys
 from .masking import ClearRule, compile_clear_rule
 from .reduce import STATISTICS, band_dtype_nodata
 from .seasons import SEASON_MODES, Seasons, band_name
@@ -219,12 +220,7 @@ class NDVIConfig:
     def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
         """Validate a ``plugin_config`` mapping (as found in an odc-stats run config)."""
         cfg = dict(plugin_config or {})
-        unknown = sorted(set(cfg) - set(cls.keys()))
-        if unknown:
-            raise ValueError(
-                f"plugin_config: unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(cls.keys())}"
-            )
+        check_keys(cfg, cls.keys(), "plugin_config")
         preset = PRESETS[_choice("preset", cfg.get("preset", "usgs_c2"), tuple(PRESETS))]
         mask_band = _band("mask_band", cfg.get("mask_band", preset.mask_band))
         flags = cfg.get("good_pixel_flags", preset.good_pixel_flags)
