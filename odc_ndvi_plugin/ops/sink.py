@@ -17,10 +17,12 @@ from .commit import (
     _CANCEL_LOCK,
     _CANCELLED_ATTEMPTS,
     STAGING_DIR,
+    OutputAudit,
     _commit,
     _delete_s3_prefix,
     _remove_empty_dir,
     _stage,
+    audit_outputs,
 )
 
 __all__ = ["AtomicCOGSink"]
@@ -112,6 +114,13 @@ class AtomicCOGSink(S3COGSink):
             cog = dask.delayed(to_cog, pure=True)(dv, **self.cog_opts(str(band)))
             out.append(self._write_blob(cog, url, ContentType="image/tiff"))
         return out
+
+    def audit(self, task: Task, *, verify: bool = False) -> OutputAudit:
+        """Whether ``task`` is done: its STAC item exists and every file its ``.sha1`` and
+        STAC item list is there (with ``verify``: and matches its ``.sha1`` digest)."""
+        return audit_outputs(
+            self.uri(task), task.metadata_path("absolute", ext="sha1"), verify=verify
+        )
 
     def remove_staged(self, task: Task, attempt: str | None) -> None:
         """Best-effort removal of what a failed/cancelled attempt staged; its staged writes
