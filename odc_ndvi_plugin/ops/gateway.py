@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .._validate import ConfigError, check_keys, did_you_mean
 from .secrets import redact_mapping, redact_url, register_secret
+from .signals import interrupts_deferred
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from dask_gateway import Gateway, GatewayCluster
@@ -474,7 +475,10 @@ def _acquire(
     if cfg.connect == "new":
         options = _checked_options(gateway, cfg, where)
         log.info("creating a cluster at %s with options:\n%s", where, describe_options(options))
-        state["name"] = name = gateway.submit(options)
+        # held until the name is known: an interrupt inside submit() could leave a
+        # cluster on the gateway that nothing here knows to shut down
+        with interrupts_deferred():
+            state["name"] = name = gateway.submit(options)
     elif cfg.connect == "existing":
         name = str(cfg.cluster_name)
         try:

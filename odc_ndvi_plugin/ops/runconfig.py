@@ -185,6 +185,8 @@ def load_run_config(
         )
     filedb = str(merged.get("filedb") or "")
     if filedb and "://" not in filedb and not Path(filedb).exists():
-        raise ValueError(f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)")
+        from .taskdb import TaskDbError
+
+        raise TaskDbError(f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)")
     extras = {k: config[k] for k in CLI_ONLY_KEYS if k in config}
     return TaskRunnerConfig(**merged), extras
