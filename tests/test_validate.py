@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import rasterio
 import yaml
+from click.testing import CliRunner
 
 from odc_ndvi_plugin import NDVISeasonal
 from odc_ndvi_plugin._validate import (
@@ -19,6 +20,7 @@ from odc_ndvi_plugin._validate import (
     check_keys,
     check_number,
 )
+from odc_ndvi_plugin.cli import main
 from odc_ndvi_plugin.ops.cog_options import check_cog_opts, gtiff_creation_options
 from odc_ndvi_plugin.ops.gateway import GatewayClusterConfig
 from odc_ndvi_plugin.ops.runconfig import load_run_config
@@ -136,3 +138,23 @@ def test_gateway_config_uses_the_same_unknown_key_line():
     assert str(err.value).startswith(
         "g.yaml: unknown key 'wokers' (did you mean 'workers'?); allowed keys: address"
     )
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"threads": "many"}, "Error: run config: threads: expected an integer"),
+        ({"cog_opts": {"compress": "zstdd"}}, "Error: run config: cog_opts.compress: 'zstdd' is not allowed"),
+        ({"plugin_config": {"nir_bnd": "nir08"}}, "Error: plugin_config: unknown key 'nir_bnd' (did you mean 'nir_band'?)"),
+    ],
+    ids=["threads", "compress", "typo"],
+)  # fmt: skip
+def test_check_config_refuses_what_it_said_ok_to(tmp_path, patch, message):
+    """Issue 14: check-config said ``ok`` to ``threads: many`` and ``compress: zstdd``."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_run_config(**patch)))
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(message), line
