@@ -241,19 +241,19 @@ class TaskProgress:
             print(self.line(result, summary), file=self.stream, flush=True)
             return
         outcome = outcome_of(result)
+        self._postfix(summary, refresh=False)  # shown by update(), with the new count
         self._tqdm.update(1)
-        self._postfix(summary)
         if outcome.status in ("failed", "incomplete") or outcome.note:
             self._tqdm.write(_what(result.task.location, outcome, result.error), file=self.stream)
 
-    def _postfix(self, summary: RunSummary) -> None:
+    def _postfix(self, summary: RunSummary, *, refresh: bool = True) -> None:
         text = (
             f"done {summary.done}, skipped {summary.skipped}, failed {summary.failed}, "
             f"in flight {summary.in_flight}"
         )
         if summary.incomplete:
             text += f", incomplete {len(summary.incomplete)}"
-        self._tqdm.set_postfix_str(text, refresh=True)
+        self._tqdm.set_postfix_str(text, refresh=refresh)
 
     def tick(self, summary: RunSummary) -> None:
         if self._tqdm is not None:
