@@ -344,7 +344,7 @@ def _run(
     filedb: str,
     tasks: list[str],
 ) -> None:
-    from .ops.report import RunObserver, RunReport, TaskProgress
+    from .ops.report import RunObserver, RunReport, RunSummary, TaskProgress
     from .ops.runner import DEFAULT_RETRIES, NDVITaskRunner, execute, load_run_config
     from .ops.taskdb import check_task_db
 
@@ -374,6 +374,10 @@ def _run(
     report = None
     if report_path:
         report = RunReport(report_path, _report_header(cfg, config_path, from_sqs, retries))
+        try:
+            report.write(RunSummary(), "running")  # a report that cannot be written fails now
+        except OSError as err:
+            raise click.UsageError(f"--report {report_path}: cannot write it: {err}") from err
     observer = RunObserver(progress, report)
 
     def on_runner(runner: NDVITaskRunner) -> None:
