@@ -222,6 +222,8 @@ class NDVITaskRunner(TaskRunner):
             self._client.close()
             if cluster is not None:
                 cluster.close()
+        elif self._client is not None:
+            _wait_for_releases(self._client)
         self._client = None
 
     def __del__(self):  # odc-stats' __del__ would start a cluster just to close it
@@ -636,6 +638,20 @@ class _IterSource:
 
     def release_held(self) -> None:
         pass
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _wait_for_releases(client: Client) -> None:
+    """``Future.release()`` only queues the release on the client's event loop: run one
+    no-op there after them, so that when a run with an outside (gateway) client returns,
+    the client holds none of its futures (its next run starts clean)."""
+    try:
+        client.sync(_nothing)
+    except Exception as err:  # noqa: BLE001 - a client that is gone holds nothing
+        _log.debug("client gone while waiting for releases: %s", err)
 
 
 def _close_task_db(rdr: Any) -> None:
