@@ -1,9 +1,19 @@
-"""``odc-ndvi``: thin click commands over the rooms (runner, demo, synthetic, product)."""
+"""``odc-ndvi``: thin click commands over the rooms (runner, demo, synthetic, product).
+
+Every problem ends as ONE line on stderr, ``Error: <what, where, what would be valid>``,
+with exit status :data:`EXIT_USAGE` (2) for a wrong command line or configuration,
+:data:`EXIT_FAILED` (1) when the work failed (a task, a task db that is corrupt, a gateway
+that refuses) and :data:`EXIT_INTERRUPTED` (130) after Ctrl-C or SIGTERM; ``-v`` prints
+the traceback before it. Commands import the runner, odc-stats and dask only when they run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +23,95 @@ import yaml
 from ._startup import skip_unused_imports
 from .dev.synthetic import synth_command
 
-__all__ = ["main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "main"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(click.ClickException):
+    """A one-line error with its exit status (``ClickException`` exits 1 only)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _redacted(text: str) -> str:
+    from .ops.secrets import redact_text, secret_values_from_environ
+
+    return redact_text(text, secret_values_from_environ())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _OneLineErrors(click.Group):
+    """The command group: usage errors, config errors and failures as one line each."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as err:
+            message = err.format_message()
+            ctx = getattr(err, "ctx", None)
+            if isinstance(err, click.UsageError) and ctx is not None:
+                message += f" (see '{ctx.command_path} --help')"
+            click.echo(f"Error: {_one_line(_redacted(message))}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort as err:
+            interrupted = isinstance(err.__context__, KeyboardInterrupt)
+            click.echo("interrupted" if interrupted else "Aborted.", err=True)
+            sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@contextlib.contextmanager
+def _errors(verbose: bool) -> Iterator[None]:
+    """Exceptions of a command as one-line :class:`CommandError` s (``verbose``: after
+    the traceback): configuration errors exit 2, everything else 1."""
+    from ._validate import ConfigError
+
+    try:
+        yield
+    except (click.ClickException, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - every error becomes one line
+        if verbose:
+            click.echo(_redacted(traceback.format_exc()).rstrip(), err=True)
+        if isinstance(err, ConfigError):
+            raise CommandError(str(err), EXIT_USAGE) from err
+        # errors raised with a message for users; others get their type and a hint
+        known = (ValueError, TimeoutError, PermissionError, ConnectionError, LookupError)
+        if isinstance(err, known + (RuntimeError,)) and str(err):
+            text = str(err)
+        else:
+            text = f"{type(err).__name__}: {err}" + ("" if verbose else " (-v: traceback)")
+        raise CommandError(text, EXIT_FAILED) from err
 
 
 def _read_yaml(path: str, what: str) -> dict[str, Any]:
+    from ._validate import ConfigError
+
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except OSError as err:
-        raise click.BadParameter(f"cannot read {what} {path!r}: {err}") from err
+        raise ConfigError(f"{what} {path!r}", f"cannot read it: {err.strerror}") from err
     except yaml.YAMLError as err:
-        raise click.BadParameter(f"{what} {path!r} is not valid YAML: {err}") from err
+        raise ConfigError(f"{what} {path!r}", f"not valid YAML: {err}") from err
     if not isinstance(doc, dict):
-        raise click.BadParameter(f"{what} {path!r} must be a YAML mapping")
+        raise ConfigError(f"{what} {path!r}", "must be a YAML mapping of keys to values")
     return doc
 
 
@@ -40,11 +127,39 @@ def _setup_logging(verbose: bool) -> None:
         handler.addFilter(RedactingFilter())
 
 
-@click.group()
+@click.group(cls=_OneLineErrors)
 @click.version_option(package_name="odc-ndvi-plugin")
 def main() -> None:
     """Cloud-masked seasonal NDVI statistics with odc-stats."""
     skip_unused_imports()  # before odc-stats/eodatasets3 pull jsonschema in (see _startup)
+
+
+def _plugin_of(cfg: Any, config_path: str) -> Any:
+    """The run config's plugin instance; a name that resolves to nothing or a
+    ``plugin_config`` it refuses is a configuration error naming the key."""
+    from odc.stats.plugins import resolve
+
+    from ._validate import ConfigError
+
+    try:
+        make = resolve(cfg.plugin)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(
+            f"run config {config_path!r}: plugin",
+            f"{cfg.plugin!r} cannot be resolved ({err}); use ndvi-seasonal or "
+            f"odc_ndvi_plugin.NDVISeasonal",
+        ) from err
+    try:
+        return make(**cfg.plugin_config)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"run config {config_path!r}", str(err)) from err
+
+
+def _refuse(condition: bool, message: str) -> None:
+    if condition:
+        raise click.UsageError(message)
 
 
 @main.command("run")
@@ -55,11 +170,12 @@ def main() -> None:
 @click.option(
     "--gateway",
     "gateway_address",
-    help="Gateway address (default: dask config / DASK_GATEWAY__ADDRESS).",
+    help="Gateway address for --gateway-config (default: its `address`, dask config or "
+    "DASK_GATEWAY__ADDRESS).",
 )
 @click.option(
     "--max-in-flight",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Tasks computed at once (default 1 local, 2 x workers on a gateway).",
 )
@@ -76,8 +192,34 @@ def main() -> None:
     help="--from-sqs: seconds to wait on an empty queue whose messages are still in flight "
     "elsewhere (default: the lease + 60 s, so a dead runner's task is picked up).",
 )
-@click.option("--dryrun", is_flag=True, help="List the tasks and whether their outputs exist.")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Attempts made again after a transient failure (a worker lost, an input read that "
+    "timed out or got an HTTP 5xx) before a task counts as failed [default: 2].",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Before skipping a task, check its files against its .sha1 digests (reads them all).",
+)
+@click.option(
+    "--incomplete",
+    type=click.Choice(["redo", "report"]),
+    default=None,
+    help="A task with a STAC item whose files are not all there: compute it again (redo, "
+    "the default) or only report it (exit status 1).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Write a JSON record of the run here (per task: status, seconds, datasets, bytes, "
+    "error), also when it is interrupted.",
+)
+@click.option("--dryrun", is_flag=True, help="List the tasks and the state of their outputs.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details; tracebacks on errors.")
 @click.argument("filedb", required=False, default="")
 @click.argument("tasks", nargs=-1)
 def run_command(
@@ -92,86 +234,258 @@ def run_command(
     overwrite: bool | None,
     max_processing_time: int | None,
     idle_timeout: float | None,
+    retries: int | None,
+    verify: bool,
+    incomplete: str | None,
+    report_path: str | None,
     dryrun: bool,
     verbose: bool,
     filedb: str,
     tasks: tuple[str, ...],
 ) -> None:
     """Run tasks (all, or TASKS: ids, indices or slices as odc-stats run) from FILEDB or SQS."""
-    from .ops.runner import execute, load_run_config
+    from .ops.signals import interrupts_raise
 
-    _setup_logging(verbose)
-    if from_sqs and tasks:
-        raise click.UsageError("give either TASKS or --from-sqs, not both")
-    if idle_timeout is not None and not from_sqs:
-        raise click.UsageError("--idle-timeout applies to --from-sqs runs only")
-    if not from_sqs and not filedb:
-        raise click.UsageError("FILEDB (the task db from save-tasks) is required unless --from-sqs")
-    try:
-        cfg, extras = load_run_config(
-            _read_yaml(config_path, "run config"),
-            filedb=filedb,
-            output_location=location,
-            threads=threads,
-            memory_limit=memory_limit,
-            overwrite=overwrite,
-            max_processing_time=max_processing_time,
+    # Ctrl-C and SIGTERM from the first moment: a gateway cluster being created or
+    # waiting for workers is shut down, and the report says what was done
+    with interrupts_raise():
+        _setup_logging(verbose)
+        _refuse(bool(from_sqs and tasks), "give either TASKS or --from-sqs, not both")
+        _refuse(
+            idle_timeout is not None and not from_sqs,
+            "--idle-timeout applies to --from-sqs runs only",
+        )
+        _refuse(
+            not from_sqs and not filedb,
+            "FILEDB (the task db from save-tasks) is required unless --from-sqs",
+        )
+        _refuse(
+            bool(gateway_address and not gateway_config),
+            "--gateway ADDRESS needs --gateway-config (the cluster to create there); without "
+            "it the run would use local dask",
+        )
+        _refuse(
+            bool(gateway_config and (threads is not None or memory_limit)),
+            "--threads and --memory-limit size local dask; a gateway cluster's workers are "
+            "sized by cluster_options in --gateway-config",
+        )
+        _refuse(
+            from_sqs and incomplete == "report",
+            "--incomplete report cannot be used with --from-sqs: the task's message would "
+            "go back to the queue again and again",
+        )
+        _refuse(
+            bool(overwrite and (verify or incomplete)),
+            "--verify and --incomplete decide which tasks to skip; --overwrite skips none",
         )
         if dryrun:
-            from .ops.runner import NDVITaskRunner
+            _refuse(
+                bool(from_sqs),
+                "--dryrun lists the tasks of a task db; an SQS queue's tasks cannot be "
+                "listed without taking them (give FILEDB instead of --from-sqs)",
+            )
+            ignored = {
+                "--gateway-config": gateway_config,
+                "--max-in-flight": max_in_flight,
+                "--threads": threads,
+                "--memory-limit": memory_limit,
+                "--max-processing-time": max_processing_time,
+                "--retries": retries,
+                "--report": report_path,
+            }
+            given = [flag for flag, value in ignored.items() if value is not None]
+            _refuse(bool(given), f"--dryrun computes nothing: {', '.join(given)} would be ignored")
+        try:
+            with _errors(verbose):
+                _run(
+                    config_path=config_path,
+                    location=location,
+                    from_sqs=from_sqs,
+                    gateway_config=gateway_config,
+                    gateway_address=gateway_address,
+                    max_in_flight=max_in_flight,
+                    threads=threads,
+                    memory_limit=memory_limit,
+                    overwrite=overwrite,
+                    max_processing_time=max_processing_time,
+                    idle_timeout=idle_timeout,
+                    retries=retries,
+                    verify=verify,
+                    incomplete=incomplete or "redo",
+                    report_path=report_path,
+                    dryrun=dryrun,
+                    filedb=filedb,
+                    tasks=list(tasks),
+                )
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: tasks in flight were cancelled; rerun to finish the rest",
+                err=True,
+            )
+            sys.exit(EXIT_INTERRUPTED)
 
-            runner = NDVITaskRunner(cfg)
-            for result in runner.dry_run(list(tasks)):
-                click.echo(result.meta)
+
+def _run(
+    *,
+    config_path: str,
+    location: str | None,
+    from_sqs: str,
+    gateway_config: str | None,
+    gateway_address: str | None,
+    max_in_flight: int | None,
+    threads: int | None,
+    memory_limit: str | None,
+    overwrite: bool | None,
+    max_processing_time: int | None,
+    idle_timeout: float | None,
+    retries: int | None,
+    verify: bool,
+    incomplete: str,
+    report_path: str | None,
+    dryrun: bool,
+    filedb: str,
+    tasks: list[str],
+) -> None:
+    from .ops.report import RunObserver, RunReport, RunSummary, TaskProgress
+    from .ops.runner import DEFAULT_RETRIES, NDVITaskRunner, execute, load_run_config
+    from .ops.taskdb import check_task_db
+
+    cfg, extras = load_run_config(
+        _read_yaml(config_path, "run config"),
+        filedb=filedb,
+        output_location=location,
+        threads=threads,
+        memory_limit=memory_limit,
+        overwrite=overwrite,
+        max_processing_time=max_processing_time,
+    )
+    _plugin_of(cfg, config_path)  # a bad plugin_config fails here, before any work
+    gateway_cfg = None
+    if gateway_config:
+        from .ops.gateway import GatewayClusterConfig
+
+        gateway_cfg = GatewayClusterConfig.from_yaml(gateway_config)
+    if cfg.filedb:
+        check_task_db(cfg.filedb)  # before a gateway cluster is paid for
+    dataset_filters = extras.get("dataset_filters")
+    if dryrun:
+        _dry_run(NDVITaskRunner(cfg, verify=verify, incomplete=incomplete), tasks, dataset_filters)
+        return
+
+    progress = TaskProgress(None)
+    report = None
+    if report_path:
+        report = RunReport(report_path, _report_header(cfg, config_path, from_sqs, retries))
+        try:
+            report.write(RunSummary(), "running")  # a report that cannot be written fails now
+        except OSError as err:
+            raise click.UsageError(f"--report {report_path}: cannot write it: {err}") from err
+    observer = RunObserver(progress, report)
+
+    def on_runner(runner: NDVITaskRunner) -> None:
+        if from_sqs:
+            observer.queue_depth = runner.queue_depth
             return
+        try:
+            planned = runner.planned(tasks)
+        except ValueError as err:
+            raise click.UsageError(f"TASKS: {err}") from err
+        progress.set_total(len(planned))
+        if report is not None:
+            report.plan(planned)
 
-        def progress(msg: str) -> None:
-            click.echo(msg, err=True)
+    kwargs: dict[str, Any] = dict(
+        tasks=tasks,
+        from_sqs=from_sqs,
+        dataset_filters=dataset_filters,
+        apply_eodatasets3=bool(extras.get("apply_eodatasets3", False)),
+        idle_timeout=idle_timeout,
+        retries=DEFAULT_RETRIES if retries is None else retries,
+        verify=verify,
+        incomplete=incomplete,
+        events=observer,
+        on_runner=on_runner,
+    )
+    state = "aborted"
+    try:
+        if gateway_cfg is not None:
+            from .ops.gateway import open_gateway_cluster
 
-        kwargs: dict[str, Any] = dict(
-            tasks=list(tasks),
-            from_sqs=from_sqs,
-            dataset_filters=extras.get("dataset_filters"),
-            apply_eodatasets3=bool(extras.get("apply_eodatasets3", False)),
-            progress=progress,
-            idle_timeout=idle_timeout,
-        )
-        if gateway_config:
-            from .ops.gateway import GatewayClusterConfig, open_gateway_cluster
-
-            gcfg = GatewayClusterConfig.from_yaml(gateway_config)
-            with open_gateway_cluster(gcfg, address=gateway_address) as (_cluster, client):
+            progress.message(
+                f"Opening a dask-gateway cluster (connect: {gateway_cfg.connect}; waiting up "
+                f"to {gateway_cfg.wait_timeout:g} s for {gateway_cfg.expected_workers} worker(s))"
+            )
+            with open_gateway_cluster(gateway_cfg, address=gateway_address) as (_cluster, client):
                 workers = max(1, len(client.scheduler_info().get("workers", {})))
                 summary = execute(
                     cfg, client=client, max_in_flight=max_in_flight or 2 * workers, **kwargs
                 )
         else:
             summary = execute(cfg, max_in_flight=max_in_flight or 1, **kwargs)
-    except (ValueError, TimeoutError, PermissionError) as err:
-        raise click.ClickException(str(err)) from err
+        state = "finished"
     except KeyboardInterrupt:
-        click.echo(
-            "interrupted: tasks in flight were cancelled; rerun to finish the rest", err=True
-        )
-        sys.exit(130)
+        state = "interrupted"
+        raise
+    finally:
+        observer.close(state)
     click.echo(f"Tasks: {summary.line()}")
+    for note in summary.notes():
+        click.echo(f"  {note}")
     for location_, error in summary.errors:
         click.echo(f"  failed {location_}: {error}", err=True)
-    if summary.failed:
-        sys.exit(1)
+    if report_path:
+        click.echo(f"Report: {report_path}")
+    if summary.failed or summary.incomplete:
+        sys.exit(EXIT_FAILED)
 
 
-def _config_and_plugin(config_path: str):
-    """Validated run config and its plugin instance; errors become a clean CLI message."""
-    from odc.stats.plugins import resolve
+def _report_header(cfg: Any, config_path: str, from_sqs: str, retries: int | None) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
 
-    from .ops.runner import load_run_config
+    from ._version import __version__
+    from .ops.report import config_digest
+    from .ops.runner import DEFAULT_RETRIES
 
     try:
-        cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
-        return cfg, resolve(cfg.plugin)(**cfg.plugin_config)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        odc_stats = version("odc-stats")
+    except PackageNotFoundError:
+        odc_stats = "unknown"
+    return {
+        "command": [_redacted(a) for a in ["odc-ndvi", *sys.argv[1:]]],
+        "config": {"path": config_path, "digest": config_digest(cfg)},
+        "plugin": cfg.plugin,
+        "product": {k: cfg.product.get(k) for k in ("name", "version")},
+        "output_location": _redacted(cfg.output_location),
+        "task_source": f"sqs:{from_sqs}" if from_sqs else cfg.filedb,
+        "retries": DEFAULT_RETRIES if retries is None else retries,
+        "versions": {"odc-ndvi-plugin": __version__, "odc-stats": odc_stats},
+    }
+
+
+def _dry_run(runner: Any, tasks: list[str], dataset_filters: str | None) -> None:
+    """One line per task (as odc-stats' dry run, with the state of its outputs), then a
+    tally on stderr."""
+    tally: dict[str, int] = {}
+    try:
+        try:
+            runner.planned(tasks)  # the task selection first: a bad one is a usage error
+        except ValueError as err:
+            raise click.UsageError(f"TASKS: {err}") from err
+        for _task, state, line in runner.dry_run_states(tasks, ds_filters=dataset_filters):
+            click.echo(line)
+            tally[state] = tally.get(state, 0) + 1
+    finally:
+        runner.close()
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(tally.items()))
+    click.echo(f"{sum(tally.values())} task(s): {counts or 'none'}", err=True)
+
+
+def _config_and_plugin(config_path: str) -> tuple[Any, Any]:
+    """Validated run config and its plugin instance."""
+    from .ops.runner import load_run_config
+
+    cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
+    return cfg, _plugin_of(cfg, config_path)
 
 
 @main.command("check-config")
@@ -183,12 +497,14 @@ def _config_and_plugin(config_path: str):
     help="Also check the band names against this input product in the configured datacube "
     "(repeatable; default: the file's input_products, when a datacube is reachable).",
 )
-def check_config_command(config_path: str, products: tuple[str, ...]) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")
+def check_config_command(config_path: str, products: tuple[str, ...], verbose: bool) -> None:
     """Validate a run config and its plugin_config without running anything."""
-    cfg, plugin = _config_and_plugin(config_path)
-    names = list(products) or _split_products(_read_yaml(config_path, "run config"))
-    if names:
-        _check_products(plugin, names, required=bool(products))
+    with _errors(verbose):
+        cfg, plugin = _config_and_plugin(config_path)
+        names = list(products) or _split_products(_read_yaml(config_path, "run config"))
+        if names:
+            _check_products(plugin, names, required=bool(products))
     click.echo(f"ok: {cfg.plugin} -> bands {', '.join(plugin.measurements)}")
 
 
@@ -213,18 +529,18 @@ def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
     except Exception as err:  # noqa: BLE001 - any connection/config failure
         reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
         if required:
-            raise click.ClickException(
-                f"cannot check products {', '.join(names)}: {reason}"
-            ) from err
+            raise RuntimeError(f"cannot check products {', '.join(names)}: {reason}") from err
         click.echo(f"note: band names not checked against a datacube ({reason})", err=True)
         return
+    from ._validate import ConfigError
+
     for name, product in found.items():
         if product is None:
-            raise click.ClickException(f"input product {name!r} is not in the datacube")
+            raise ConfigError("input_products", f"{name!r} is not in the datacube")
         try:
             plugin.validate_product(product)
         except ValueError as err:
-            raise click.ClickException(str(err)) from err
+            raise ConfigError("", str(err)) from err
     click.echo(f"checked against the datacube: {', '.join(names)}")
 
 
@@ -235,17 +551,24 @@ def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
     help="The save-tasks grid (au-30, africa-30, 'epsg:3577;30;512'...) for the definition's "
     "load section (default: the config's own grid key, if it has one).",
 )
-def product_definition_command(config_path: str, grid: str | None) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")
+def product_definition_command(config_path: str, grid: str | None, verbose: bool) -> None:
     """Print the output product definition (eo3 YAML) for a run config."""
+    from ._validate import ConfigError
+    from .plugin import NDVISeasonal
     from .product import dump_product_definition, output_product_definition
 
-    cfg, plugin = _config_and_plugin(config_path)
-    grid = grid or _read_yaml(config_path, "run config").get("grid")
-    try:
-        doc = output_product_definition(plugin, cfg.product, grid=grid)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(dump_product_definition(doc), nl=False)
+    with _errors(verbose):
+        cfg, plugin = _config_and_plugin(config_path)
+        if not isinstance(plugin, NDVISeasonal):
+            raise ConfigError(
+                f"run config {config_path!r}: plugin",
+                f"{cfg.plugin!r} is not odc_ndvi_plugin.NDVISeasonal; product-definition "
+                f"describes the outputs of this plugin only",
+            )
+        grid = grid or _read_yaml(config_path, "run config").get("grid")
+        text = dump_product_definition(output_product_definition(plugin, cfg.product, grid=grid))
+    click.echo(text, nl=False)
 
 
 @main.command("demo")
@@ -257,24 +580,29 @@ def product_definition_command(config_path: str, grid: str | None) -> None:
     "--flavour", type=click.Choice(["usgs_c2", "dea_ard"]), default="usgs_c2", show_default=True
 )
 @click.option("--overwrite", is_flag=True, help="Recompute tasks whose outputs exist.")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details; tracebacks on errors.")
 def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
     """The main job, from scratch: index, archive, save-tasks, run, quicklooks."""
     from .dev.demo import run_demo
+    from .ops.signals import interrupts_raise
 
-    _setup_logging(verbose)
-    try:
-        report = run_demo(
-            Path(workdir), size=size, flavour=flavour, overwrite=overwrite, progress=click.echo
-        )
-    except (RuntimeError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
-        sys.exit(130)
+    with interrupts_raise():
+        _setup_logging(verbose)
+        try:
+            with _errors(verbose):
+                report = run_demo(
+                    Path(workdir),
+                    size=size,
+                    flavour=flavour,
+                    overwrite=overwrite,
+                    progress=click.echo,
+                )
+        except KeyboardInterrupt:
+            click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     click.echo(report.text())
     if report.summary.failed:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 main.add_command(synth_command)

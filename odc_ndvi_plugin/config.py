@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._validate import check_keys
 from .masking import ClearRule, compile_clear_rule
 from .presets import NO_PRESET, PRESETS
 from .reduce import STATISTICS, band_dtype_nodata
@@ -159,12 +160,7 @@ class NDVIConfig:
     def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
         """Validate a ``plugin_config`` mapping (as found in an odc-stats run config)."""
         cfg = dict(plugin_config or {})
-        unknown = sorted(set(cfg) - set(cls.keys()))
-        if unknown:
-            raise ValueError(
-                f"plugin_config: unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(cls.keys())}"
-            )
+        check_keys(cfg, cls.keys(), "plugin_config")
         preset_name = _choice("preset", cfg.get("preset", "usgs_c2"), (*PRESETS, NO_PRESET))
         preset = PRESETS.get(preset_name)
         if preset is None:

@@ -52,7 +52,7 @@ def test_an_unknown_product_key_is_named(tmp_path):
         main, ["check-config", str(_config(tmp_path, **{"product.publisher": "x"}))]
     )
     assert result.exit_code != 0
-    assert "run config: product: unknown key(s) 'publisher'" in result.output
+    assert "run config: product: unknown key 'publisher'" in result.output
 
 
 def test_a_dea_config_style_single_file_is_accepted_and_its_grid_loads_the_product(

@@ -92,7 +92,7 @@ def test_accepts_odc_stats_resampling_override():
             {"preview_band": "rgb"},
             "plugin_config.preview_band: 'rgb' is not an output band; allowed: ndvi_mean, clear_count",
         ),
-        ({"colour": 1}, "plugin_config: unknown key(s) 'colour'; allowed: preset"),
+        ({"colour": 1}, "plugin_config: unknown key 'colour'; allowed keys: preset"),
         ({"resampling": "sinc"}, "plugin_config.resampling: 'sinc' is not allowed"),
     ],
 )

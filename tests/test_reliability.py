@@ -581,7 +581,7 @@ def test_sigterm_stops_promptly_and_rerun_does_exactly_the_rest(bench):
 @pytest.mark.parametrize(
     "patch, message",
     [
-        ({"plugin_config": {"colour": "red"}}, "plugin_config: unknown key(s) 'colour'"),
+        ({"plugin_config": {"colour": "red"}}, "plugin_config: unknown key 'colour'"),
         (
             {"plugin_config": {"good_pixel_flags": {"cloud": "maybe"}}},
             "plugin_config.good_pixel_flags.cloud: value 'maybe' is not allowed",
@@ -595,7 +595,7 @@ def test_sigterm_stops_promptly_and_rerun_does_exactly_the_rest(bench):
             "plugin_config.seasons.a: month 13 is outside 1-12",
         ),
         ({"plugin_config": {"statistics": ["mode"]}}, "plugin_config.statistics: 'mode'"),
-        ({"threads_per_worker": 2}, "run config: unknown key(s) 'threads_per_worker'"),
+        ({"threads_per_worker": 2}, "run config: unknown key 'threads_per_worker'"),
         ("unwritable", "is not writable"),
     ],
     ids=["plugin key", "flag value", "flag name", "months", "statistic", "run key", "location"],

@@ -60,7 +60,8 @@ SECRET_NAMES = [
     "Authorization",
     "Cookie",
     "sig",
-    "pwd",
+    "MYSQL_PWD",
+    "db_pwd",
     "pass",
     "session",
 ]
@@ -84,6 +85,9 @@ PLAIN_NAMES = [
     "AWS_HTTPS",
     "passenger",  # not exactly "pass"
     "signal",  # not exactly "sig"
+    "PWD",  # the shell's working directory, not a password
+    "OLDPWD",
+    "pwd",
     "AWS_SHARED_CREDENTIALS_FILE",
     "password_env",
     "token_path",
@@ -286,3 +290,15 @@ def test_filter_without_environ_and_broken_format():
     rec = _record("%d items", "not-a-number")
     assert flt.filter(rec) is True  # left for the handler to report
     assert rec.args == ("not-a-number",)
+
+
+def test_working_directory_is_not_redacted_but_a_password_variable_is():
+    """Issue 15: ``PWD`` counted as a secret name, so every path under the current
+    directory became ``***`` in log lines (``failed to write file://***/mnt/out/...``)."""
+    cwd = "/home/operator/jobs"
+    flt = RedactingFilter(
+        environ={"PWD": cwd, "OLDPWD": "/home/operator", "MYSQL_PWD": "hunter2-pw"}
+    )
+    rec = _record("failed to write %s with %s", f"file://{cwd}/mnt/out/a.tif", "hunter2-pw")
+    flt.filter(rec)
+    assert rec.getMessage() == f"failed to write file://{cwd}/mnt/out/a.tif with ***"

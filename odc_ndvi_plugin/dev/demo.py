@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,9 @@ __all__ = ["CFG_DIR", "DemoReport", "run_demo", "save_tasks", "save_year_tasks",
 
 #: the repository's cfg/ folder (the package is installed editable by scripts/bootstrap)
 CFG_DIR = cfg_dir()
+
+#: save-tasks' INFO log records (library set-up chatter): its progress lines are prints
+_INFO_LOG_LINE = re.compile(r"^\[[^]]*\] \{[^}]*\} INFO - ")
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
 _SAVE_TASKS_CONFIG = {
@@ -71,8 +75,10 @@ def save_tasks(
     grid: str,
     temporal_range: str,
     output: Path,
+    on_line: Callable[[str], None] | None = None,
 ) -> Path:
-    """Run the real ``odc-stats save-tasks`` CLI (skipped if the task db exists)."""
+    """Run the real ``odc-stats save-tasks`` CLI (skipped if the task db exists);
+    ``on_line`` gets its output lines as they come (it reports no total of its own)."""
     if output.exists():
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -89,14 +95,24 @@ def save_tasks(
         temporal_range,
         str(output),
     ]
-    proc = subprocess.run(
-        cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    if proc.returncode != 0 or not output.exists():
+    lines = []
+    assert proc.stdout is not None
+    with proc.stdout:
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line is not None and line.strip():
+                on_line(line.rstrip())
+    returncode = proc.wait()
+    if returncode != 0 or not output.exists():
         output.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"odc-stats save-tasks failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise RuntimeError(f"odc-stats save-tasks failed ({returncode}):\n{''.join(lines)}")
     return output
 
 
@@ -106,7 +122,12 @@ def year_window(start: dt.date) -> str:
 
 
 def save_year_tasks(
-    env: DatacubeEnv, archive: Archive, output: Path, *, config: Path
+    env: DatacubeEnv,
+    archive: Archive,
+    output: Path,
+    *,
+    config: Path,
+    on_line: Callable[[str], None] | None = None,
 ) -> tuple[Path, str]:
     """``odc-stats save-tasks`` for an archive's 12-month window on its tiling grid."""
     window = year_window(archive.spec.start)
@@ -116,6 +137,7 @@ def save_year_tasks(
         grid=archive.spec.gridspec,
         temporal_range=window,
         output=output,
+        on_line=on_line,
     )
     return db, window
 
@@ -139,7 +161,12 @@ def run_demo(
     overwrite: bool = False,
     progress: Callable[[str], None] = print,
 ) -> DemoReport:
-    """Run the whole production path into ``workdir``; see the module docstring."""
+    """Run the whole production path into ``workdir``; see the module docstring.
+
+    ``progress`` gets the step lines; the archive, index and run steps also show their
+    progress with a total (a bar on a terminal, plain lines otherwise: ops/report.py) and
+    save-tasks' own output is passed on line by line."""
+    from ..ops.report import RunObserver, StepProgress, TaskProgress
     from .index import add_products, index_datasets, init_index, open_index
     from .synthetic import ArchiveSpec, generate_archive
 
@@ -167,17 +194,30 @@ def run_demo(
         progress(f"[1/5] synthetic archive: {region}")
         t0 = time.monotonic()
 
-        def gen_progress(done: int, total: int, message: str) -> None:
-            if done == total or done % max(1, total // 10) == 0:
-                progress(f"      {done}/{total} {message}")
+        scenes: list[StepProgress] = []  # made at the first scene, which tells the total
 
-        archive = generate_archive(spec, workdir / "archive" / flavour, progress=gen_progress)
+        def gen_progress(done: int, total: int, message: str) -> None:
+            if not scenes:
+                scenes.append(StepProgress("scenes", total))
+            scenes[0].update(done, message)
+
+        try:
+            archive = generate_archive(spec, workdir / "archive" / flavour, progress=gen_progress)
+        finally:
+            for bar in scenes:
+                bar.close()
         timings["archive"] = time.monotonic() - t0
 
         progress("[2/5] datacube index: product, datasets")
         t0 = time.monotonic()
         add_products(dcenv, [archive.product_definition])
-        index_datasets(dcenv, archive.dataset_paths)
+        datasets = StepProgress("datasets", len(archive.dataset_paths))
+        try:
+            index_datasets(
+                dcenv, archive.dataset_paths, progress=lambda done, _total: datasets.update(done)
+            )
+        finally:
+            datasets.close()
         timings["index"] = time.monotonic() - t0
 
         progress("[3/5] odc-stats save-tasks")
@@ -187,6 +227,7 @@ def run_demo(
             archive,
             workdir / "tasks" / f"{spec.product}_{year_window(spec.start)}.db",
             config=CFG_DIR / _SAVE_TASKS_CONFIG[flavour],
+            on_line=lambda line: None if _INFO_LOG_LINE.match(line) else progress(f"      {line}"),
         )
         timings["save-tasks"] = time.monotonic() - t0
 
@@ -200,7 +241,17 @@ def run_demo(
         output_location=f"file://{outputs}/{{product}}/{{version}}",
         overwrite=overwrite or None,
     )
-    summary = execute(cfg, progress=lambda msg: progress(f"      {msg}"), max_in_flight=2)
+    tasks = TaskProgress(None)
+    observer = RunObserver(tasks)
+    try:
+        summary = execute(
+            cfg,
+            events=observer,
+            on_runner=lambda runner: tasks.set_total(len(runner.planned())),
+            max_in_flight=2,
+        )
+    finally:
+        tasks.close()
     timings["run"] = time.monotonic() - t0
 
     progress("[5/5] quicklooks")

@@ -1512,6 +1512,37 @@ def _parse_tiles(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] |
     return nx, ny
 
 
+def _parse_date(_ctx: Any, param: Any, value: str | None) -> dt.date | None:
+    from .._validate import ConfigError, check_date
+
+    if value is None:
+        return None
+    try:
+        return check_date(value, "")
+    except ConfigError as err:
+        raise click.BadParameter(err.problem) from None
+
+
+def _parse_crs(_ctx: Any, _param: Any, value: str) -> str:
+    """A projected CRS in metres (scenes are laid out in metres), as pyproj knows it."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_user_input(value)
+    except CRSError:
+        raise click.BadParameter(
+            f"{value!r} is not a CRS that PROJ knows (e.g. EPSG:3577, EPSG:32755)"
+        ) from None
+    units = {axis.unit_name for axis in crs.axis_info}
+    if not crs.is_projected or units != {"metre"}:
+        raise click.BadParameter(
+            f"{value!r} is not a projected CRS in metres (scenes are laid out in metres; "
+            f"e.g. EPSG:3577, EPSG:32755)"
+        )
+    return value
+
+
 @click.command("synth")
 @click.option("--flavour", type=click.Choice(FLAVOURS), default="usgs_c2", show_default=True)
 @click.option(
@@ -1524,13 +1555,14 @@ def _parse_tiles(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] |
 @click.option("--preset", type=click.Choice(["tiny", "demo"]), default="demo", show_default=True)
 @click.option("--tiles", callback=_parse_tiles, help="Region size in tiles, WxH (e.g. 2x2).")
 @click.option("--tile-px", type=int, help="odc-stats tile size in pixels (grid epsg:3577;30;N).")
-@click.option("--start", help="First solar date (YYYY-MM-DD).")
-@click.option("--end", help="Last solar date (YYYY-MM-DD).")
+@click.option("--start", callback=_parse_date, help="First solar date (YYYY-MM-DD).")
+@click.option("--end", callback=_parse_date, help="Last solar date (YYYY-MM-DD).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
     "--crs",
     default=TILE_CRS,
     show_default=True,
+    callback=_parse_crs,
     help="Scene CRS; e.g. EPSG:32755 for UTM scenes (tiles stay in EPSG:3577).",
 )
 @click.option("--cloudiness", type=float, help="Mean cloud fraction per date (0..1).")
@@ -1541,8 +1573,8 @@ def synth_command(
     preset: str,
     tiles: tuple[int, int] | None,
     tile_px: int | None,
-    start: str | None,
-    end: str | None,
+    start: dt.date | None,
+    end: dt.date | None,
     seed: int,
     crs: str,
     cloudiness: float | None,

@@ -1,27 +1,52 @@
 """The commit protocol: a task's files are staged, then committed together, STAC item last.
 
-Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) know four
+Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) know a few
 operations; :func:`_commit_files` is the one commit rule over them. Staged writes and
 the commit run as dask tasks (:func:`_stage`, :func:`_commit`); :func:`sweep_stale_staging`
-removes what killed processes left under ``.staging/``.
+removes what killed processes left under ``.staging/``; :func:`audit_outputs` checks that
+a task with a STAC item really has every file its ``.sha1`` and STAC item list.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
 
-__all__ = ["STAGING_DIR", "STALE_STAGING_SECONDS", "sweep_stale_staging"]
+__all__ = [
+    "STAGING_DIR",
+    "STALE_STAGING_SECONDS",
+    "CommitResult",
+    "OutputAudit",
+    "audit_outputs",
+    "sweep_stale_staging",
+]
+
+
+class CommitResult(NamedTuple):
+    """What a task's commit did: odc-stats' ``WriteResult`` fields (``path``, ``sha1``,
+    ``error``) and what the run summary and report need besides."""
+
+    path: str
+    sha1: str
+    error: str | None
+    #: the STAC item was there already (another attempt finished the task): its files
+    #: were kept and ours dropped
+    kept_other: bool = False
+    #: bytes this commit put under final names (staged files and the STAC item)
+    bytes_written: int = 0
+
 
 _log = logging.getLogger(__name__)
 
@@ -55,11 +80,21 @@ def _worker_s3() -> Any:
 
 def _write_local(data: bytes, path: str) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    for last_try in (False, True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            f = open(target, "wb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            # another attempt's commit removed an empty staging folder between our mkdir
+            # and open (it only removes empty ones): make it again, once
+            if last_try:
+                raise
+            continue
+        with f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return
 
 
 def _as_bytes(data: bytes | str) -> bytes:
@@ -114,19 +149,36 @@ def _commit(
     digest = hashlib.sha1(data).hexdigest()
     try:
         if url.startswith("s3://"):
-            _commit_files(
+            written = _commit_files(
                 _S3Store(_worker_s3(), put_args or {}), data, url, staged, overwrite=overwrite
             )
-            return WriteResult(url, digest, None)
+            return CommitResult(url, digest, None, written is None, written or 0)
         path = urlparse(url).path
         with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
             if _cancelled(attempt):
-                return WriteResult(path, digest, "Cancelled")
-            _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
-        return WriteResult(path, digest, None)
+                return CommitResult(path, digest, "Cancelled")
+            written = _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
+            _remove_empty_staging(staged)
+        return CommitResult(path, digest, None, written is None, written or 0)
     except Exception:  # noqa: BLE001 - reported as a failed write of this task
         _log.exception("failed to commit %s", url)
-        return WriteResult(url, digest, "Failed Write")
+        return CommitResult(url, digest, "Failed Write")
+
+
+def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:
+    """Remove the folders a committed attempt staged in, now empty: from each staged
+    file's folder up to ``.staging/`` itself (a folder still in use is not empty and
+    stays; :func:`_write_local` makes a folder again if it lost that race)."""
+    for src, _ in staged:
+        folder = Path(urlparse(src).path).parent
+        while STAGING_DIR in folder.parts:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (another attempt is staging there) or gone
+            if folder.name == STAGING_DIR:
+                break
+            folder = folder.parent
 
 
 def _commit_files(
@@ -136,22 +188,26 @@ def _commit_files(
     staged: list[tuple[str, str]],
     *,
     overwrite: bool,
-) -> None:
+) -> int | None:
     """The commit rule, one place for every store. An existing STAC item (``item``) means
-    another attempt (a redelivered SQS message) finished the task meanwhile: without
-    ``overwrite`` its files are kept and ours dropped. With ``overwrite`` the old item goes
-    first, so a commit cut short leaves a task that is visibly not done (no STAC item)
-    rather than old metadata over new files. Nothing here deletes a file under a final name
-    that another attempt needs."""
+    another attempt (a redelivered SQS message, a second runner) finished the task
+    meanwhile: without ``overwrite`` its files are kept and ours dropped (returns None).
+    With ``overwrite`` the old item goes first, so a commit cut short leaves a task that is
+    visibly not done (no STAC item) rather than old metadata over new files. Nothing here
+    deletes a file under a final name that another attempt needs. Returns the bytes put
+    under final names."""
     if store.exists(item) and not overwrite:
         _log.info("%s exists (another attempt finished this task): keeping its files", item)
         for src, _ in staged:
             store.remove(src)
-        return
+        return None
     store.remove(item)
+    written = 0
     for src, dst in staged:
+        written += store.size(src)
         store.move(src, dst)
     store.put(data, item)
+    return written + len(data)
 
 
 class _LocalStore:
@@ -160,6 +216,23 @@ class _LocalStore:
     @staticmethod
     def exists(url: str) -> bool:
         return Path(urlparse(url).path).exists()
+
+    @staticmethod
+    def size(url: str) -> int:
+        return Path(urlparse(url).path).stat().st_size
+
+    @staticmethod
+    def read(url: str) -> bytes:
+        return Path(urlparse(url).path).read_bytes()
+
+    @staticmethod
+    def listing(folder_url: str) -> dict[str, int]:
+        """File name -> size of the files in a folder (one directory read)."""
+        try:
+            with os.scandir(urlparse(folder_url).path) as entries:
+                return {e.name: e.stat().st_size for e in entries if e.is_file()}
+        except FileNotFoundError:
+            return {}
 
     @staticmethod
     def remove(url: str) -> None:
@@ -201,6 +274,26 @@ class _S3Store:
                 return False
             raise
         return True
+
+    def size(self, url: str) -> int:
+        bucket, key = _split_s3(url)
+        return int(self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+
+    def read(self, url: str) -> bytes:
+        bucket, key = _split_s3(url)
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def listing(self, folder_url: str) -> dict[str, int]:
+        """Object name -> size directly under a prefix (one LIST request per 1000)."""
+        bucket, prefix = _split_s3(folder_url.rstrip("/") + "/")
+        out = {}
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                out[obj["Key"][len(prefix) :]] = int(obj["Size"])
+        return out
 
     def remove(self, url: str) -> None:
         bucket, key = _split_s3(url)
@@ -263,3 +356,84 @@ def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS
     if removed:
         _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
     return removed
+
+
+@dataclass(frozen=True)
+class OutputAudit:
+    """The state of a task's outputs: ``missing`` (no STAC item: not done), ``complete``
+    (the STAC item and every file its ``.sha1`` and STAC item list), ``incomplete`` (a
+    STAC item, but ``problem``: a listed file is missing, empty or, with ``verify``,
+    does not match its ``.sha1`` digest)."""
+
+    state: str
+    problem: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+
+def _driver_store(url: str) -> _LocalStore | _S3Store:
+    """A store for checks made by the runner itself (not on a worker)."""
+    if url.startswith("s3://"):
+        import boto3
+
+        return _S3Store(boto3.client("s3"), {})
+    return _LocalStore()
+
+
+def _sha1_listing(text: str) -> dict[str, str]:
+    """``<digest>  <file name>`` lines of a ``.sha1`` file -> {name: digest}."""
+    listed = {}
+    for line in text.splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if digest and name:
+            listed[name] = digest
+    return listed
+
+
+def _asset_names(item: bytes) -> list[str]:
+    """File names of a STAC item's assets in its own folder (relative hrefs)."""
+    doc = json.loads(item)
+    names = []
+    for asset in (doc.get("assets") or {}).values():
+        href = str(asset.get("href", ""))
+        if href and "://" not in href and "/" not in href:
+            names.append(href)
+    return names
+
+
+def audit_outputs(item_url: str, sha1_url: str, *, verify: bool = False) -> OutputAudit:
+    """Check the outputs of a task whose STAC item is ``item_url``. Cheap: one listing of
+    the task's folder and two small reads (the ``.sha1`` and the STAC item); ``verify``
+    also reads every listed file and compares its SHA-1 with the ``.sha1``."""
+    store = _driver_store(item_url)
+    if not store.exists(item_url):
+        return OutputAudit("missing")
+    folder = item_url.rsplit("/", 1)[0]
+    present = store.listing(folder)
+    sha1_name = sha1_url.rsplit("/", 1)[-1]
+    if not present.get(sha1_name):
+        return OutputAudit("incomplete", f"{sha1_name} is missing")
+    listed = _sha1_listing(store.read(sha1_url).decode("utf8", "replace"))
+    try:
+        assets = _asset_names(store.read(item_url))
+    except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError
+        return OutputAudit("incomplete", f"its STAC item is not valid JSON ({err})")
+    expected = list(dict.fromkeys([*listed, *assets]))
+    missing = [name for name in expected if name not in present]
+    empty = [name for name in expected if present.get(name) == 0]
+    if missing or empty:
+        problems = [f"{', '.join(missing)} missing"] if missing else []
+        problems += [f"{', '.join(empty)} empty"] if empty else []
+        return OutputAudit("incomplete", "; ".join(problems))
+    if verify:
+        changed = [
+            name
+            for name, digest in listed.items()
+            if hashlib.sha1(store.read(f"{folder}/{name}")).hexdigest() != digest
+        ]
+        if changed:
+            verb = "does not match its" if len(changed) == 1 else "do not match their"
+            return OutputAudit("incomplete", f"{', '.join(changed)} {verb} .sha1")
+    return OutputAudit("complete")

@@ -26,7 +26,6 @@ Option values are shown through :func:`describe_options`, which redacts secrets 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import math
 import os
@@ -38,7 +37,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from .._validate import ConfigError, check_keys, did_you_mean
 from .secrets import redact_mapping, redact_url, register_secret
+from .signals import interrupts_deferred
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from dask_gateway import Gateway, GatewayCluster
@@ -240,8 +241,8 @@ class GatewayClusterConfig:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ValueError(f"{source}: expected a mapping at the top, got {type(data).__name__}")
-        _reject_unknown(data, cls.allowed_keys(), where=source)
+            raise ConfigError(source, f"expected a mapping at the top, got {type(data).__name__}")
+        check_keys(data, cls.allowed_keys(), source)
         kwargs = dict(data)
         if kwargs.get("auth") is not None:
             kwargs["auth"] = _sub_config(GatewayAuthConfig, kwargs["auth"], "auth", source)
@@ -252,16 +253,23 @@ class GatewayClusterConfig:
         try:
             return cls(**kwargs)
         except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+            raise ConfigError(source, str(exc)) from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> GatewayClusterConfig:
-        """Read ``path`` (yaml); see ``cfg/gateway-cluster.yaml``."""
+        """Read ``path`` (yaml); see ``cfg/gateway-cluster.yaml``. A file that cannot be
+        read or parsed is a :class:`~odc_ndvi_plugin._validate.ConfigError` naming it."""
         import yaml
 
         path = Path(path)
-        with path.open() as fh:
-            data = yaml.safe_load(fh)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise ConfigError(
+                f"gateway config {str(path)!r}", f"cannot read it: {err.strerror}"
+            ) from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"gateway config {str(path)!r}", f"not valid YAML: {err}") from err
         return cls.from_mapping(data or {}, source=str(path))
 
 
@@ -277,28 +285,17 @@ def _check_str(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
-def _reject_unknown(data: Mapping[str, Any], allowed: tuple[str, ...], *, where: str) -> None:
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        key = unknown[0]
-        hint = difflib.get_close_matches(str(key), allowed, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(
-            f"{where}: unknown key {key!r}{did_you_mean}; allowed keys: {', '.join(allowed)}"
-        )
-
-
 def _sub_config(kind: type, data: Any, name: str, source: str) -> Any:
     if isinstance(data, kind):
         return data
     if not isinstance(data, Mapping):
-        raise ValueError(f"{source}: {name} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(source, f"{name} must be a mapping, got {type(data).__name__}")
     allowed = tuple(f.name for f in fields(kind))
-    _reject_unknown(data, allowed, where=f"{source}: {name}")
+    check_keys(data, allowed, f"{source}: {name}")
     try:
         return kind(**data)
     except ValueError as exc:
-        raise ValueError(f"{source}: {exc}") from None
+        raise ConfigError(source, str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- display
@@ -431,10 +428,8 @@ def _checked_options(gateway: Gateway, cfg: GatewayClusterConfig, where: str) ->
     allowed = tuple(options)
     for name, value in cfg.cluster_options.items():
         if name not in allowed:
-            hint = difflib.get_close_matches(name, allowed, n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ValueError(
-                f"unknown cluster option {name!r}{did_you_mean} for the gateway at "
+                f"unknown cluster option {name!r}{did_you_mean(name, allowed)} for the gateway at "
                 f"{where}; allowed options: {', '.join(allowed)}"
             )
         try:
@@ -480,7 +475,10 @@ def _acquire(
     if cfg.connect == "new":
         options = _checked_options(gateway, cfg, where)
         log.info("creating a cluster at %s with options:\n%s", where, describe_options(options))
-        state["name"] = name = gateway.submit(options)
+        # held until the name is known: an interrupt inside submit() could leave a
+        # cluster on the gateway that nothing here knows to shut down
+        with interrupts_deferred():
+            state["name"] = name = gateway.submit(options)
     elif cfg.connect == "existing":
         name = str(cfg.cluster_name)
         try:

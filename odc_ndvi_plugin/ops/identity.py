@@ -9,7 +9,6 @@ when written down: then it says so).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +17,7 @@ __all__ = [
     "DEA_DEFAULTS",
     "IDENTITY_KEYS",
     "SAVE_TASKS_KEYS",
-    "check_product_block",
+    "check_identity",
     "split_drop_in",
 ]
 
@@ -45,34 +44,20 @@ SAVE_TASKS_KEYS = (
 )
 
 
-def _product_keys() -> tuple[str, ...]:
-    from odc.stats.model import product_for_plugin
+def check_identity(product: Mapping[str, Any], where: str = "run config") -> None:
+    """ConfigError (one line) for a ``product`` block that leaves the publisher's identity
+    to odc-stats' defaults, i.e. DEA's (its keys and types are checked with the rest of
+    the run config)."""
+    from .._validate import ConfigError
 
-    params = inspect.signature(product_for_plugin).parameters
-    return tuple(name for name in params if name not in ("plugin", "location"))
-
-
-def check_product_block(product: Any) -> None:
-    """ValueError (one line) for a ``product`` block that is not a mapping, has a key
-    odc-stats does not know, or leaves the publisher's identity to DEA's defaults."""
-    if product is None:
-        product = {}
-    if not isinstance(product, Mapping):
-        raise ValueError(f"run config: product: expected a mapping, got {product!r}")
-    allowed = _product_keys()
-    unknown = sorted(set(product) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"run config: product: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(allowed)}"
-        )
     missing = [k for k in IDENTITY_KEYS if not product.get(k)]
     if missing:
         leaked = ", ".join(f"{k}: {DEA_DEFAULTS[k]}" for k in missing)
-        raise ValueError(
-            f"run config: product.{', product.'.join(missing)} not set: odc-stats would publish "
-            f"these outputs under DEA's identity ({leaked}); set your organisation's "
-            "(or DEA's, explicitly)"
+        raise ConfigError(
+            where,
+            f"product.{', product.'.join(missing)} not set: odc-stats would publish these "
+            f"outputs under DEA's identity ({leaked}); set your organisation's (or DEA's, "
+            "explicitly)",
         )
 
 

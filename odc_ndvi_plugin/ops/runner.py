@@ -14,6 +14,13 @@ selection, output naming, COG/STAC sink) with three changes that production need
   last (``AtomicCOGSink``), so a file under its final name is always whole, the STAC item
   means "done", and a failed or duplicate attempt never removes another one's outputs.
 
+Besides: a task whose STAC item exists is skipped only if every file its ``.sha1`` and
+STAC item list is there (``verify``: and matches its digest); an incomplete one is
+computed again (or, with ``incomplete="report"``, only reported). A task that fails for a
+transient reason (:mod:`~odc_ndvi_plugin.ops.retries`) is submitted again, up to
+``retries`` times, before it counts as failed. Whoever watches the run (progress, the run
+report) gets :class:`~odc_ndvi_plugin.ops.report.RunEvents`.
+
 Interruption (Ctrl-C/SIGTERM) cancels what is in flight, releases its SQS messages and
 removes its staged files; a rerun then does exactly the missing tasks.
 """
@@ -22,28 +29,31 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import xarray as xr
 from distributed import Client, Future, wait
-from odc.stats.io import WriteResult
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
+from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
+from .retries import retry_reason
 from .runconfig import load_run_config
+from .signals import interrupts_raise
 from .sink import AtomicCOGSink
 from .sqs import END, SqsTaskSource, lease
+from .taskdb import check_task_db
 
 __all__ = [
+    "DEFAULT_RETRIES",
+    "INCOMPLETE_POLICIES",
     "STALE_STAGING_SECONDS",
     "AtomicCOGSink",
     "NDVITaskRunner",
@@ -55,19 +65,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: attempts made again after a transient failure, before a task counts as failed
+DEFAULT_RETRIES = 2
+#: what happens to a task with a STAC item whose files are not all there: ``redo``
+#: computes it again, ``report`` only reports it (status ``incomplete``, exit status 1)
+INCOMPLETE_POLICIES = ("redo", "report")
 
-@dataclass
-class RunSummary:
-    """Counts and failures of one run (printed at the end, also as progress)."""
-
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-
-    def line(self) -> str:
-        return f"done {self.done}, skipped {self.skipped}, failed {self.failed}, in flight {self.in_flight}"
+#: Ctrl-C and SIGTERM both raise KeyboardInterrupt (Kubernetes stops pods with SIGTERM)
+sigterm_as_interrupt = interrupts_raise
 
 
 @dataclass
@@ -79,6 +84,11 @@ class _Running:
     #: SQS refused to extend the message's lease once (another runner has it, or it was
     #: deleted): renewing again every poll would only repeat the warning
     lease_lost: bool = False
+    #: attempts so far (1 = the first); the first one's start, for the task's seconds
+    attempts: int = 1
+    first_started: float = 0.0
+    #: why the task is computed again although it has a STAC item (incomplete outputs)
+    redo: str = ""
 
 
 class NDVITaskRunner(TaskRunner):
@@ -94,8 +104,25 @@ class NDVITaskRunner(TaskRunner):
         resolution: tuple[float, float] | None = None,
         on_result: Callable[[TaskResult, RunSummary], None] | None = None,
         idle_timeout: float | None = None,
+        retries: int = DEFAULT_RETRIES,
+        verify: bool = False,
+        incomplete: str = "redo",
+        events: RunEvents | None = None,
     ):
+        if incomplete not in INCOMPLETE_POLICIES:
+            raise ValueError(f"incomplete must be one of {', '.join(INCOMPLETE_POLICIES)}")
+        if from_sqs and incomplete == "report":
+            # a task only reported would leave its message to circulate until the DLQ
+            raise ValueError("incomplete='report' cannot be used with SQS runs")
+        if not from_sqs and cfg.filedb:
+            check_task_db(cfg.filedb)  # before LMDB maps it: a truncated db is a SIGBUS
         super().__init__(cfg, resolution=resolution, from_sqs=from_sqs)
+        self.retries = max(0, int(retries))
+        self.verify = verify
+        self.incomplete = incomplete
+        self._events = events
+        self._source: _IterSource | SqsTaskSource | None = None
+        self._apply_eodatasets3 = False
         #: SQS: how long an empty queue with messages in flight elsewhere is waited on
         #: (None: the lease plus a minute, see :class:`~odc_ndvi_plugin.ops.sqs.SqsTaskSource`)
         self.idle_timeout = idle_timeout
@@ -120,6 +147,7 @@ class NDVITaskRunner(TaskRunner):
 
         def reopen(local_db_path: str) -> None:
             _close_task_db(rdr)
+            check_task_db(local_db_path)  # a message's db, downloaded: checked like a local one
             init_from_sqs(local_db_path)
 
         rdr.init_from_sqs = reopen
@@ -210,13 +238,17 @@ class NDVITaskRunner(TaskRunner):
             self._client.close()
             if cluster is not None:
                 cluster.close()
+        elif self._client is not None:
+            _wait_for_releases(self._client)
         self._client = None
 
     def __del__(self):  # odc-stats' __del__ would start a cluster just to close it
         pass
 
     # -- one task ----------------------------------------------------------------------
-    def _graph(self, task: Task, apply_eodatasets3: bool) -> Any:
+    def _graph(self, task: Task, apply_eodatasets3: bool, *, replace: bool = False) -> Any:
+        """The task's graph; ``replace``: its commit replaces an existing STAC item (as
+        with ``overwrite``: an incomplete task computed again)."""
         proc, cfg = self.proc, self._cfg
         ds = proc.reduce(
             proc.input_data(
@@ -235,11 +267,15 @@ class NDVITaskRunner(TaskRunner):
             if rgba is not None:
                 aux = xr.Dataset({"rgba": rgba})
         self.sink.attempt = uuid.uuid4().hex
+        self.sink.overwrite = cfg.overwrite or replace
         return self.sink.dump(task, proc, ds, aux, apply_eodatasets3)
 
     def _record(self, result: TaskResult) -> TaskResult:
         s = self.summary
-        if result.skipped:
+        outcome = outcome_of(result)
+        if outcome.status == "incomplete":
+            s.incomplete.append((result.task.location, outcome.note))
+        elif result.skipped:
             s.skipped += 1
         elif result:
             s.done += 1
@@ -248,16 +284,30 @@ class NDVITaskRunner(TaskRunner):
             s.errors.append((result.task.location, str(result.error)))
         if self._on_result is not None:
             self._on_result(result, s)
+        if self._events is not None:
+            self._events.task_finished(result, s)
         return result
 
-    def _finish(self, running: _Running) -> TaskResult:
+    def _outcome(self, running: _Running, status: str, **kw: Any) -> TaskOutcome:
+        return TaskOutcome(
+            status,
+            seconds=time.monotonic() - running.first_started,
+            datasets=len(running.task.datasets),
+            attempts=running.attempts,
+            **kw,
+        )
+
+    def _finish(self, running: _Running) -> TaskResult | _Running:
+        """The result of a finished future, or the next attempt at the task when it
+        failed for a transient reason and has retries left."""
         task, tk = running.task, running.task.source
+        failure: BaseException | None = None
         try:
-            rr: WriteResult = running.future.result()
+            rr = running.future.result()
             error = None if rr.error is None else f"failed to write {rr.path}"
             path = rr.path
         except Exception as err:  # noqa: BLE001 - contained per task by design
-            error, path = f"{type(err).__name__}: {err}", ""
+            error, path, rr, failure = f"{type(err).__name__}: {err}", "", None, err
         finally:
             # the client keeps a failed future's exception, whose traceback now holds this
             # frame and so the future itself: never released, its (deterministic) erred
@@ -267,17 +317,50 @@ class NDVITaskRunner(TaskRunner):
         if error is None:
             _log.info("Finished %s", task.location)
             lease(tk, "done")
-            return TaskResult(task, path)
-        _log.error("Task %s failed: %s", task.location, error)
+            notes = []
+            if getattr(rr, "kept_other", False):
+                notes.append("kept the other attempt's files")
+                self.summary.kept_other.append(task.location)
+            if running.redo:
+                notes.append(f"was incomplete: {running.redo}")
+                self.summary.redone.append((task.location, running.redo))
+            outcome = self._outcome(
+                running,
+                "done",
+                bytes_written=getattr(rr, "bytes_written", None),
+                note="; ".join(notes),
+            )
+            return TaskResult(task, path, meta=outcome)
         self.sink.remove_staged(task, running.attempt)
+        reason = retry_reason(failure) if failure is not None else None
+        if reason is not None and running.attempts <= self.retries:
+            _log.warning(
+                "Task %s failed (%s: %s); attempt %d of %d",
+                task.location,
+                reason,
+                error,
+                running.attempts + 1,
+                self.retries + 1,
+            )
+            self.summary.retried += 1
+            return self._submit(
+                task,
+                attempts=running.attempts + 1,
+                first_started=running.first_started,
+                redo=running.redo,
+            )
+        _log.error("Task %s failed: %s", task.location, error)
         lease(tk, "cancel")
-        return TaskResult(task, error=error)
+        if running.attempts > 1:
+            error = f"{error} (after {running.attempts} attempts)"
+        return TaskResult(task, error=error, meta=self._outcome(running, "failed"))
 
     def _fail_early(self, task: Task, err: Exception) -> TaskResult:
         error = f"{type(err).__name__}: {err}"
         _log.error("Task %s failed before computing: %s", task.location, error)
         lease(task.source, "cancel")
-        return TaskResult(task, error=error)
+        outcome = TaskOutcome("failed", datasets=len(task.datasets), attempts=1)
+        return TaskResult(task, error=error, meta=outcome)
 
     def _cancel_all(self, running: list[_Running]) -> None:
         for r in running:
@@ -321,19 +404,27 @@ class NDVITaskRunner(TaskRunner):
         for r in list(running):
             if r.future.done():
                 running.remove(r)
-                yield self._finish(r)
+                finished = self._finish(r)
+                if isinstance(finished, _Running):  # the next attempt, computing
+                    running.append(finished)
+                else:
+                    yield finished
             elif cfg.max_processing_time > 0 and now - r.started > cfg.max_processing_time:
                 running.remove(r)
                 r.future.cancel()
                 self.sink.remove_staged(r.task, r.attempt)
                 lease(r.task.source, "cancel")
                 yield TaskResult(
-                    r.task, error=f"cancelled after max_processing_time={cfg.max_processing_time}s"
+                    r.task,
+                    error=f"cancelled after max_processing_time={cfg.max_processing_time}s",
+                    meta=self._outcome(r, "failed"),
                 )
             else:
                 self._renew_lease(r)
         if cfg.heartbeat_filepath is not None:
             self._register_heartbeat(cfg.heartbeat_filepath)
+        if self._events is not None:
+            self._events.tick(self.summary)
 
     def run(
         self,
@@ -365,14 +456,43 @@ class NDVITaskRunner(TaskRunner):
         return self._schedule(_IterSource(tasks), bool(apply_eodatasets3))
 
     def _record_failure(self, location: str, error: str) -> None:
+        """An SQS message that names no usable task (e.g. its task db is corrupt)."""
         self.summary.failed += 1
         self.summary.errors.append((location, error))
+        if self._events is not None:
+            self._events.task_finished(_MessageFailure(_Named(location), error), self.summary)
+
+    def queue_depth(self) -> tuple[int, int] | None:
+        """SQS runs: the queue's (visible, in flight) message counts; None otherwise or
+        when they cannot be read."""
+        if not isinstance(self._source, SqsTaskSource):
+            return None
+        try:
+            depth = self._source.depth()
+        except Exception as err:  # noqa: BLE001 - only for the progress total
+            _log.info("SQS queue depth cannot be read: %s", err)
+            return None
+        return depth.visible, depth.in_flight
+
+    def planned(self, tasks: list[str] | None = None) -> list[str]:
+        """Locations of the tasks a task-db run of ``tasks`` (ids, indices or slices as
+        ``odc-stats run``; empty = all) will do, in order, without loading them."""
+        from odc.stats._cli_common import parse_all_tasks
+        from odc.stats.model import DateTimeRange
+
+        tiles = parse_all_tasks(list(tasks), self.rdr.all_tiles) if tasks else self.rdr.all_tiles
+        return [
+            Task(self.product, (x, y), None, DateTimeRange(period), ()).location
+            for period, x, y in tiles
+        ]
 
     def _schedule(self, source: _IterSource | SqsTaskSource, apply_eodatasets3: bool):
         """Keep up to ``max_in_flight`` tasks computing. The next task is taken from
         ``source`` only when a slot is free: an SQS message is received only then, so no
         message is ever held without its lease being renewed or released."""
-        client = self.client()
+        self.client()
+        self._source = source
+        self._apply_eodatasets3 = apply_eodatasets3
         running: list[_Running] = []
         try:
             while True:
@@ -385,7 +505,7 @@ class NDVITaskRunner(TaskRunner):
                     if running:
                         yield from self._poll_and_record(running)
                     continue
-                started = self._start(task, client, apply_eodatasets3)
+                started = self._start(task)
                 source.handed_over()
                 if isinstance(started, TaskResult):
                     yield self._record(started)
@@ -412,19 +532,110 @@ class NDVITaskRunner(TaskRunner):
             self.summary.in_flight = len(running)
             yield self._record(result)
 
-    def _start(self, task: Task, client: Client, apply_eodatasets3: bool) -> _Running | TaskResult:
-        """Submit ``task``; a finished (skipped) task or one whose graph cannot be built
-        comes back as its result, its message done or released."""
-        if not self._cfg.overwrite and self.sink.exists(task):
-            _log.info("Skipped %s (STAC item exists)", task.location)
-            lease(task.source, "done")
-            return TaskResult(task, self.sink.uri(task), skipped=True)
+    def _start(self, task: Task) -> _Running | TaskResult:
+        """Submit ``task``; a finished (skipped) task, an incomplete one only reported or
+        one whose outputs cannot be checked or graph built comes back as its result, its
+        message done or released."""
+        redo = ""
+        if not self._cfg.overwrite:
+            try:
+                audit = self.sink.audit(task, verify=self.verify)
+            except Exception as err:  # noqa: BLE001 - contained per task by design
+                return self._fail_early(task, RuntimeError(f"cannot check its outputs: {err}"))
+            if audit.complete:
+                _log.info("Skipped %s (STAC item exists, outputs complete)", task.location)
+                lease(task.source, "done")
+                return TaskResult(task, self.sink.uri(task), skipped=True)
+            if audit.state == "incomplete" and self.incomplete == "report":
+                _log.warning(
+                    "Task %s is incomplete: %s (reported, not computed again)",
+                    task.location,
+                    audit.problem,
+                )
+                outcome = TaskOutcome("incomplete", note=audit.problem)
+                return TaskResult(task, self.sink.uri(task), skipped=True, meta=outcome)
+            if audit.state == "incomplete":
+                _log.warning(
+                    "Task %s has a STAC item but is incomplete (%s): computing it again",
+                    task.location,
+                    audit.problem,
+                )
+                redo = audit.problem
+        return self._submit(task, attempts=1, first_started=time.monotonic(), redo=redo)
+
+    def _submit(
+        self, task: Task, *, attempts: int, first_started: float, redo: str
+    ) -> _Running | TaskResult:
+        """Build ``task``'s graph and start computing it (attempt number ``attempts``)."""
         try:
-            graph = self._graph(task, apply_eodatasets3)
+            graph = self._graph(task, self._apply_eodatasets3, replace=bool(redo))
         except Exception as err:  # noqa: BLE001 - contained per task by design
             return self._fail_early(task, err)
         _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
-        return _Running(task, client.compute(graph), time.monotonic(), self.sink.attempt)
+        if self._events is not None:
+            self._events.task_started(task.location, len(task.datasets), attempts)
+        now = time.monotonic()
+        return _Running(
+            task,
+            self.client().compute(graph),
+            now,
+            self.sink.attempt,
+            attempts=attempts,
+            first_started=first_started,
+            redo=redo,
+        )
+
+    def dry_run_states(
+        self, tasks: list[str], ds_filters: str | None = None
+    ) -> Iterator[tuple[Task, str, str]]:
+        """``(task, state, line)`` per task: ``state`` is ``new``, ``skip``, ``recompute``
+        (``overwrite``) or ``incomplete``; ``line`` is odc-stats' dry-run line with the
+        state: ``(new)``, ``(skip)``, ``(recompute)`` or ``(incomplete: <problem>;
+        recompute|report only)``."""
+        overwrite = self._cfg.overwrite
+        action = "recompute" if self.incomplete == "redo" else "report only"
+        for task in self.tasks(tasks, ds_filters=ds_filters):
+            uri = self.sink.uri(task)
+            audit = self.sink.audit(task, verify=self.verify)
+            if audit.state == "missing":
+                state, flag = "new", "new"
+            elif overwrite:
+                state, flag = "recompute", "recompute"
+            elif audit.complete:
+                state, flag = "skip", "skip"
+            else:
+                state, flag = "incomplete", f"incomplete: {audit.problem}; {action}"
+            ndays = len({ds.center_time.date() for ds in task.datasets})
+            line = f"{task.location} days={ndays:03} ds={len(task.datasets):04} {uri} ({flag})"
+            yield task, state, line
+
+    def dry_run(
+        self,
+        tasks: list[str],
+        check_exists: bool = True,
+        ds_filters: str | None = None,
+    ) -> Iterator[TaskResult]:
+        """odc-stats' dry run (``meta``: the line of :meth:`dry_run_states`)."""
+        for task, state, line in self.dry_run_states(tasks, ds_filters):
+            yield TaskResult(task, self.sink.uri(task), skipped=state == "skip", meta=line)
+
+
+@dataclass(frozen=True)
+class _Named:
+    location: str
+
+
+@dataclass(frozen=True)
+class _MessageFailure:
+    """A failure that is no task's (shaped like odc-stats' ``TaskResult`` for watchers)."""
+
+    task: _Named
+    error: str
+    skipped: bool = False
+    meta: TaskOutcome = TaskOutcome("failed")
+
+    def __bool__(self) -> bool:
+        return False
 
 
 class _IterSource:
@@ -445,28 +656,24 @@ class _IterSource:
         pass
 
 
+async def _nothing() -> None:
+    return None
+
+
+def _wait_for_releases(client: Client) -> None:
+    """``Future.release()`` only queues the release on the client's event loop: run one
+    no-op there after them, so that when a run with an outside (gateway) client returns,
+    the client holds none of its futures (its next run starts clean)."""
+    try:
+        client.sync(_nothing)
+    except Exception as err:  # noqa: BLE001 - a client that is gone holds nothing
+        _log.debug("client gone while waiting for releases: %s", err)
+
+
 def _close_task_db(rdr: Any) -> None:
     cache = getattr(rdr, "_dscache", None)
     if hasattr(cache, "close"):  # a DatasetCache (a str placeholder before any SQS message)
         cache.close()
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C inside the block (Kubernetes stops pods with SIGTERM)."""
-
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise)
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def check_output_location(location: str) -> None:
@@ -529,14 +736,24 @@ def execute(
     apply_eodatasets3: bool = False,
     progress: Callable[[str], None] | None = None,
     idle_timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    verify: bool = False,
+    incomplete: str = "redo",
+    events: RunEvents | None = None,
+    on_runner: Callable[[NDVITaskRunner], None] | None = None,
 ) -> RunSummary:
-    """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue."""
+    """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue.
+
+    ``progress``: one plain line per finished task (``TaskProgress``'s line); ``events``:
+    everything else that watches the run; ``on_runner``: called with the runner before
+    any task (the CLI plans its progress total and report with it)."""
+    from .report import TaskProgress
+
+    lines = None if progress is None else TaskProgress(None, bar=False)
 
     def report(result: TaskResult, summary: RunSummary) -> None:
-        if progress is None:
-            return
-        what = "skipped" if result.skipped else ("done" if result else f"FAILED: {result.error}")
-        progress(f"[{summary.line()}] {result.task.location} {what}")
+        if progress is not None and lines is not None:
+            progress(lines.line(result, summary))
 
     runner = NDVITaskRunner(
         cfg,
@@ -545,8 +762,16 @@ def execute(
         max_in_flight=max_in_flight,
         on_result=report,
         idle_timeout=idle_timeout,
+        retries=retries,
+        verify=verify,
+        incomplete=incomplete,
+        events=events,
     )
     try:
+        if on_runner is not None:
+            on_runner(runner)
+        if lines is not None and not from_sqs:
+            lines.set_total(len(runner.planned(list(tasks or []))))
         preflight(runner, from_sqs=from_sqs)
         results = (
             runner.run(
@@ -561,7 +786,7 @@ def execute(
                 apply_eodatasets3=apply_eodatasets3,
             )
         )
-        with sigterm_as_interrupt():
+        with interrupts_raise():
             for _ in results:
                 pass
     finally:

@@ -8,8 +8,8 @@ secret when it contains one of :data:`SECRET_NAME_PARTS`::
     secret  password  passwd  passphrase  token  credential  session  private
     api_key  apikey  access_key  accesskey  signature  authorization  cookie
 
-or is exactly ``pass``, ``pwd`` or ``sig`` -- *unless* its last
-part says it only names or locates a secret (:data:`NON_SECRET_SUFFIXES`:
+or is exactly ``pass`` or ``sig``, or ends in ``_pwd`` (``MYSQL_PWD``, ``db_pwd``) -- *unless*
+its last part says it only names or locates a secret (:data:`NON_SECRET_SUFFIXES`:
 ``_file``, ``_path``, ``_dir``, ``_env``, ``_var``, ``_type``), e.g.
 ``aws_shared_credentials_file`` or ``password_env``.
 
@@ -18,8 +18,10 @@ So ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``X-Amz-Signature``,
 key id is not a secret by itself, but it names the account: we hide it too), while
 ``monkey``, ``keyboard``, ``s3_key``, ``key_prefix``, ``worker_memory`` and
 ``tokenizer_file`` are not. Neither ``key`` alone nor as a part is enough:
-S3 object keys and dict keys are everywhere in this code base. The rule is broad on
-purpose: a false positive only hides a harmless value.
+S3 object keys and dict keys are everywhere in this code base. Nor is ``pwd`` alone:
+``PWD`` and ``OLDPWD`` are the shell's working directories, and hiding them turned every
+path under the current directory into ``***`` in log lines. Otherwise the rule is broad
+on purpose: a false positive only hides a harmless value.
 
 Values are replaced by :data:`MASK` (``"***"``); empty values and ``None`` are kept as
 they are, so "not set" stays visible.
@@ -71,7 +73,9 @@ SECRET_NAME_PARTS: tuple[str, ...] = (
     "authorization",
     "cookie",
 )
-_SECRET_EXACT = frozenset({"pass", "pwd", "sig"})
+_SECRET_EXACT = frozenset({"pass", "sig"})
+#: secret as the last part of a longer name only (``PWD`` alone is a working directory)
+_SECRET_LAST_PARTS: tuple[str, ...] = ("_pwd",)
 NON_SECRET_SUFFIXES: tuple[str, ...] = ("_file", "_path", "_dir", "_env", "_var", "_type")
 
 _NORMALISE = re.compile(r"[\s.\-]+|_{2,}")
@@ -94,7 +98,11 @@ def is_secret_name(name: str) -> bool:
         return False
     if norm.endswith(NON_SECRET_SUFFIXES):
         return False
-    return norm in _SECRET_EXACT or _SECRET_PART.search(norm) is not None
+    return (
+        norm in _SECRET_EXACT
+        or norm.endswith(_SECRET_LAST_PARTS)
+        or _SECRET_PART.search(norm) is not None
+    )
 
 
 def redact_url(url: str, *, mask: str = MASK) -> str:

@@ -18,10 +18,12 @@ from .commit import (
     _CANCEL_LOCK,
     _CANCELLED_ATTEMPTS,
     STAGING_DIR,
+    OutputAudit,
     _commit,
     _delete_s3_prefix,
     _remove_empty_dir,
     _stage,
+    audit_outputs,
 )
 
 __all__ = ["AtomicCOGSink"]
@@ -101,6 +103,13 @@ class AtomicCOGSink(S3COGSink):
     def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
         """Each band encoded by a worker task (:mod:`odc_ndvi_plugin.cogs`)."""
         return delayed_ds_to_cog(self, ds, paths)
+
+    def audit(self, task: Task, *, verify: bool = False) -> OutputAudit:
+        """Whether ``task`` is done: its STAC item exists and every file its ``.sha1`` and
+        STAC item list is there (with ``verify``: and matches its ``.sha1`` digest)."""
+        return audit_outputs(
+            self.uri(task), task.metadata_path("absolute", ext="sha1"), verify=verify
+        )
 
     def remove_staged(self, task: Task, attempt: str | None) -> None:
         """Best-effort removal of what a failed/cancelled attempt staged; its staged writes

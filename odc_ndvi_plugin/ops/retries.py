@@ -1,0 +1,51 @@
+"""Which task failures deserve another attempt in the same run, and which do not.
+
+Retried (the cause is outside the task and may be gone a moment later): a dask worker
+lost while it held the task's work (``KilledWorker``), a broken connection to the
+scheduler or a worker (``CommClosedError``, ``StreamClosedError``, ``ConnectionError``),
+a timeout, and an input read that failed on a timeout or an HTTP 5xx answer.
+
+Not retried (the same input gives the same failure): everything else, in particular an
+:class:`~odc_ndvi_plugin.load.InputReadError` from a file that cannot be decoded, a
+missing file or band, and a failed write (boto3 already retries S3 5xx answers itself).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["RETRYABLE_ERROR_TYPES", "retry_reason"]
+
+#: exception class names (anywhere in the class hierarchy) of transient failures; by
+#: name, because they arrive re-raised from workers and come from several packages
+RETRYABLE_ERROR_TYPES = (
+    "KilledWorker",
+    "CommClosedError",
+    "StreamClosedError",
+    "ConnectionError",
+    "TimeoutError",
+)
+#: an input read that failed for a transient reason: GDAL/curl timeouts ("Operation timed
+#: out after 30000 milliseconds"), HTTP 5xx ("HTTP response code: 503"), dropped connections
+_TRANSIENT_READ = re.compile(
+    r"timed out|timeout|HTTP response code: 5\d\d|HTTP (?:status|error) 5\d\d"
+    r"|connection (?:reset|aborted)|temporarily unavailable|SlowDown|ServiceUnavailable",
+    re.IGNORECASE,
+)
+
+
+def retry_reason(error: BaseException) -> str | None:
+    """Why ``error`` is worth another attempt (a few words), or None when it is not."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    for name in RETRYABLE_ERROR_TYPES:
+        if name in names:
+            return {
+                "KilledWorker": "a dask worker was lost",
+                "CommClosedError": "a dask connection closed",
+                "StreamClosedError": "a dask connection closed",
+            }.get(name, name)
+    if "InputReadError" in names:
+        match = _TRANSIENT_READ.search(str(error))
+        if match:
+            return f"an input read failed transiently ({match.group(0)})"
+    return None
