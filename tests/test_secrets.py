@@ -302,3 +302,20 @@ def test_working_directory_is_not_redacted_but_a_password_variable_is():
     rec = _record("failed to write %s with %s", f"file://{cwd}/mnt/out/a.tif", "hunter2-pw")
     flt.filter(rec)
     assert rec.getMessage() == f"failed to write file://{cwd}/mnt/out/a.tif with ***"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql:///datacube", "file:///data/out/x.tif", "s3://bucket/key?x=1", "https://h/p#f"],
+)
+def test_a_url_without_secrets_is_returned_as_given(url):
+    """A URL with nothing to hide comes back unchanged (urlunsplit would turn
+    postgresql:///datacube, the default-socket form, into postgresql:/datacube)."""
+    assert sec.redact_url(url) == url
+
+
+def test_keyword_value_connection_strings_hide_their_password():
+    text = "connect host=db password=s3cr3t-pw dbname=dc; Driver={x};Password=an0ther;User=u"
+    out = sec.redact_text(text, registered=False)
+    assert "s3cr3t-pw" not in out and "an0ther" not in out
+    assert "host=db" in out and "dbname=dc" in out and "User=u" in out

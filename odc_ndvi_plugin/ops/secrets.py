@@ -35,7 +35,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "MASK",
@@ -82,6 +82,12 @@ _NORMALISE = re.compile(r"[\s.\-]+|_{2,}")
 _SECRET_PART = re.compile("|".join(map(re.escape, SECRET_NAME_PARTS)))
 # scheme://user:password@host  -> the password part (also inside free text)
 _URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^/\s@]+)(?=@)")
+
+# password=VALUE in libpq keyword/value strings ("host=h password=x dbname=d") and
+# ODBC/JDBC-style ";Password=x;" connection strings
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd)\s*=\s*)(?P<pw>'[^']*'|[^\s;&'\"]+)", re.IGNORECASE
+)
 
 _REGISTRY: set[str] = set()
 _REGISTRY_LOCK = threading.Lock()
@@ -132,7 +138,13 @@ def redact_url(url: str, *, mask: str = MASK) -> str:
                 piece = f"{name}={mask}"
             pieces.append(piece)
         query = "&".join(pieces)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret: as given (urlunsplit would drop the // of scheme:///path)
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 def redact_value(name: str, value: Any, *, mask: str = MASK) -> Any:
@@ -226,6 +238,8 @@ def _scrub(text: str, pattern: re.Pattern[str] | None, mask: str) -> str:
         text = pattern.sub(mask, text)
     if "://" in text:
         text = _URL_USERINFO.sub(lambda m: m["head"] + mask, text)
+    if "=" in text:
+        text = _KEYWORD_PASSWORD.sub(lambda m: m["head"] + mask, text)
     return text
 
 
