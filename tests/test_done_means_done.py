@@ -204,9 +204,9 @@ class _FlakyReads:
 @pytest.mark.integration
 @pytest.mark.parametrize("retries, done", [(None, True), ("0", False)], ids=["default", "none"])
 def test_a_read_timeout_is_retried(bench, tmp_path, monkeypatch, retries, done):
-    import odc_ndvi_plugin.load._direct as direct
+    import odc_ndvi_plugin.load._rio as rio
 
-    monkeypatch.setattr(direct, "_read_window", _FlakyReads(direct._read_window, failures=1))
+    monkeypatch.setattr(rio, "_read_window", _FlakyReads(rio._read_window, failures=1))
     tile, period = bench.tiles[0], PERIODS[2]
     out = tmp_path / "out"
     args = ["--report", str(tmp_path / "r.json")] + (["--retries", retries] if retries else [])

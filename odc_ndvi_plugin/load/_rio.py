@@ -23,7 +23,7 @@ from ..ndvi import NDVIInputs, clear_pixels
 from ..ops.secrets import redact_url
 from ._windows import _file_box, _native_window, _needed_blocks
 
-__all__ = ["InputReadError", "SceneRead", "read_scene"]
+__all__ = ["TRANSIENT_READ", "InputReadError", "SceneRead", "read_scene"]
 
 
 class InputReadError(RuntimeError):
@@ -127,11 +127,13 @@ class SceneRead:
         )
 
 
-#: failures of a remote read worth another try: the server's 5xx/429 or the connection
-#: (GDAL retries HTTP errors itself, GDAL_HTTP_MAX_RETRY, but not a dropped connection)
-_TRANSIENT = re.compile(
-    r"CURL error|HTTP (?:response|error) code: (?:5\d\d|429)|timed? ?out|connection reset|"
-    r"empty reply",
+#: failures of a remote read worth another try (one place: the loader retries a read,
+#: the runner a task): the server's 5xx/429, a timeout, a dropped or reset connection.
+#: GDAL retries HTTP errors itself (GDAL_HTTP_MAX_RETRY) but not a dropped connection
+TRANSIENT_READ = re.compile(
+    r"CURL error|HTTP (?:response|error|status) (?:code:? )?(?:5\d\d|429)|timed? ?out|timeout"
+    r"|connection (?:reset|aborted)|empty reply|temporarily unavailable|SlowDown"
+    r"|ServiceUnavailable",
     re.IGNORECASE,
 )
 
@@ -193,7 +195,7 @@ class _Files:
                 # (a connection dropped while GDAL reads a header looks like an unknown
                 # format on the next attempt: once interrupted, the bound decides)
                 interrupted |= isinstance(err, rasterio.errors.RasterioIOError) and bool(
-                    _TRANSIENT.search(str(err))
+                    TRANSIENT_READ.search(str(err))
                 )
                 if n == retries or not interrupted:
                     raise self.error(i, what, err) from err

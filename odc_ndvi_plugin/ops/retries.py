@@ -12,7 +12,7 @@ missing file or band, and a failed write (boto3 already retries S3 5xx answers i
 
 from __future__ import annotations
 
-import re
+from ..load._rio import TRANSIENT_READ  # the loader's own rule: one place
 
 __all__ = ["RETRYABLE_ERROR_TYPES", "retry_reason"]
 
@@ -24,13 +24,6 @@ RETRYABLE_ERROR_TYPES = (
     "StreamClosedError",
     "ConnectionError",
     "TimeoutError",
-)
-#: an input read that failed for a transient reason: GDAL/curl timeouts ("Operation timed
-#: out after 30000 milliseconds"), HTTP 5xx ("HTTP response code: 503"), dropped connections
-_TRANSIENT_READ = re.compile(
-    r"timed out|timeout|HTTP response code: 5\d\d|HTTP (?:status|error) 5\d\d"
-    r"|connection (?:reset|aborted)|temporarily unavailable|SlowDown|ServiceUnavailable",
-    re.IGNORECASE,
 )
 
 
@@ -45,7 +38,7 @@ def retry_reason(error: BaseException) -> str | None:
                 "StreamClosedError": "a dask connection closed",
             }.get(name, name)
     if "InputReadError" in names:
-        match = _TRANSIENT_READ.search(str(error))
+        match = TRANSIENT_READ.search(str(error))
         if match:
             return f"an input read failed transiently ({match.group(0)})"
     return None
