@@ -20,6 +20,7 @@ from typing import Any
 import click
 import yaml
 
+from ._extras import require
 from ._startup import skip_unused_imports
 from .dev.synthetic import synth_command
 
@@ -362,6 +363,7 @@ def _run(
     _plugin_of(cfg, config_path)  # a bad plugin_config fails here, before any work
     gateway_cfg = None
     if gateway_config:
+        require("ops", "odc-ndvi run --gateway-config")
         from .ops.gateway import GatewayClusterConfig
 
         gateway_cfg = GatewayClusterConfig.from_yaml(gateway_config)
@@ -583,13 +585,15 @@ def product_definition_command(config_path: str, grid: str | None, verbose: bool
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details; tracebacks on errors.")
 def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
     """The main job, from scratch: index, archive, save-tasks, run, quicklooks."""
-    from .dev.demo import run_demo
     from .ops.signals import interrupts_raise
 
     with interrupts_raise():
         _setup_logging(verbose)
         try:
             with _errors(verbose):
+                require("demo", "odc-ndvi demo")
+                from .dev.demo import run_demo
+
                 report = run_demo(
                     Path(workdir),
                     size=size,
@@ -634,6 +638,8 @@ main.add_command(synth_command)
 def mosaic_command(location: str, out_dir: str, band: str, max_px: int) -> None:
     """One PNG per season of a run's outputs at LOCATION (path, file:// or s3://), all
     tiles stitched."""
+    with _errors(False):
+        require("plot", "odc-ndvi mosaic")
     from .mosaic import write_mosaics
 
     try:

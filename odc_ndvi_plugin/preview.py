@@ -10,6 +10,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ._extras import require
+
 __all__ = ["NDVI_CMAP", "NDVI_RANGE", "ndvi_rgba", "plot_seasons", "quicklook_png"]
 
 #: NDVI values mapped onto the colour ramp (clipped outside)
@@ -67,6 +69,7 @@ def ndvi_rgba(ndvi: xr.DataArray) -> xr.DataArray:
 
 def quicklook_png(panels: Sequence[tuple[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
     """One PNG with a panel per (label, NDVI array), shared colour ramp and a colour bar."""
+    require("plot", "quicklook_png")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,6 +139,7 @@ def plot_seasons(
     read back from the outputs, or a DataArray with a ``season`` dimension. Arrays larger
     than ``max_px`` are shown decimated. Returns the matplotlib ``Figure``.
     """
+    require("plot", "plot_seasons")
     import dask
     import matplotlib.pyplot as plt
 

@@ -83,6 +83,33 @@ def test_the_installed_cli_writes_the_shipped_configs_and_product_definitions(co
     assert yaml.safe_load(proc.stdout)["name"] == "ndvi_seasonal_year_usgs_c2"
 
 
+@pytest.mark.parametrize(
+    "args, extra",
+    [
+        (["demo", "--size", "tiny"], "demo"),
+        (["mosaic", "/nowhere"], "plot"),
+    ],
+)
+def test_a_command_that_needs_a_missing_extra_says_which_in_one_line(core_venv, args, extra):
+    env = _venv_env(core_venv)
+    proc = _run([str(core_venv / "bin" / "odc-ndvi"), *args], env=env, cwd="/")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert f"needs the [{extra}] extra: pip install 'odc-ndvi-plugin[{extra}]'" in lines[0]
+
+
+def test_help_answers_fast_and_imports_no_odc_stats(core_venv):
+    """``odc-ndvi --help`` imports neither odc-stats nor datacube (time it with
+    ``python -X importtime``; measured ~0.4 s)."""
+    probe = (
+        "import sys, odc_ndvi_plugin.cli as c; "
+        "print(*sorted(m for m in ('odc.stats', 'datacube', 'distributed') if m in sys.modules))"
+    )
+    proc = _run([str(core_venv / "bin" / "python"), "-c", probe], env=_venv_env(core_venv), cwd="/")
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+
+
 @pytest.mark.integration
 def test_plain_odc_stats_run_with_the_plugin_from_the_wheel(
     core_venv, tmp_path, datacube_env_module
