@@ -66,6 +66,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, polygon
 
 from .._shipped import cfg_dir
+from ..presets import PRESETS
 
 __all__ = [
     "Archive",
@@ -220,16 +221,22 @@ class _FlavourInfo:
     producer: str
 
 
+def _flavour(preset: str, **encoding: Any) -> _FlavourInfo:
+    """A flavour's bands and reflectance scaling are its preset's (one place for those
+    facts: odc_ndvi_plugin/presets.py); the rest is how the generator encodes files."""
+    p = PRESETS[preset]
+    scale, offset = p.reflectance_scaling
+    return _FlavourInfo(
+        red=p.red_band, nir=p.nir_band, mask=p.mask_band, scale=scale, offset=offset, **encoding
+    )
+
+
 _FLAVOUR_INFO: dict[str, _FlavourInfo] = {
-    "usgs_c2": _FlavourInfo(
+    "usgs_c2": _flavour(
+        "usgs_c2",
         product="ls_c2l2_sr",
-        red="red",
-        nir="nir08",
-        mask="qa_pixel",
         dtype="uint16",
         nodata=0,
-        scale=0.0000275,
-        offset=-0.2,
         dn_min=1,
         dn_max=65535,
         mask_dtype="uint16",
@@ -237,21 +244,17 @@ _FLAVOUR_INFO: dict[str, _FlavourInfo] = {
         product_family="sr",
         producer="usgs.gov",
     ),
-    "dea_ard": _FlavourInfo(
+    "dea_ard": _flavour(
+        "dea_ard",
         product="ga_ls_ard_3",
-        red="nbart_red",
-        nir="nbart_nir",
-        mask="oa_fmask",
         dtype="int16",
         nodata=-999,
-        scale=0.0001,
-        offset=0.0,
         dn_min=-998,
         dn_max=32767,
         mask_dtype="uint8",
         mask_nodata=0,
         product_family="ard",
-        producer="ga.gov.au",
+        producer="ga.gov.au",  # the input product's producer (DEA's ARD), not ours
     ),
 }
 
