@@ -4,13 +4,11 @@ private copy of the tiny USGS archive, indexed, with the seasonal task db)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from tests.lines import CLI, child_env, wait_until  # noqa: F401  (re-exported for the test modules)
 from tests.test_reliability import (  # noqa: F401  (re-exported for the test modules)
     PERIODS,
     SEASONAL_RUN,
@@ -26,13 +24,6 @@ from tests.test_reliability import (  # noqa: F401  (re-exported for the test mo
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = "from odc_ndvi_plugin.cli import main\nmain(prog_name='odc-ndvi')\n"
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
 
 
 def odc_ndvi(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
@@ -45,13 +36,3 @@ def odc_ndvi(*args: str, env: dict[str, str] | None = None, timeout: float = 300
         text=True,
         timeout=timeout,
     )
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

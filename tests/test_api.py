@@ -42,6 +42,7 @@ from odc_ndvi_plugin.dev.index import add_products, index_datasets
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR, REPO
 from tests.fixtures.archives import add_and_index, index_with_year_tasks
+from tests.lines import CLI, child_env
 from tests.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = pytest.mark.integration
@@ -52,12 +53,10 @@ SEASON_MONTHS = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (
 TILE_PX = 64
 #: ``odc-ndvi`` in a child process, importing this checkout (the console script may be
 #: missing in a plain checkout)
-CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
 
 
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 

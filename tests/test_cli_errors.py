@@ -223,22 +223,12 @@ def test_sigterm_while_the_gateway_cluster_waits_for_workers_shuts_it_down(
     waiting for workers was left running. 8 GiB workers exceed what the test gateway
     allows a cluster (6 GiB), so the workers never come and the run waits."""
     before = _clusters(gateway_server)
-    gateway_yaml = tmp_path / "gateway.yaml"
-    gateway_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "address": gateway_server.address,
-                "proxy_address": gateway_server.proxy_address,
-                "auth": {
-                    "type": "basic",
-                    "username": gateway_server.username,
-                    "password_env": "NDVI_TEST_GATEWAY_PASSWORD",
-                },
-                "cluster_options": {"worker_memory": 8.0},
-                "workers": 1,
-                "wait_timeout": 600,
-            }
-        )
+    gateway_yaml = gateway_server.write_cluster_config(
+        tmp_path / "gateway.yaml",
+        "NDVI_TEST_GATEWAY_PASSWORD",
+        cluster_options={"worker_memory": 8.0},
+        workers=1,
+        wait_timeout=600,
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "run", "--config", str(SEASONAL_RUN)]

@@ -41,7 +41,7 @@ from odc_ndvi_plugin.ops.gateway import GatewayClusterConfig, open_gateway_clust
 from odc_ndvi_plugin.ops.runner import execute, load_run_config
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import index_with_year_tasks
-from tests.lines import LineReader
+from tests.lines import CLI, LineReader, child_env, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -406,21 +406,8 @@ def test_cli_with_a_wrong_gateway_password_is_a_clear_error(
     caplog.set_level(logging.DEBUG, logger="odc_ndvi_plugin")
     wrong = "wrong-" + gateway_server.password[::-1]
     monkeypatch.setenv("NDVI_TEST_GATEWAY_PASSWORD", wrong)
-    gateway_yaml = tmp_path / "gateway.yaml"
-    gateway_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "address": gateway_server.address,
-                "proxy_address": gateway_server.proxy_address,
-                "auth": {
-                    "type": "basic",
-                    "username": gateway_server.username,
-                    "password_env": "NDVI_TEST_GATEWAY_PASSWORD",
-                },
-                "workers": 1,
-                "wait_timeout": 30,
-            }
-        )
+    gateway_yaml = gateway_server.write_cluster_config(
+        tmp_path / "gateway.yaml", "NDVI_TEST_GATEWAY_PASSWORD", workers=1, wait_timeout=30
     )
     out = tmp_path / "out"
     t0 = time.monotonic()
@@ -518,7 +505,6 @@ def _reached(gate: Path) -> Path:
 
 
 #: ``odc-ndvi`` in a child process (the console script may be missing in a plain checkout)
-CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
 _CALLS = "__import__('odc_ndvi_plugin.reduce._kernels').reduce._kernels.__dict__.get('_ndvi_test_calls', 0)"
 
 
@@ -533,13 +519,6 @@ def slow_workers(gw_client):
     yield slow
     with contextlib.suppress(Exception):
         slow(0.0)
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    """This process' environment (moto's variables included) for a child process."""
-    env = {**os.environ, **extra}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
 
 
 def _worker_calls(client) -> dict[str, int]:
@@ -587,7 +566,7 @@ def _start_cli(
     snippet that slows the workers); its stdout/stderr lines are read in threads."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "run", "-v", *args],
-        env=_child_env(**env),
+        env=child_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -612,15 +591,6 @@ def _start_sqs_runner(
         "--threads",
         "1",
     )
-
-
-def _wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files(
@@ -654,9 +624,9 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
     proc_b = None
     try:
         # A received the message and its task waits at the gate on a worker ...
-        assert _wait_until(_reached(gate_a).exists, GENEROUS)
+        assert wait_until(_reached(gate_a).exists, GENEROUS)
         # ... and its unrenewed 2 s lease lapsed: the message is visible again
-        assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), GENEROUS)
+        assert wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), GENEROUS)
         assert run_a.is_alive() and not _s3_keys(moto_env, s3_bucket, "d/")
         proc_b, out_b, err_b = _start_sqs_runner(
             CLI,
@@ -741,22 +711,12 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     by a gate that never opens): it exits 130 within seconds, its cluster is gone, only the
     finished task's files are there; a rerun computes exactly the other task."""
     before = _running_clusters(gateway_server)  # the module's cluster
-    gateway_yaml = tmp_path / "gateway.yaml"
-    gateway_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "address": gateway_server.address,
-                "proxy_address": gateway_server.proxy_address,
-                "auth": {
-                    "type": "basic",
-                    "username": gateway_server.username,
-                    "password_env": "NDVI_TEST_GATEWAY_PASSWORD",
-                },
-                "cluster_options": {"worker_cores": 1, "worker_threads": 1, "worker_memory": 1.0},
-                "workers": 1,
-                "wait_timeout": 60,
-            }
-        )
+    gateway_yaml = gateway_server.write_cluster_config(
+        tmp_path / "gateway.yaml",
+        "NDVI_TEST_GATEWAY_PASSWORD",
+        cluster_options={"worker_cores": 1, "worker_threads": 1, "worker_memory": 1.0},
+        workers=1,
+        wait_timeout=60,
     )
     location = f"s3://{s3_bucket}/e"
     # the first task's reductions (one block x four seasons) pass, the second task's wait
@@ -779,8 +739,8 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     try:
         assert err.wait_for(" done", GENEROUS), err.text()[-3000:]
         # the second task is submitted and computing, held at the gate on the cluster's worker
-        assert _wait_until(lambda: sum("Submitting" in line for line in err.lines) == 2, GENEROUS)
-        assert _wait_until(_reached(gate).exists, GENEROUS), err.text()[-3000:]
+        assert wait_until(lambda: sum("Submitting" in line for line in err.lines) == 2, GENEROUS)
+        assert wait_until(_reached(gate).exists, GENEROUS), err.text()[-3000:]
         during = _running_clusters(gateway_server)
         t_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -798,7 +758,7 @@ def test_sigterm_to_a_gateway_cli_run_stops_it_and_shuts_its_cluster_down(
     assert "interrupted" in stderr
     assert len(during - before) == 1, (during, before)  # the run's own cluster
     # the run's cluster is shut down, the module's is left alone
-    assert _wait_until(lambda: _running_clusters(gateway_server) == before, GENEROUS), (
+    assert wait_until(lambda: _running_clusters(gateway_server) == before, GENEROUS), (
         _running_clusters(gateway_server),
         before,
     )
@@ -886,13 +846,13 @@ def test_a_runner_whose_redelivered_message_was_deleted_by_the_other_one_finishe
     )
     try:
         assert err_b.wait_for("Submitting", GENEROUS), err_b.text()[-3000:]
-        assert _wait_until(_reached(gate_b).exists, GENEROUS), err_b.text()[-3000:]
-        assert _wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), GENEROUS)
+        assert wait_until(_reached(gate_b).exists, GENEROUS), err_b.text()[-3000:]
+        assert wait_until(lambda: _queue_counts(moto_env, queue.url) == (1, 0), GENEROUS)
         cfg_a = _run_cfg(
             usgs, location, job_queue_max_lease=3, renew_safety_margin=2, future_poll_interval=1
         )
         run_a, box_a = _in_thread(execute, cfg_a, from_sqs=queue.url, client=gw_client)
-        assert _wait_until(_reached(gate_a).exists, GENEROUS)  # A holds the message, computing
+        assert wait_until(_reached(gate_a).exists, GENEROUS)  # A holds the message, computing
         gate_b.touch()  # B may finish (and delete the message) now
         proc_b.wait(timeout=GENEROUS)
         b_first = run_a.is_alive()
@@ -955,10 +915,10 @@ def test_a_worker_killed_mid_task_is_retried_by_dask_and_both_tasks_finish_whole
         return bool(busy)
 
     try:
-        assert _wait_until(inside_a_task, GENEROUS, 0.2)
+        assert wait_until(inside_a_task, GENEROUS, 0.2)
         victim = busy[0]
         os.kill(pids[victim], signal.SIGKILL)
-        assert _wait_until(lambda: victim not in gw_client.scheduler_info()["workers"], GENEROUS)
+        assert wait_until(lambda: victim not in gw_client.scheduler_info()["workers"], GENEROUS)
         # the kill came before any task finished (every reduction is held at the gate)
         assert not _stac_items(moto_env, s3_bucket, "f")
     finally:

@@ -33,6 +33,7 @@ from odc.geo.geom import Geometry
 from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.index import add_products
 from tests.fixtures.s3gate import BucketPolicy
+from tests.lines import CLI
 from tests.realworld import (
     DATA,
     FAMILIES,
@@ -64,7 +65,6 @@ C2_GOOD = {
     "cloud_shadow": "not_high_confidence",
     "water": "land_or_cloud",
 }
-CLI = "from odc_ndvi_plugin.cli import main; main(prog_name='odc-ndvi')"
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -29,7 +29,7 @@ from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.lines import LineReader
+from tests.lines import LineReader, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -123,15 +123,6 @@ def _matches(reader: LineReader, pattern: re.Pattern[str]) -> list[str]:
     return [m.group(1) for line in list(reader.lines) if (m := pattern.search(line.strip()))]
 
 
-def _wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def _finish(*procs: subprocess.Popen, timeout: float) -> None:
     """Wait for every child; kill any still running after ``timeout`` s (then fail)."""
     deadline = time.monotonic() + timeout
@@ -198,7 +189,7 @@ def test_a_sigtermed_runner_loses_no_task_and_the_fleet_drains_the_queue(
     b, b_err = _runner(tmp_path / "b.yaml", location, queue.url, delay=1.5, **lease)
     c = None
     try:
-        assert _wait_until(lambda: len(_matches(a_err, _SUBMITTED)) >= 2, 180), a_err.text()
+        assert wait_until(lambda: len(_matches(a_err, _SUBMITTED)) >= 2, 180), a_err.text()
         a.send_signal(signal.SIGTERM)
         a.wait(timeout=60)
         assert a.returncode == 130, a_err.text()[-3000:]
@@ -242,7 +233,7 @@ def test_tasks_longer_than_their_lease_keep_it_and_are_computed_once(
     a, a_err = _runner(tmp_path / "a.yaml", location, queue.url, delay=20, **lease)
     b = None
     try:
-        assert _wait_until(lambda: _matches(a_err, _SUBMITTED), 120), a_err.text()
+        assert wait_until(lambda: _matches(a_err, _SUBMITTED), 120), a_err.text()
         b, b_err = _runner(tmp_path / "b.yaml", location, queue.url, delay=20, **lease)
         _finish(a, b, timeout=300)
     finally:
@@ -271,7 +262,7 @@ def test_a_killed_holders_task_is_picked_up_when_its_lease_lapses(
     a, a_err = _runner(tmp_path / "a.yaml", location, queue.url, delay=60, **lease)
     b = None
     try:
-        assert _wait_until(lambda: _matches(a_err, _SUBMITTED), 120), a_err.text()
+        assert wait_until(lambda: _matches(a_err, _SUBMITTED), 120), a_err.text()
         b, b_err = _runner(tmp_path / "b.yaml", location, queue.url, delay=0, **lease)
         assert b_err.wait_for("in flight elsewhere: waiting", 120), b_err.lines[-20:]
         a.kill()
