@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
@@ -181,8 +181,21 @@ def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:
             folder = folder.parent
 
 
+class Store(Protocol):
+    """What the commit rule and the completeness checks need of where outputs live; one
+    backend per URL scheme (:class:`_LocalStore` ``file://``, :class:`_S3Store` ``s3://``)."""
+
+    def exists(self, url: str) -> bool: ...
+    def size(self, url: str) -> int: ...
+    def read(self, url: str) -> bytes: ...
+    def listing(self, folder_url: str) -> dict[str, int]: ...
+    def remove(self, url: str) -> None: ...
+    def move(self, src: str, dst: str) -> None: ...
+    def put(self, data: bytes, url: str) -> None: ...
+
+
 def _commit_files(
-    store: _LocalStore | _S3Store,
+    store: Store,
     data: bytes,
     item: str,
     staged: list[tuple[str, str]],
@@ -373,7 +386,7 @@ class OutputAudit:
         return self.state == "complete"
 
 
-def _driver_store(url: str) -> _LocalStore | _S3Store:
+def _driver_store(url: str) -> Store:
     """A store for checks made by the runner itself (not on a worker)."""
     if url.startswith("s3://"):
         import boto3
