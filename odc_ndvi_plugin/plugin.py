@@ -14,7 +14,6 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from datacube.model import Dataset, Product
-from datacube.utils.dates import normalise_dt
 from odc.geo.geobox import GeoBox
 from odc.stats.plugins._base import StatsPluginInterface
 from odc.stats.plugins._registry import register
@@ -23,10 +22,10 @@ from ._version import __version__
 from .cogs import encode_cogs_on_workers
 from .config import NDVIConfig
 from .inputs import product_inputs
-from .load import group_by_solar_day, load_ndvi_direct
-from .masking import bad_pixel_filter, filter_reach
-from .ndvi import NDVIInputs, ndvi_from_bands
-from .reduce import STREAMABLE, reduce_block, stream_reduce
+from .load import load_ndvi_direct
+from .load._odc_stats import load_by_crs, native_ndvi
+from .ndvi import NDVIInputs
+from .reduce import seasonal_planes
 
 __all__ = ["NDVISeasonal"]
 
@@ -91,26 +90,7 @@ class NDVISeasonal(StatsPluginInterface):
         """odc-stats loader path: the three native bands -> one float32 NDVI band."""
         cfg = self.config
         inputs = next(iter(self._inputs.values()))
-        pad = filter_reach(cfg.mask_filters)
-        bad_filter = bad_pixel_filter(cfg.mask_filters)
-
-        def _ndvi(red: np.ndarray, nir: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            if red.ndim == 3:
-                return np.stack(
-                    [
-                        ndvi_from_bands(r, n, m, inputs, bad_filter=bad_filter)
-                        for r, n, m in zip(red, nir, mask, strict=True)
-                    ]
-                )
-            return ndvi_from_bands(red, nir, mask, inputs, bad_filter=bad_filter)
-
-        red, nir, mask = (xx[b] for b in cfg.input_bands)
-        depth = {red.dims.index("y"): pad, red.dims.index("x"): pad} if pad else 0
-        data = da.map_overlap(
-            _ndvi, red.data, nir.data, mask.data, depth=depth, boundary="none", dtype=np.float32
-        )
-        ndvi = xr.DataArray(data, dims=red.dims, coords=red.coords, attrs={"nodata": np.nan})
-        return xr.Dataset({"ndvi": ndvi}, attrs=xx.attrs)
+        return native_ndvi(xx, cfg.input_bands, inputs, cfg.mask_filters)
 
     def _input_data_odc_stats(
         self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any
@@ -121,37 +101,8 @@ class NDVISeasonal(StatsPluginInterface):
                 "to every dataset, but this task mixes products that differ; use loader: direct"
             )
         kwargs = {k: v for k, v in kwargs.items() if k not in ("XSCALE", "YSCALE")}
-        # odc-stats 1.9.7 cannot fuse loads of several CRSs (io.py concatenates them along
-        # `Dataset.dims[0]`, a KeyError for any plugin; its upstream fix, PR #235, looks
-        # up an input band in the output, which ours does not keep): load each CRS on its
-        # own and fuse the solar days here, by the same rule as the direct loader
-        by_crs: dict[str, list[Dataset]] = {}
-        for ds in datasets:
-            by_crs.setdefault(str(ds.crs), []).append(ds)
-        parts = [self._odc_stats_ndvi(group, geobox, **kwargs) for group in by_crs.values()]
-        if len(parts) == 1:
-            return xr.Dataset({"ndvi": parts[0]})
-        return xr.Dataset({"ndvi": _fuse_first_clear(parts, list(by_crs.values()), geobox)})
-
-    def _odc_stats_ndvi(
-        self, datasets: Sequence[Dataset], geobox: GeoBox, **kwargs: Any
-    ) -> xr.DataArray:
-        """odc-stats' own load of datasets in one CRS -> ``ndvi (spec, y, x)``, one per solar
-        day, with the solar date as the ``time`` coordinate."""
-        xx = super().input_data(datasets, geobox, **kwargs)
-        (tdim,) = (d for d in xx["ndvi"].dims if d not in ("y", "x"))
-        times = xx[tdim].values
-        if tdim == "spec":
-            times = xx["solar_day"].values if "solar_day" in xx.coords else xx["time"].values
-        ndvi = xx["ndvi"]
-        if tdim != "spec":
-            ndvi = ndvi.rename({tdim: "spec"})
-        ndvi = ndvi.drop_vars([c for c in ndvi.coords if c not in ("y", "x", "spatial_ref")])
-        ndvi = ndvi.assign_coords(
-            time=("spec", np.asarray(times, dtype="datetime64[D]").astype("datetime64[ns]"))
-        )
-        ndvi.attrs["nodata"] = np.nan
-        return ndvi
+        load = super().input_data
+        return load_by_crs(lambda group: load(group, geobox, **kwargs), datasets, geobox)
 
     # -- reduction ------------------------------------------------------------------
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
@@ -168,30 +119,14 @@ class NDVISeasonal(StatsPluginInterface):
             if isinstance(ndvi.data, da.Array)
             else da.from_array(ndvi.data, chunks=(-1, -1, -1))
         )
-        kwargs = dict(
+        planes = seasonal_planes(
+            data,
+            chunks=(cfg.chunks["y"], cfg.chunks["x"]),
             group_index=groups,
             n_groups=len(cfg.seasons.groups),
             statistics=cfg.statistics,
             min_clear=cfg.min_clear,
         )
-        chunks = (cfg.chunks["y"], cfg.chunks["x"])
-        if STREAMABLE.issuperset(cfg.statistics):
-            planes = stream_reduce(data, chunks=chunks, **kwargs)
-        else:
-            data = data.rechunk({1: chunks[0], 2: chunks[1]})  # time blocks as they are
-            # blockwise with the time index contracted and concatenate=False: the kernel
-            # gets each spatial block's observations as a list (the stack is not copied)
-            stack = da.blockwise(
-                reduce_block,
-                "byx",
-                data,
-                "tyx",
-                new_axes={"b": len(bands)},
-                concatenate=False,
-                dtype=np.float32,
-                **kwargs,
-            )
-            planes = [stack[i] for i in range(len(bands))]
         coords = {k: v for k, v in ndvi.coords.items() if tdim not in v.dims}
         out = {}
         for band, plane in zip(bands, planes, strict=True):
@@ -216,33 +151,3 @@ class NDVISeasonal(StatsPluginInterface):
 
 # the short name for odc-stats (`plugin: ndvi-seasonal`), once this module is imported
 register("ndvi-seasonal", NDVISeasonal)
-
-
-def _fuse_first_clear(
-    parts: Sequence[xr.DataArray], groups: Sequence[Sequence[Dataset]], geobox: GeoBox
-) -> xr.DataArray:
-    """One ``(spec, y, x)`` stack from per-CRS stacks: a solar day's value is the first clear
-    one, the parts of a day taken in the order of their first scene (time, id): the direct
-    loader's rule for same-day scenes."""
-    first_scene: dict[tuple[int, np.datetime64], tuple] = {}
-    for i, group in enumerate(groups):
-        for day in group_by_solar_day(group, geobox):
-            ds = day.datasets[0]
-            first_scene[(i, day.date)] = (normalise_dt(ds.center_time), str(ds.id))
-    days = sorted({np.datetime64(d, "D") for _, d in first_scene})
-    fused = []
-    for day in days:
-        order = sorted((key, i) for (i, d), key in first_scene.items() if d == day)
-        layers = [
-            parts[i].isel(
-                spec=int(np.flatnonzero(parts[i].time.values.astype("datetime64[D]") == day)[0])
-            )
-            for _, i in order
-        ]
-        value = layers[0]
-        for layer in layers[1:]:
-            value = value.fillna(layer)
-        fused.append(value)
-    out = xr.concat(fused, dim="spec")
-    out.attrs["nodata"] = np.nan
-    return out

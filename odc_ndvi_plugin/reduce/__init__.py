@@ -1,7 +1,7 @@
 """Seasonal NDVI reduction: pure numpy kernels (:mod:`._kernels`) and the dask graph that
 streams them (:mod:`._graph`). Output dtypes and nodata are decided here."""
 
-from ._graph import FOLD_PRIORITY, stream_reduce
+from ._graph import FOLD_PRIORITY, seasonal_planes, stream_reduce
 from ._kernels import (
     COUNT_DTYPE,
     COUNT_NODATA,
@@ -28,6 +28,7 @@ __all__ = [
     "StreamState",
     "band_dtype_nodata",
     "reduce_block",
+    "seasonal_planes",
     "stream_finish",
     "stream_fold",
     "stream_reduce",

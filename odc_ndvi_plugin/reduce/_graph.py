@@ -10,14 +10,47 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._kernels import stream_fold, stream_take
+from ._kernels import STREAMABLE, reduce_block, stream_fold, stream_take
 
-__all__ = ["FOLD_PRIORITY", "stream_reduce"]
+__all__ = ["FOLD_PRIORITY", "seasonal_planes", "stream_reduce"]
 
 
 #: dask priority of the streaming reduction's tasks (and of the load's splits into
 #: reduction blocks): above the loads' default 0
 FOLD_PRIORITY = 10
+
+
+def seasonal_planes(
+    data: da.Array,
+    *,
+    chunks: tuple[int, int],
+    group_index: np.ndarray,
+    n_groups: int,
+    statistics: tuple[str, ...],
+    min_clear: int,
+) -> list[da.Array]:
+    """``(t, y, x)`` NDVI -> one float32 ``(y, x)`` plane per (season, statistic), group-major:
+    streamed when every statistic has a running form (:func:`stream_reduce`), else each
+    reduction block's observations reduced at once (median and std need them all)."""
+    kwargs = dict(
+        group_index=group_index, n_groups=n_groups, statistics=statistics, min_clear=min_clear
+    )
+    if STREAMABLE.issuperset(statistics):
+        return stream_reduce(data, chunks=chunks, **kwargs)
+    data = data.rechunk({1: chunks[0], 2: chunks[1]})  # time blocks as they are
+    # blockwise with the time index contracted and concatenate=False: the kernel gets each
+    # spatial block's observations as a list (the stack is not copied)
+    stack = da.blockwise(
+        reduce_block,
+        "byx",
+        data,
+        "tyx",
+        new_axes={"b": n_groups * len(statistics)},
+        concatenate=False,
+        dtype=np.float32,
+        **kwargs,
+    )
+    return [stack[i] for i in range(n_groups * len(statistics))]
 
 
 def stream_reduce(
