@@ -89,10 +89,51 @@ def _spec(flavour: str, args: argparse.Namespace):
     )
 
 
+def index_archives(dcenv: Any, archives: list[Any]) -> None:
+    """Add the archives' product definitions and index their datasets (idempotent)."""
+    from odc_ndvi_plugin.dev.index import add_products, index_datasets
+
+    for archive in archives:
+        add_products(dcenv, [archive.product_definition])
+        index_datasets(dcenv, archive.dataset_paths)
+
+
+def year_task_db(dcenv: Any, cfg_name: str, grid: str, output: Path) -> Path:
+    """The real ``odc-stats save-tasks`` of ``cfg/save-tasks-<cfg_name>-year.yaml`` over
+    ``WINDOW`` on ``grid`` (e.g. ``epsg:3577;30;3200``); kept if ``output`` exists."""
+    from odc_ndvi_plugin.dev.demo import save_tasks
+
+    return save_tasks(
+        dcenv.environ(),
+        config=CFG / f"save-tasks-{cfg_name}-year.yaml",
+        grid=grid,
+        temporal_range=WINDOW,
+        output=output,
+    )
+
+
+def tile_ctx(
+    spec: Any, db: Path, tile: tuple[int, int], gbox: Any, cfg_name: str
+) -> dict[str, Any]:
+    """What a case needs to know of one task: product, bands, task db and id, the tile's
+    bounding box (EPSG:3577) and shape, the shipped run config of the flavour."""
+    ix, iy = tile
+    left, bottom, right, top = gbox.boundingbox
+    return {
+        "product": spec.product,
+        "measurements": list(spec.measurements),
+        "db": str(db),
+        "task": f"{WINDOW}/{ix}/{iy}",
+        "tile": [ix, iy],
+        "bbox": [left, bottom, right, top],
+        "shape": list(gbox.shape.yx),
+        "run_config": str(CFG / f"run-{cfg_name}-year.yaml"),
+    }
+
+
 def _prepare(args: argparse.Namespace, dcenv: Any, workdir: Path) -> dict[str, Any]:
     """Generate + index the archive(s), write the task db(s); what the children need."""
-    from odc_ndvi_plugin.dev.demo import save_tasks
-    from odc_ndvi_plugin.dev.index import add_products, index_datasets, init_index
+    from odc_ndvi_plugin.dev.index import init_index
     from odc_ndvi_plugin.dev.synthetic import generate_archive
 
     init_index(dcenv)
@@ -107,29 +148,16 @@ def _prepare(args: argparse.Namespace, dcenv: Any, workdir: Path) -> dict[str, A
         t0 = time.monotonic()
         archive = generate_archive(spec, workdir / "archive" / flavour)
         t_gen = time.monotonic() - t0
-        add_products(dcenv, [archive.product_definition])
-        index_datasets(dcenv, archive.dataset_paths)
+        index_archives(dcenv, [archive])
         cfg_name = "usgs-c2" if flavour == "usgs_c2" else "dea-ard"
-        db = save_tasks(
-            dcenv.environ(),
-            config=CFG / f"save-tasks-{cfg_name}-year.yaml",
-            grid=spec.gridspec,
-            temporal_range=WINDOW,
-            output=workdir / "tasks" / f"{spec.product}_{WINDOW}.db",
+        db = year_task_db(
+            dcenv, cfg_name, spec.gridspec, workdir / "tasks" / f"{spec.product}_{WINDOW}.db"
         )
-        ((ix, iy), gbox) = next(iter(spec.tiles().items()))
-        left, bottom, right, top = gbox.boundingbox
+        (tile, gbox) = next(iter(spec.tiles().items()))
         ctx[flavour] = {
-            "product": spec.product,
-            "measurements": list(spec.measurements),
+            **tile_ctx(spec, db, tile, gbox, cfg_name),
             "scenes": len(archive.dataset_paths),
             "dates": len(spec.dates),
-            "db": str(db),
-            "task": f"{WINDOW}/{ix}/{iy}",
-            "tile": [ix, iy],
-            "bbox": [left, bottom, right, top],
-            "shape": list(gbox.shape.yx),
-            "run_config": str(CFG / f"run-{cfg_name}-year.yaml"),
             "generate_s": t_gen,
         }
     return ctx
