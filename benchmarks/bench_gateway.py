@@ -136,9 +136,9 @@ def _first_submission(marks: dict[str, float]) -> Iterator[None]:
 
     graph = NDVITaskRunner._graph
 
-    def timed(self, task, apply_eodatasets3):
+    def timed(self, task, apply_eodatasets3, **kwargs):
         marks.setdefault("first_submit", time.monotonic())
-        return graph(self, task, apply_eodatasets3)
+        return graph(self, task, apply_eodatasets3, **kwargs)
 
     NDVITaskRunner._graph = timed
     try:

@@ -124,12 +124,22 @@ def tasks_tables(series: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
         )
     lines += ["", "Loads and repeats:", ""]
     for (world, size), doc in sorted(series.items()):
-        lg = sum(v.get("large_graph_runs", 0) for v in doc["summary"].values())
+        lg_plugin = sum(
+            v.get("large_graph_runs", 0)
+            for k, v in doc["summary"].items()
+            if k.split("/")[0] in ENTRY_LABEL
+        )
+        lg_tutorial = sum(
+            v.get("large_graph_runs", 0)
+            for k, v in doc["summary"].items()
+            if k.split("/")[0] not in ENTRY_LABEL
+        )
         lmax = max(v.get("load_1min_max", 0) for v in doc["summary"].values())
         lines.append(
             f"- {world} {size}: {doc['repeats']} repeats, load average before "
             f"{doc['load_before'][0]:.2f}, highest 1-min load before a run {lmax:.2f}; runs "
-            f"with a 'large graph' warning: {lg}"
+            f"with dask's 'large graph' warning: odc-stats run / odc-ndvi run {lg_plugin}, "
+            f"tutorial and floor {lg_tutorial}"
         )
     return lines
 
@@ -320,6 +330,66 @@ def cost_model(
     return model
 
 
+#: the demo region bench_gateway runs: 4 tasks of 512 x 512 px, 46 scenes each
+GATEWAY_DEMO = {"px": 512 * 512, "scenes": 46}
+
+
+def cost_tables(model: dict[str, Any], ctx: dict[str, dict[str, Any]]) -> list[str]:
+    """The cost model as markdown: per tile-year figures, the continent on N workers, and
+    the per-worker check against bench_gateway (1 thread per worker)."""
+    cont = model["continent"]
+    lines = [
+        f"Assumed: {cont['name']}, {cont['tiles']:,} tile-years of {cont['tile_km']:.0f} km "
+        "(3200 px), each like the measured world (Landsat 8 + 9, 8-day revisit, two paths: "
+        "92 scenes). A worker = 2 threads on 2 cores, as measured; worker-hours = tiles x the "
+        "warm task's wall (a runner process does many tasks, so its start-up is paid once "
+        "per worker, not per tile); wall on N workers = ceil(tiles / N) task walls.",
+        "",
+        "| world | cog_opts | task wall s (2 threads) | task CPU s | CPU s per Mpx | "
+        "per-task fixed CPU s | per-process fixed s | peak GB | read GB | worker-hours "
+        "| wall h on 10 / 50 / 200 workers | read TB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for world, w in model["worlds"].items():
+        for cog, m in w.items():
+            wall = m["task_wall_s_2threads"]
+            hours = {n: math.ceil(cont["tiles"] / n) * wall / 3600 for n in (10, 50, 200)}
+            fixed = m.get("task_fixed_cpu_s")
+            lines.append(
+                f"| {world} | {COG_LABEL[cog]} | {wall:.1f} | {_f(m.get('task_cpu_s'))} | "
+                f"{_f(m.get('cpu_per_mpx_s'), 2)} | "
+                f"{'~0' if fixed is not None and fixed < 0.5 else _f(fixed)} | "
+                f"{m['process_fixed_s']:.1f} | {m['peak_gb']:.2f} | "
+                f"{_f(m.get('bytes_read') and m['bytes_read'] / 1e9)} | "
+                f"{cont['tiles'] * wall / 3600:.1f} | "
+                + " / ".join(f"{h:.2f}" for h in hours.values())
+                + f" | {_f(m.get('bytes_read') and cont['tiles'] * m['bytes_read'] / 1e12, 2)} |"
+            )
+    gw = model.get("gateway")
+    aligned = model["worlds"].get("aligned", {}).get("shipped")
+    if gw and aligned and aligned.get("cpu_per_mpx_s"):
+        # one demo task on one 1-thread worker: its pixels x scenes at the measured CPU
+        # per Mpx of a 92-scene tile-year, plus the measured per-task fixed CPU (>= 0)
+        per_task = aligned["cpu_per_mpx_s"] * GATEWAY_DEMO["px"] / 1e6 * GATEWAY_DEMO[
+            "scenes"
+        ] / 92 + max(aligned.get("task_fixed_cpu_s") or 0.0, 0.0)
+        lines += [
+            "",
+            "Per-worker check against `bench_gateway.py` (demo region: 4 tasks of 512 px, 46 "
+            f"scenes; 1-thread workers): the model predicts {per_task:.2f} s of task CPU per "
+            f"task, {60 / per_task:.1f} tasks/min per worker.",
+            "",
+            "| row | tasks | wall s | tasks/min | task thread-s per worker |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, r in gw.items():
+            lines.append(
+                f"| {name} | {r['tasks']} | {r['wall_s']:.1f} | {r['tasks_per_min']:.1f} | "
+                f"{_f(r.get('task_thread_s_per_worker'))} |"
+            )
+    return lines
+
+
 def report(results: Path) -> None:
     series = _series(results)
     profile = _newest(results, "bench_round3_profile_*.json")
@@ -350,6 +420,6 @@ def report(results: Path) -> None:
     if ident:
         out += ["", "## identity", "", *identity_lines(ident)]
     model = cost_model(series, profile, gateway, ctx)
-    out += ["", "## cost model", "", "```", json.dumps(model, indent=1), "```"]
+    out += ["", "## cost model", "", *cost_tables(model, ctx)]
     print("\n".join(out))
     print(f"\nJSON: {write_results('bench_round3_cost', model, None, results)}")
