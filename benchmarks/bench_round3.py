@@ -936,7 +936,9 @@ def _decoded(path: Path) -> list[tuple[Any, ...]]:
     levels = []
     with rasterio.open(path) as src:
         n = len(src.overviews(1))
-        meta = (src.dtypes, src.nodatas, tuple(src.transform), str(src.crs), src.count)
+        # nodata as text: NaN != NaN would make every float file "differ"
+        nodata = tuple(repr(v) for v in src.nodatavals)
+        meta = (src.dtypes, nodata, tuple(src.transform), str(src.crs), src.count)
     for level in range(n + 1):
         kw = {} if level == 0 else {"overview_level": level - 1}
         with rasterio.open(path, **kw) as src:

@@ -29,6 +29,17 @@ def _newest(results: Path, pattern: str) -> dict[str, Any] | None:
     return json.loads(files[-1].read_text()) if files else None
 
 
+def _merged_profiles(results: Path) -> dict[str, Any] | None:
+    """Every ``bench_round3_profile`` JSON's profiles, the newest of each world/size/cog."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(
+        results.glob("bench_round3_profile_*.json"), key=lambda p: p.stat().st_mtime
+    ):
+        for size, cases in json.loads(path.read_text())["profiles"].items():
+            merged.setdefault(size, {}).update(cases)
+    return {"profiles": merged} if merged else None
+
+
 def _series(results: Path) -> dict[tuple[str, int], dict[str, Any]]:
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for path in sorted(
@@ -392,7 +403,7 @@ def cost_tables(model: dict[str, Any], ctx: dict[str, dict[str, Any]]) -> list[s
 
 def report(results: Path) -> None:
     series = _series(results)
-    profile = _newest(results, "bench_round3_profile_*.json")
+    profile = _merged_profiles(results)
     startup = _newest(results, "bench_round3_startup_*.json")
     ident = _newest(results, "bench_round3_identity_*.json")
     gateway = _newest(results, "bench_gateway_*.json")

@@ -45,10 +45,14 @@ def _colourise(ndvi: np.ndarray) -> np.ndarray:
     """uint8 RGBA of NDVI: one gather in a 256-colour table (no float RGBA temporaries)."""
     lo, hi = NDVI_RANGE
     n = len(_LUT)
+    # the index as matplotlib's colour map computes it (scale to 0..1 in the data's dtype,
+    # times n, truncate), so previews stay byte-identical to the matplotlib rendering
     with np.errstate(invalid="ignore"):
-        idx = np.clip((np.nan_to_num(ndvi, nan=lo) - lo) * (n / (hi - lo)), 0, n - 1)
+        scaled = np.nan_to_num(np.clip((ndvi - lo) / (hi - lo), 0, 1))
+        scaled *= n
+    idx = np.minimum(scaled.astype(np.intp), n - 1)
     rgba = np.empty((*ndvi.shape, 4), dtype=np.uint8)
-    rgba[..., :3] = _LUT[idx.astype(np.intp)]
+    rgba[..., :3] = _LUT[idx]
     rgba[..., 3] = np.where(np.isnan(ndvi), 0, 255)
     return rgba
 
