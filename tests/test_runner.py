@@ -97,3 +97,45 @@ def test_sweep_removes_only_stale_attempt_folders(tmp_path, files, ages, removed
 @pytest.mark.parametrize("location", ["s3://bucket/prefix", "file:///nonexistent/place"])
 def test_sweep_ignores_s3_and_missing_folders(location):
     assert sweep_stale_staging(location) == []
+
+
+# -- what a run decodes ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_run_decodes_the_first_dataset_for_its_checks_not_the_whole_tile(
+    tmp_path_factory, tiny_archive, datacube_env_module, monkeypatch
+):
+    """Before its first task a run checks the inputs' product and whether they are on S3,
+    from the task db's first dataset: it decodes that dataset for each check, not every
+    dataset of the tile (bench_round3's UTM world: two whole-tile decodes of 92 large
+    documents cost 7 s before each run's first task)."""
+    import yaml
+    from odc.dscache import _dscache
+
+    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from tests.ops_bench import SEASONAL_RUN, make_bench
+
+    bench = make_bench(
+        tmp_path_factory.mktemp("decode"), tiny_archive("usgs_c2"), datacube_env_module
+    )
+    decoded: list[str] = []
+    real = _dscache.doc2ds
+
+    def counting(doc, products):
+        decoded.append(doc["metadata"]["id"] if "metadata" in doc else doc["id"])
+        return real(doc, products)
+
+    monkeypatch.setattr(_dscache, "doc2ds", counting)
+    cfg, _ = load_run_config(
+        yaml.safe_load(SEASONAL_RUN.read_text()),
+        filedb=str(bench.db),
+        output_location=tmp_path_factory.mktemp("decode-out").as_uri(),
+        threads=1,
+    )
+    summary = execute(cfg, tasks=["0"])  # the task of the db's first tile
+    assert (summary.done, summary.failed) == (1, 0), summary.errors
+    task_datasets = set(decoded)
+    assert len(task_datasets) > 1
+    # the task's own load decodes each once; the two checks decode the first one again
+    assert len(decoded) == len(task_datasets) + 2, len(decoded)
