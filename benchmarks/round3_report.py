@@ -268,6 +268,8 @@ def identity_lines(ident: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for key, o in ident.items():
+        if not isinstance(o, dict) or "odc-stats vs round2" not in o:
+            continue  # the JSON's own fields (benchmark, utc, machine)
         a, b = o["odc-stats vs round2"], o["odc-ndvi vs round2"]
         lg = o["large_graph"]
         lines.append(
@@ -394,9 +396,10 @@ def cost_tables(model: dict[str, Any], ctx: dict[str, dict[str, Any]]) -> list[s
             "|---|---:|---:|---:|---:|",
         ]
         for name, r in gw.items():
+            per = r.get("task_thread_s_per_worker")
+            busy = ", ".join(f"{v:.1f}" for v in per.values()) if isinstance(per, dict) else _f(per)
             lines.append(
-                f"| {name} | {r['tasks']} | {r['wall_s']:.1f} | {r['tasks_per_min']:.1f} | "
-                f"{_f(r.get('task_thread_s_per_worker'))} |"
+                f"| {name} | {r['tasks']} | {r['wall_s']:.1f} | {r['tasks_per_min']:.1f} | {busy} |"
             )
     return lines
 
