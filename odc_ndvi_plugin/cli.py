@@ -507,6 +507,12 @@ def check_config_command(config_path: str, products: tuple[str, ...], verbose: b
         names = list(products) or _split_products(_read_yaml(config_path, "run config"))
         if names:
             _check_products(plugin, names, required=bool(products))
+        else:  # a run config names no input product: say what was not checked
+            click.echo(
+                "note: band names not checked against an input product "
+                "(give --product NAME with a configured datacube)",
+                err=True,
+            )
     click.echo(f"ok: {cfg.plugin} -> bands {', '.join(plugin.measurements)}")
 
 

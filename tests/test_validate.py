@@ -158,3 +158,17 @@ def test_check_config_refuses_what_it_said_ok_to(tmp_path, patch, message):
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(message), line
+
+
+def test_check_config_says_when_it_checked_no_band_against_a_product(tmp_path):
+    """A run config names no input product: check-config cannot know whether ``nir_band``
+    exists, and says so instead of a bare ``ok`` (``--product`` checks it)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(_run_config(plugin_config={"nir_band": "nir_bnd"})))
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: odc_ndvi_plugin.NDVISeasonal")
+    assert result.stderr.splitlines() == [
+        "note: band names not checked against an input product "
+        "(give --product NAME with a configured datacube)"
+    ]
