@@ -19,11 +19,13 @@ from .commit import (
     _CANCELLED_ATTEMPTS,
     STAGING_DIR,
     OutputAudit,
+    Store,
     _commit,
     _delete_s3_prefix,
     _remove_empty_dir,
     _stage,
     audit_outputs,
+    driver_store,
 )
 
 __all__ = ["AtomicCOGSink"]
@@ -51,6 +53,9 @@ class AtomicCOGSink(S3COGSink):
         self._location = ""
         self._commit_url = ""
         self._staged: list[tuple[str, str]] = []
+        #: URL scheme -> the store the runner's own checks use (one S3 client per run,
+        #: not one per task audited)
+        self._driver_stores: dict[str, Store] = {}
 
     def staging_url(self, location: str, attempt: str) -> str:
         return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
@@ -107,8 +112,15 @@ class AtomicCOGSink(S3COGSink):
     def audit(self, task: Task, *, verify: bool = False) -> OutputAudit:
         """Whether ``task`` is done: its STAC item exists and every file its ``.sha1`` and
         STAC item list is there (with ``verify``: and matches its ``.sha1`` digest)."""
+        item = self.uri(task)
+        scheme = urlparse(item).scheme
+        if scheme not in self._driver_stores:
+            self._driver_stores[scheme] = driver_store(item)
         return audit_outputs(
-            self.uri(task), task.metadata_path("absolute", ext="sha1"), verify=verify
+            item,
+            task.metadata_path("absolute", ext="sha1"),
+            verify=verify,
+            store=self._driver_stores[scheme],
         )
 
     def remove_staged(self, task: Task, attempt: str | None) -> None:
