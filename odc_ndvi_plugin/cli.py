@@ -370,6 +370,7 @@ def _run(
     if cfg.filedb:
         check_task_db(cfg.filedb)  # before a gateway cluster is paid for
     dataset_filters = extras.get("dataset_filters")
+    retry_count = DEFAULT_RETRIES if retries is None else retries
     if dryrun:
         _dry_run(NDVITaskRunner(cfg, verify=verify, incomplete=incomplete), tasks, dataset_filters)
         return
@@ -377,7 +378,7 @@ def _run(
     progress = TaskProgress(None)
     report = None
     if report_path:
-        report = RunReport(report_path, _report_header(cfg, config_path, from_sqs, retries))
+        report = RunReport(report_path, _report_header(cfg, config_path, from_sqs, retry_count))
         try:
             report.write(RunSummary(), "running")  # a report that cannot be written fails now
         except OSError as err:
@@ -402,7 +403,7 @@ def _run(
         dataset_filters=dataset_filters,
         apply_eodatasets3=bool(extras.get("apply_eodatasets3", False)),
         idle_timeout=idle_timeout,
-        retries=DEFAULT_RETRIES if retries is None else retries,
+        retries=retry_count,
         verify=verify,
         incomplete=incomplete,
         events=observer,
@@ -441,12 +442,11 @@ def _run(
         sys.exit(EXIT_FAILED)
 
 
-def _report_header(cfg: Any, config_path: str, from_sqs: str, retries: int | None) -> dict:
+def _report_header(cfg: Any, config_path: str, from_sqs: str, retries: int) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     from ._version import __version__
     from .ops.report import config_digest
-    from .ops.runner import DEFAULT_RETRIES
 
     try:
         odc_stats = version("odc-stats")
@@ -459,7 +459,7 @@ def _report_header(cfg: Any, config_path: str, from_sqs: str, retries: int | Non
         "product": {k: cfg.product.get(k) for k in ("name", "version")},
         "output_location": _redacted(cfg.output_location),
         "task_source": f"sqs:{from_sqs}" if from_sqs else cfg.filedb,
-        "retries": DEFAULT_RETRIES if retries is None else retries,
+        "retries": retries,
         "versions": {"odc-ndvi-plugin": __version__, "odc-stats": odc_stats},
     }
 
@@ -482,12 +482,13 @@ def _dry_run(runner: Any, tasks: list[str], dataset_filters: str | None) -> None
     click.echo(f"{sum(tally.values())} task(s): {counts or 'none'}", err=True)
 
 
-def _config_and_plugin(config_path: str) -> tuple[Any, Any]:
-    """Validated run config and its plugin instance."""
+def _config_and_plugin(config_path: str) -> tuple[dict[str, Any], Any, Any]:
+    """The run config file's mapping, the validated run config and its plugin instance."""
     from .ops.runner import load_run_config
 
-    cfg, _ = load_run_config(_read_yaml(config_path, "run config"))
-    return cfg, _plugin_of(cfg, config_path)
+    doc = _read_yaml(config_path, "run config")
+    cfg, _ = load_run_config(doc)
+    return doc, cfg, _plugin_of(cfg, config_path)
 
 
 @main.command("check-config")
@@ -503,8 +504,8 @@ def _config_and_plugin(config_path: str) -> tuple[Any, Any]:
 def check_config_command(config_path: str, products: tuple[str, ...], verbose: bool) -> None:
     """Validate a run config and its plugin_config without running anything."""
     with _errors(verbose):
-        cfg, plugin = _config_and_plugin(config_path)
-        names = list(products) or _split_products(_read_yaml(config_path, "run config"))
+        doc, cfg, plugin = _config_and_plugin(config_path)
+        names = list(products) or _split_products(doc)
         if names:
             _check_products(plugin, names, required=bool(products))
         else:  # a run config names no input product: say what was not checked
@@ -567,14 +568,14 @@ def product_definition_command(config_path: str, grid: str | None, verbose: bool
     from .product import dump_product_definition, output_product_definition
 
     with _errors(verbose):
-        cfg, plugin = _config_and_plugin(config_path)
+        doc, cfg, plugin = _config_and_plugin(config_path)
         if not isinstance(plugin, NDVISeasonal):
             raise ConfigError(
                 f"run config {config_path!r}: plugin",
                 f"{cfg.plugin!r} is not odc_ndvi_plugin.NDVISeasonal; product-definition "
                 f"describes the outputs of this plugin only",
             )
-        grid = grid or _read_yaml(config_path, "run config").get("grid")
+        grid = grid or doc.get("grid")
         text = dump_product_definition(output_product_definition(plugin, cfg.product, grid=grid))
     click.echo(text, nl=False)
 
