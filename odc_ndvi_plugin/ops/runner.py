@@ -60,7 +60,6 @@ __all__ = [
     "NDVITaskRunner",
     "RunSummary",
     "load_run_config",
-    "sigterm_as_interrupt",
     "sweep_stale_staging",
 ]
 
@@ -71,9 +70,6 @@ DEFAULT_RETRIES = 2
 #: what happens to a task with a STAC item whose files are not all there: ``redo``
 #: computes it again, ``report`` only reports it (status ``incomplete``, exit status 1)
 INCOMPLETE_POLICIES = ("redo", "report")
-
-#: Ctrl-C and SIGTERM both raise KeyboardInterrupt (Kubernetes stops pods with SIGTERM)
-sigterm_as_interrupt = interrupts_raise
 
 
 @dataclass
