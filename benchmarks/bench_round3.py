@@ -288,15 +288,15 @@ def _close(client: Any) -> None:
         cluster.close()
 
 
-def _child_tutorial(ctx: dict[str, Any], size: str, n_tiles: int) -> dict[str, Any]:
-    """bench_pipeline's case ``a`` (the tutorial, verbatim) on the first ``n_tiles`` tiles,
-    one after the other on one LocalCluster (1 worker, THREADS threads)."""
+def _timed_tiles(ctx: dict[str, Any], size: str, n_tiles: int, case: Any) -> dict[str, Any]:
+    """``case(tile_ctx, client)`` on the first ``n_tiles`` tiles, one after the other on one
+    LocalCluster (1 worker, THREADS threads): wall, CPU and bytes read of each."""
     client = bp._client(ctx["threads"])
     tiles = []
     try:
         for tile in ctx["sizes"][size][:n_tiles]:
             w0, c0, r0 = time.perf_counter(), time.process_time(), _rchar()
-            info = bp._case_a({"usgs_c2": tile}, client)
+            info = case(tile, client)
             tiles.append(
                 {
                     "task": tile["task"],
@@ -309,29 +309,19 @@ def _child_tutorial(ctx: dict[str, Any], size: str, n_tiles: int) -> dict[str, A
     finally:
         _close(client)
     return {"tiles": tiles}
+
+
+def _child_tutorial(ctx: dict[str, Any], size: str, n_tiles: int) -> dict[str, Any]:
+    """bench_pipeline's case ``a`` (the tutorial, verbatim)."""
+    return _timed_tiles(ctx, size, n_tiles, lambda t, c: bp._case_a({"usgs_c2": t}, c))
 
 
 def _child_floor(ctx: dict[str, Any], size: str, n_tiles: int) -> dict[str, Any]:
     """bench_pipeline's case ``c`` (the loader's graph and reads, summed: no NDVI, no
-    reduction, no output) on the first ``n_tiles`` tiles, one after the other."""
-    client = bp._client(ctx["threads"])
-    tiles = []
-    try:
-        for tile in ctx["sizes"][size][:n_tiles]:
-            w0, c0, r0 = time.perf_counter(), time.process_time(), _rchar()
-            info = bp._case_c({"usgs_c2": tile, "chunks": None}, client)
-            tiles.append(
-                {
-                    "task": tile["task"],
-                    "wall_s": time.perf_counter() - w0,
-                    "cpu_s": time.process_time() - c0,
-                    "rchar_bytes": _rchar() - r0,
-                    "info": info,
-                }
-            )
-    finally:
-        _close(client)
-    return {"tiles": tiles}
+    reduction, no output)."""
+    return _timed_tiles(
+        ctx, size, n_tiles, lambda t, c: bp._case_c({"usgs_c2": t, "chunks": None}, c)
+    )
 
 
 class _Timeline:
