@@ -608,7 +608,11 @@ def open_gateway_cluster(
             cluster = _acquire(
                 gateway, cfg, where=where, deadline=deadline, started=started, state=state
             )
-            client = cluster.get_client(set_as_default=False)
+            # held until the client is ours: an interrupt inside get_client() would leave
+            # a connected Client that nothing closes, and at exit its __del__ waits 60 s
+            # on a cluster already shut down, then prints a traceback
+            with interrupts_deferred():
+                client = cluster.get_client(set_as_default=False)
             notes: list[str] = []
             _scale(cluster, cfg, notes)
             _wait_for_workers(
