@@ -616,6 +616,7 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
                     flavour=flavour,
                     overwrite=overwrite,
                     progress=click.echo,
+                    verbose=verbose,
                 )
         except KeyboardInterrupt:
             click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
