@@ -199,8 +199,17 @@ def _refuse(condition: bool, message: str) -> None:
     default=None,
     help="Tasks computed at once (default 1 local, 2 x workers on a gateway).",
 )
-@click.option("--threads", type=int, help="Local dask threads (default: all cores).")
-@click.option("--memory-limit", help="Local dask memory limit, e.g. 4GiB.")
+@click.option(
+    "--threads",
+    type=int,
+    help="Local dask threads (default: the container's CPU limit, cgroup v2 or v1; else all "
+    "cores). -v logs the choice and where it came from.",
+)
+@click.option(
+    "--memory-limit",
+    help="Local dask memory limit, e.g. 4GiB (default: the container's memory limit; else "
+    "the host's memory less 1 GiB).",
+)
 @click.option(
     "--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist."
 )
@@ -626,6 +635,7 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
                     flavour=flavour,
                     overwrite=overwrite,
                     progress=click.echo,
+                    verbose=verbose,
                 )
         except KeyboardInterrupt:
             click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
@@ -649,7 +659,8 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
     "--band",
     default="ndvi_mean",
     show_default=True,
-    help="Band, or stem of the seasonal bands (ndvi_mean -> ndvi_mean_djf, ...).",
+    help="Band, or stem of the seasonal bands (ndvi_mean -> ndvi_mean_djf, ...); "
+    "ndvi_anomaly and ndvi_std_anomaly draw on a diverging ramp centred on 0.",
 )
 @click.option(
     "--max-px",
