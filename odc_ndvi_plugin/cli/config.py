@@ -1,0 +1,128 @@
+"""``odc-ndvi check-config``, ``product-definition`` and ``init-config``: configs checked,
+described and written without running anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import one_line_errors, plugin_of, read_yaml, verbose_option
+
+__all__ = ["check_config_command", "init_config_command", "product_definition_command"]
+
+
+def _config_and_plugin(config_path: str) -> tuple[dict[str, Any], Any, Any]:
+    """The run config file's mapping, the validated run config and its plugin instance."""
+    from ..ops.runner import load_run_config
+
+    doc = read_yaml(config_path, "run config")
+    cfg, _ = load_run_config(doc)
+    return doc, cfg, plugin_of(cfg, config_path)
+
+
+@click.command("check-config")
+@click.argument("config_path")
+@click.option(
+    "--product",
+    "products",
+    multiple=True,
+    help="Also check the band names against this input product in the configured datacube "
+    "(repeatable; default: the file's input_products, when a datacube is reachable).",
+)
+@verbose_option
+@one_line_errors
+def check_config_command(config_path: str, products: tuple[str, ...]) -> None:
+    """Validate a run config and its plugin_config without running anything."""
+    doc, cfg, plugin = _config_and_plugin(config_path)
+    names = list(products) or _split_products(doc)
+    if names:
+        _check_products(plugin, names, required=bool(products))
+    else:  # a run config names no input product: say what was not checked
+        click.echo(
+            "note: band names not checked against an input product "
+            "(give --product NAME with a configured datacube)",
+            err=True,
+        )
+    click.echo(f"ok: {cfg.plugin} -> bands {', '.join(plugin.measurements)}")
+
+
+def _split_products(doc: dict[str, Any]) -> list[str]:
+    """Product names of a drop-in config's ``input_products`` (odc-stats' ``a-b`` union
+    and ``a+b`` fusion syntax; ODC product names have no ``-`` or ``+``)."""
+    import re
+
+    return [p for p in re.split(r"[-+]", str(doc.get("input_products") or "")) if p]
+
+
+def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
+    """The plugin's bands, flags and scaling against each product's definition in the
+    configured datacube; without one, a note (or, for --product, an error)."""
+    from .._redact import redact_text
+
+    try:
+        from datacube import Datacube
+
+        dc = Datacube(app="odc-ndvi-check-config")
+        found = {name: dc.index.products.get_by_name(name) for name in names}
+    except Exception as err:  # noqa: BLE001 - any connection/config failure
+        reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
+        if required:
+            raise RuntimeError(f"cannot check products {', '.join(names)}: {reason}") from err
+        click.echo(f"note: band names not checked against a datacube ({reason})", err=True)
+        return
+    from .._validate import ConfigError
+
+    for name, product in found.items():
+        if product is None:
+            raise ConfigError("input_products", f"{name!r} is not in the datacube")
+        try:
+            plugin.validate_product(product)
+        except ValueError as err:
+            raise ConfigError("", str(err)) from err
+    click.echo(f"checked against the datacube: {', '.join(names)}")
+
+
+@click.command("product-definition")
+@click.argument("config_path")
+@click.option(
+    "--grid",
+    help="The save-tasks grid (au-30, africa-30, 'epsg:3577;30;512'...) for the definition's "
+    "load section (default: the config's own grid key, if it has one).",
+)
+@verbose_option
+@one_line_errors
+def product_definition_command(config_path: str, grid: str | None) -> None:
+    """Print the output product definition (eo3 YAML) for a run config."""
+    from .._validate import ConfigError
+    from ..plugin import NDVISeasonal
+    from ..product import dump_product_definition, output_product_definition
+
+    doc, cfg, plugin = _config_and_plugin(config_path)
+    if not isinstance(plugin, NDVISeasonal):
+        raise ConfigError(
+            f"run config {config_path!r}: plugin",
+            f"{cfg.plugin!r} is not odc_ndvi_plugin.NDVISeasonal; product-definition "
+            f"describes the outputs of this plugin only",
+        )
+    grid = grid or doc.get("grid")
+    text = dump_product_definition(output_product_definition(plugin, cfg.product, grid=grid))
+    click.echo(text, nl=False)
+
+
+@click.command("init-config")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace files that exist (default: keep them).")
+@verbose_option
+@one_line_errors
+def init_config_command(directory: str, overwrite: bool) -> None:
+    """Write the shipped configs into DIRECTORY to start from: run and save-tasks configs,
+    drop-in examples for DEA, DE Africa and USGS C2, product definitions, the gateway
+    cluster options and the Kubernetes Jobs."""
+    from .._shipped import init_config
+
+    written, kept = init_config(Path(directory), overwrite=overwrite)
+    click.echo(f"{len(written)} file(s) written to {directory}")
+    if kept:
+        click.echo(f"{len(kept)} existing file(s) kept (--overwrite replaces them)")
