@@ -67,7 +67,7 @@ def test_check_config_names_the_bad_key(tmp_path, patch, message):
 
 
 def test_unwritable_output_location_fails_before_any_work(tmp_path):
-    from odc_ndvi_plugin.ops.runner import check_output_location
+    from odc_ndvi_plugin.ops.session import check_output_location
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")

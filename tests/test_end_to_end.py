@@ -309,7 +309,8 @@ def test_outputs_carry_the_configs_identity_and_never_deas(usgs, year_run):
 def _run_ours(config: Path, db: Path, out: Path, plugin_config=None, **overrides):
     """Our runner (odc-stats' TaskRunner subclass) in-process, as `odc-ndvi run` does;
     ``plugin_config`` is merged into the config's, as odc-stats' ``--plugin-config`` is."""
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
 
     mapping = yaml.safe_load(config.read_text())
     mapping["plugin_config"] = {**mapping.get("plugin_config", {}), **(plugin_config or {})}

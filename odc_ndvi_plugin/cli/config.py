@@ -15,7 +15,7 @@ __all__ = ["check_config_command", "init_config_command", "product_definition_co
 
 def _config_and_plugin(config_path: str) -> tuple[dict[str, Any], Any, Any]:
     """The run config file's mapping, the validated run config and its plugin instance."""
-    from ..ops.runner import load_run_config
+    from ..ops.runconfig import load_run_config
 
     doc = read_yaml(config_path, "run config")
     cfg, _ = load_run_config(doc)

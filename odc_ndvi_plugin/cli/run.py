@@ -214,7 +214,9 @@ def run_command(verbose: bool, **params: Any) -> None:
 
 def _run(options: RunOptions) -> None:
     from ..ops.report import RunObserver, RunReport, RunSummary, TaskProgress
-    from ..ops.runner import DEFAULT_RETRIES, NDVITaskRunner, execute, load_run_config
+    from ..ops.runconfig import load_run_config
+    from ..ops.runner import DEFAULT_RETRIES, NDVITaskRunner
+    from ..ops.session import execute
     from ..ops.taskdb import check_task_db
 
     o = options

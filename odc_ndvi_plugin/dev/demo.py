@@ -26,7 +26,9 @@ import rasterio
 import yaml
 
 from .._shipped import cfg_dir
-from ..ops.runner import RunSummary, execute, load_run_config
+from ..ops.report import RunSummary
+from ..ops.runconfig import load_run_config
+from ..ops.session import execute
 
 if TYPE_CHECKING:
     from .index import DatacubeEnv
