@@ -65,8 +65,8 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, polygon
 
-from .._shipped import cfg_dir
-from ..presets import PRESETS
+from ..._shipped import cfg_dir
+from ...presets import PRESETS
 
 __all__ = [
     "Archive",
@@ -1516,7 +1516,7 @@ def _parse_tiles(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] |
 
 
 def _parse_date(_ctx: Any, param: Any, value: str | None) -> dt.date | None:
-    from .._validate import ConfigError, check_date
+    from ..._validate import ConfigError, check_date
 
     if value is None:
         return None
