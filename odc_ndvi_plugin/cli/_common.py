@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import click
 import yaml
 
+from ..errors import EXIT_FAILED, EXIT_USAGE
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -31,8 +33,6 @@ __all__ = [
     "verbose_param",
 ]
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,8 +59,10 @@ def one_line(text: str) -> str:
 @contextlib.contextmanager
 def errors(verbose: bool) -> Iterator[None]:
     """Exceptions of a command as one-line :class:`CommandError` s (``verbose``: after
-    the traceback): configuration errors exit 2, everything else 1."""
-    from .._validate import ConfigError
+    the traceback). The package's own errors (:class:`~odc_ndvi_plugin.errors.NDVIPluginError`)
+    are their message, with their exit status (2: usage or configuration, 1: the work
+    failed); anything else is a bug, and the line says so."""
+    from ..errors import NDVIPluginError
 
     try:
         yield
@@ -69,15 +71,10 @@ def errors(verbose: bool) -> Iterator[None]:
     except Exception as err:  # noqa: BLE001 - every error becomes one line
         if verbose:
             click.echo(redacted(traceback.format_exc()).rstrip(), err=True)
-        if isinstance(err, ConfigError):
-            raise CommandError(str(err), EXIT_USAGE) from err
-        # errors raised with a message for users; others get their type and a hint
-        known = (ValueError, TimeoutError, PermissionError, ConnectionError, LookupError)
-        if isinstance(err, known + (RuntimeError,)) and str(err):
-            text = str(err)
-        else:
-            text = f"{type(err).__name__}: {err}" + ("" if verbose else " (-v: traceback)")
-        raise CommandError(text, EXIT_FAILED) from err
+        if isinstance(err, NDVIPluginError):
+            raise CommandError(str(err), err.exit_code) from err
+        text = f"unexpected error (a bug, please report it): {type(err).__name__}: {err}"
+        raise CommandError(text + ("" if verbose else " (-v: traceback)"), EXIT_FAILED) from err
 
 
 _VERBOSE: dict[str, Any] = {"is_flag": True, "help": "Log progress details; tracebacks on errors."}
@@ -109,7 +106,7 @@ def one_line_errors(fn: F) -> F:
 
 
 def read_yaml(path: str, what: str) -> dict[str, Any]:
-    from .._validate import ConfigError
+    from ..errors import ConfigError
 
     try:
         doc = yaml.safe_load(Path(path).read_text())
@@ -139,7 +136,7 @@ def plugin_of(cfg: Any, config_path: str) -> Any:
     ``plugin_config`` it refuses is a configuration error naming the key."""
     from odc.stats.plugins import resolve
 
-    from .._validate import ConfigError
+    from ..errors import ConfigError
 
     try:
         make = resolve(cfg.plugin)

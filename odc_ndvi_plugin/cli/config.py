@@ -60,6 +60,7 @@ def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
     """The plugin's bands, flags and scaling against each product's definition in the
     configured datacube; without one, a note (or, for --product, an error)."""
     from .._redact import redact_text
+    from ..errors import DatacubeUnavailable
 
     try:
         from datacube import Datacube
@@ -69,10 +70,12 @@ def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
     except Exception as err:  # noqa: BLE001 - any connection/config failure
         reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
         if required:
-            raise RuntimeError(f"cannot check products {', '.join(names)}: {reason}") from err
+            raise DatacubeUnavailable(
+                f"cannot check products {', '.join(names)}: {reason}"
+            ) from err
         click.echo(f"note: band names not checked against a datacube ({reason})", err=True)
         return
-    from .._validate import ConfigError
+    from ..errors import ConfigError
 
     for name, product in found.items():
         if product is None:
@@ -95,7 +98,7 @@ def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
 @one_line_errors
 def product_definition_command(config_path: str, grid: str | None) -> None:
     """Print the output product definition (eo3 YAML) for a run config."""
-    from .._validate import ConfigError
+    from ..errors import ConfigError
     from ..plugin import NDVISeasonal
     from ..product import dump_product_definition, output_product_definition
 

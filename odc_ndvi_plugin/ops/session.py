@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
+from ..errors import OutputLocationError
 from .commit import sweep_stale_staging
 from .limits import DaskSizing
 from .report import AllEvents, ProgressLines, RunEvents, RunSummary
@@ -148,7 +149,9 @@ def check_output_location(location: str) -> None:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as err:
-            raise ValueError(f"output_location {location!r} is not writable: {err}") from err
+            raise OutputLocationError(
+                f"output_location {location!r} is not writable: {err}"
+            ) from err
     elif parsed.scheme == "s3":
         import boto3
 
@@ -158,7 +161,9 @@ def check_output_location(location: str) -> None:
             s3.put_object(Bucket=parsed.netloc, Key=key, Body=b"")
             s3.delete_object(Bucket=parsed.netloc, Key=key)
         except Exception as err:  # noqa: BLE001 - any failure means "cannot write there"
-            raise ValueError(f"output_location {location!r} is not writable: {err}") from err
+            raise OutputLocationError(
+                f"output_location {location!r} is not writable: {err}"
+            ) from err
 
 
 def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:

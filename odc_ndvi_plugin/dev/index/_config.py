@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..._redact import redact_url
+from ...errors import NDVIPluginError
 
 if TYPE_CHECKING:
     from datacube import Datacube
@@ -56,7 +57,7 @@ _CONFLICTING_VARS = frozenset(
 )
 
 
-class DatacubeConfigError(RuntimeError):
+class DatacubeConfigError(NDVIPluginError, RuntimeError):
     """The user's datacube configuration is set but unusable."""
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     pass
 
+from ...errors import NDVIPluginError
 from ._config import _APP, DatacubeEnv, find_user_datacube
 from ._postgres import embedded_postgres
 
@@ -24,7 +25,7 @@ _LOG = logging.getLogger(__name__)
 _MAX_REPORTED = 20  # problems listed in one IndexingError
 
 
-class IndexingError(RuntimeError):
+class IndexingError(NDVIPluginError, RuntimeError):
     """A product or dataset document could not be added; the message names the file(s)."""
 
 

@@ -27,6 +27,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     import psycopg2.extensions
 
+from ...errors import NDVIPluginError
 from ._config import DEFAULT_ENV_NAME, DatacubeEnv
 
 _LOG = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _MAX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _DB_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-class EmbeddedPostgresError(RuntimeError):
+class EmbeddedPostgresError(NDVIPluginError, RuntimeError):
     """The embedded PostgreSQL server could not be initialised, started or stopped."""
 
 

@@ -25,7 +25,8 @@ def _parse_tiles(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] |
 
 
 def _parse_date(_ctx: Any, param: Any, value: str | None) -> dt.date | None:
-    from ..._validate import ConfigError, check_date
+    from ..._validate import check_date
+    from ...errors import ConfigError
 
     if value is None:
         return None
