@@ -9,7 +9,8 @@ parallel, as soon as their band is reduced (a season's bands as soon as its last
 observation is folded), and the graph carries no data.
 
 ``odc-ndvi run``'s sink uses it; for plain ``odc-stats run`` the plugin installs it on
-odc-stats' sink (:func:`encode_cogs_on_workers`), which writes the same files.
+odc-stats' sink when the run starts (:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers`,
+re-exported here), which writes the same files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ import dask
 import xarray as xr
 
 from ._portable import travels
+
+
+def encode_cogs_on_workers() -> bool:
+    """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
+    other touch of odc-stats' private parts)."""
+    from ._compat import encode_cogs_on_workers as patch
+
+    return patch()
+
 
 __all__ = ["delayed_ds_to_cog", "encode_cogs_on_workers"]
 
@@ -44,25 +54,3 @@ def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[
         cog = dask.delayed(_to_cog, pure=True)(dv, **sink.cog_opts(str(band)))
         out.append(sink._write_blob(cog, url, ContentType="image/tiff"))
     return out
-
-
-def encode_cogs_on_workers() -> bool:
-    """Make odc-stats' own sink encode on the workers (once per process). Only odc-stats'
-    original method is replaced, so another patch or a newer odc-stats is left alone;
-    returns whether the sink now encodes on the workers."""
-    from odc.stats.io import S3COGSink
-
-    current = S3COGSink.__dict__.get("_ds_to_cog")
-    if getattr(current, "__wrapped_by_odc_ndvi__", False):
-        return True
-    if getattr(current, "__module__", None) != "odc.stats.io":
-        _log.info("odc-stats' COG sink is not the one this plugin knows: left as it is")
-        return False
-
-    def _ds_to_cog(self: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-        return delayed_ds_to_cog(self, ds, paths)
-
-    _ds_to_cog.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
-    _ds_to_cog.__doc__ = delayed_ds_to_cog.__doc__
-    S3COGSink._ds_to_cog = _ds_to_cog
-    return True

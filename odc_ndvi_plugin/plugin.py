@@ -15,11 +15,9 @@ import numpy as np
 import xarray as xr
 from datacube.model import Dataset, Product
 from odc.geo.geobox import GeoBox
-from odc.stats.plugins._base import StatsPluginInterface
-from odc.stats.plugins._registry import register
 
+from ._compat import StatsPluginInterface, encode_cogs_on_workers, register
 from ._version import __version__
-from .cogs import encode_cogs_on_workers
 from .config import NDVIConfig
 from .inputs import product_inputs
 from .load import load_by_crs, load_ndvi_direct, native_ndvi
@@ -49,8 +47,20 @@ class NDVISeasonal(StatsPluginInterface):
             measurements=cfg.measurements,
         )
         self._inputs: dict[str, NDVIInputs] = {}
-        # plain odc-stats run: bands encoded on the workers, no data inside the graph
+
+    # -- a run starting -------------------------------------------------------------
+    @property
+    def dask_worker_plugin(self) -> Any:
+        """What the run's dask workers need from the plugin (nothing). odc-stats' runner
+        asks when it starts its cluster, i.e. when a plain ``odc-stats run`` starts: its
+        COG sink is then made to encode bands on the workers (see :mod:`._compat`); a
+        notebook or ``check-config`` never asks, and leaves odc-stats as it is."""
         encode_cogs_on_workers()
+        return self._dask_worker_plugin
+
+    @dask_worker_plugin.setter
+    def dask_worker_plugin(self, value: Any) -> None:
+        self._dask_worker_plugin = value
 
     # -- products -------------------------------------------------------------------
     def ndvi_inputs(self, product: Product) -> NDVIInputs:

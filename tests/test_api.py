@@ -146,6 +146,14 @@ def test_lazy_result_is_lazy_and_has_the_plugins_bands(lazy, region):
         np.testing.assert_equal(arr.attrs["nodata"], band.nodata)
 
 
+def test_the_notebook_call_leaves_odc_stats_unpatched(computed):
+    """Only a run starting patches odc-stats' sink (see odc_ndvi_plugin._compat); the
+    notebook call, its plugin and its computation in this process leave it as it is."""
+    from odc_ndvi_plugin._compat import cogs_encoded_on_workers
+
+    assert computed is not None and not cogs_encoded_on_workers()
+
+
 def test_equals_the_batch_outputs_pixel_for_pixel(computed, batch, region):
     for band in computed.data_vars:
         want, nodata = _batch_band(batch, band, region.request)

@@ -397,8 +397,9 @@ class NDVITaskRunner(TaskRunner):
     def planned(self, tasks: list[str] | None = None) -> list[str]:
         """Locations of the tasks a task-db run of ``tasks`` (ids, indices or slices as
         ``odc-stats run``; empty = all) will do, in order, without loading them."""
-        from odc.stats._cli_common import parse_all_tasks
         from odc.stats.model import DateTimeRange
+
+        from .._compat import parse_all_tasks
 
         tiles = parse_all_tasks(list(tasks), self.rdr.all_tiles) if tasks else self.rdr.all_tiles
         return [
