@@ -324,9 +324,9 @@ def output_geobox(
             raise ValueError("give geopolygon= or x=/y= (lon=/lat=, crs=), not both")
         region = geopolygon
     else:
-        from datacube.index._spatial import extract_geom_from_query
+        from datacube.api.query import Query  # dc.load's own reading of the region
 
-        region = extract_geom_from_query(**query, **({"crs": xy} if xy is not None else {}))
+        region = Query(**query, **({"crs": xy} if xy is not None else {})).geopolygon
     if region is None:
         raise ValueError(
             "give a region: x=/y= (longitude/latitude, or in crs=), lon=/lat=, geopolygon=, "
