@@ -43,8 +43,8 @@ from odc_ndvi_plugin.dev.index import add_products, index_datasets
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR, REPO
 from tests.fixtures.archives import add_and_index, index_with_year_tasks
-from tests.lines import CLI, child_env
-from tests.truth import CLEAR_RULES, nan_stat, truth_days
+from tests.helpers.lines import CLI, child_env
+from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = pytest.mark.integration
 

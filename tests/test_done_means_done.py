@@ -21,8 +21,8 @@ from distributed.scheduler import KilledWorker
 from odc_ndvi_plugin._transient import retry_reason
 from odc_ndvi_plugin.cli import main
 from odc_ndvi_plugin.load import InputReadError
-from tests.lines import LineReader
-from tests.ops_bench import (
+from tests.helpers.lines import LineReader
+from tests.helpers.ops_bench import (
     PERIODS,
     SEASONAL_RUN,
     files_in,

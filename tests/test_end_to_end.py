@@ -6,7 +6,7 @@ The archives carry the generator's hard cases (tests/fixtures/archives.py ``HARD
 overlapping scenes of a day disagree, red/NIR is nodata under clear mask values, and three
 solar dates are the first of a season whose UTC date is in the season before. So the
 documented rules (first clear value of a day wins, band nodata is never clear, seasons by
-solar date; tests/truth.py) decide the expected values, and ``min_clear`` is 2 in the runs
+solar date; tests/helpers/truth.py) decide the expected values, and ``min_clear`` is 2 in the runs
 of the USGS archive.
 """
 
@@ -28,7 +28,7 @@ from odc_ndvi_plugin.dev.index import add_products
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import HARD_CASES, index_with_year_tasks
-from tests.truth import (
+from tests.helpers.truth import (
     CLEAR_RULES,
     disagreeing_overlap_pixels,
     flag_clear_band_nodata_pixels,

@@ -42,7 +42,7 @@ from odc_ndvi_plugin.ops.runconfig import load_run_config
 from odc_ndvi_plugin.ops.session import execute
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import index_with_year_tasks
-from tests.lines import CLI, LineReader, child_env, wait_until
+from tests.helpers.lines import CLI, LineReader, child_env, wait_until
 
 pytestmark = pytest.mark.servers
 

@@ -52,7 +52,7 @@ from odc_ndvi_plugin.dev.synthetic import (
     generate_archive,
 )
 from tests.fixtures.archives import index_with_year_tasks
-from tests.lines import LineReader
+from tests.helpers.lines import LineReader
 
 REPO = Path(__file__).resolve().parent.parent
 CFG_DIR = REPO / "cfg"

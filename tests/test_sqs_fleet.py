@@ -29,7 +29,7 @@ from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.lines import LineReader, wait_until
+from tests.helpers.lines import LineReader, wait_until
 
 pytestmark = pytest.mark.servers
 
