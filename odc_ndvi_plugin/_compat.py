@@ -11,19 +11,22 @@ private modules, and why:
 * ``odc.stats._sqs.SQSWorkToken``: the lease of an SQS message, as odc-stats renews it;
 * ``odc.algo._masking.mask_cleanup_np``: the bad-pixel mask clean-up odc-stats' own
   plugins apply (``mask_filters``);
-* the one patch: ``S3COGSink._ds_to_cog`` made to encode each band on the workers
+* two patches of ``S3COGSink``: ``_ds_to_cog`` made to encode each band on the workers
   (:func:`encode_cogs_on_workers`; odc-stats' own encodes in the client, band after band,
-  and ships the bytes inside the graph). ``odc-ndvi run``'s sink (``ops/sink.py``) does
-  this by subclassing and needs no patch.
+  and ships the bytes inside the graph; ``odc-ndvi run``'s sink does this by subclassing),
+  and, in anomaly mode, ``dump_with_pystac`` made to name the baseline in the STAC item
+  (:func:`name_baselines_in_stac_items`; odc-stats renders the item from the task alone).
 
-When the patch is applied: when a run starts, never when a plugin object is made (a
+When the patches are applied: when a run starts, never when a plugin object is made (a
 notebook's ``seasonal_ndvi`` and ``odc-ndvi check-config`` make plugins and leave
 odc-stats alone). For plain ``odc-stats run`` the plugin is made inside odc-stats'
 ``TaskRunner``; the first thing of a run that reaches the plugin and only a run does is
 the runner starting its dask cluster, which asks the plugin for its
 ``dask_worker_plugin`` (odc-stats 1.9 ``TaskRunner._init_dask``). That is before the
 first task's graph and before the sink encodes anything, so ``NDVISeasonal`` applies the
-patch there (:meth:`~odc_ndvi_plugin.plugin.NDVISeasonal.dask_worker_plugin`).
+patches there (:meth:`~odc_ndvi_plugin.plugin.NDVISeasonal.dask_worker_plugin` calls
+:meth:`~odc_ndvi_plugin.plugin.NDVISeasonal.run_starting`); ``odc-ndvi run``'s session
+calls ``run_starting`` itself.
 
 An odc-stats outside 1.9.x gets one warning: these names may have moved, and the patch
 is then not applied (odc-stats' own encoding is used).
@@ -45,6 +48,7 @@ __all__ = [
     "StatsPluginInterface",
     "encode_cogs_on_workers",
     "mask_cleanup",
+    "name_baselines_in_stac_items",
     "odc_stats_supported",
     "parse_all_tasks",
     "register",
@@ -121,6 +125,35 @@ def encode_cogs_on_workers() -> bool:
     _ds_to_cog.__doc__ = delayed_ds_to_cog.__doc__
     S3COGSink._ds_to_cog = _ds_to_cog
     _log.info("odc-stats' COG sink now encodes bands on the dask workers")
+    return True
+
+
+def name_baselines_in_stac_items() -> bool:
+    """Make odc-stats' sink (and ours, a subclass) add the baseline of an anomaly task to
+    the STAC item it renders: the reduced Dataset carries it in ``attrs`` (odc-stats hands
+    ``dump`` that Dataset, and renders the item from the task alone). Once per process;
+    only odc-stats' own method is wrapped."""
+    from odc.stats.io import S3COGSink
+
+    from .baseline import BASELINE_ATTR
+    from .cogs import with_baseline
+
+    current = S3COGSink.__dict__.get("dump_with_pystac")
+    if getattr(current, "__wrapped_by_odc_ndvi__", False):
+        return True
+    if not odc_stats_supported() or getattr(current, "__module__", None) != "odc.stats.io":
+        _log.info("odc-stats' STAC rendering is not the one this plugin knows: left as it is")
+        return False
+    original = current
+
+    def dump_with_pystac(self: Any, task: Any, proc: Any, ds: Any, aux: Any = None):
+        baseline = ds.attrs.get(BASELINE_ATTR)
+        if baseline:
+            task = with_baseline(task, baseline)
+        return original(self, task, proc, ds, aux)
+
+    dump_with_pystac.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
+    S3COGSink.dump_with_pystac = dump_with_pystac
     return True
 
 

@@ -9,8 +9,8 @@ parallel, as soon as their band is reduced (a season's bands as soon as its last
 observation is folded), and the graph carries no data.
 
 ``odc-ndvi run``'s sink uses it; for plain ``odc-stats run`` the plugin installs it on
-odc-stats' sink when the run starts (:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers`,
-re-exported here), which writes the same files.
+odc-stats' sink when the run starts (:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers`),
+which writes the same files.
 """
 
 from __future__ import annotations
@@ -23,16 +23,13 @@ import xarray as xr
 
 from ._portable import travels
 
-
-def encode_cogs_on_workers() -> bool:
-    """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
-    other touch of odc-stats' private parts)."""
-    from ._compat import encode_cogs_on_workers as patch
-
-    return patch()
-
-
-__all__ = ["delayed_ds_to_cog", "encode_cogs_on_workers"]
+__all__ = [
+    "add_baseline_lineage",
+    "delayed_ds_to_cog",
+    "encode_cogs_on_workers",
+    "name_baselines_in_stac_items",
+    "with_baseline",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -53,4 +50,50 @@ def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[
             raise ValueError(f"No path for band: '{band}'")
         cog = dask.delayed(_to_cog, pure=True)(dv, **sink.cog_opts(str(band)))
         out.append(sink._write_blob(cog, url, ContentType="image/tiff"))
+    return out
+
+
+def encode_cogs_on_workers() -> bool:
+    """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
+    other touch of odc-stats' private parts)."""
+    from ._compat import encode_cogs_on_workers as patch
+
+    return patch()
+
+
+def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict[str, Any]:
+    """An anomaly's STAC item names its baseline: a ``derived_from`` link to the baseline
+    item (titled with its id) and the property ``odc_ndvi:baseline`` = ``{id, href}``.
+    (Not in ``odc:lineage``: indexing would then need the baseline indexed too.)"""
+    meta.setdefault("properties", {})["odc_ndvi:baseline"] = dict(baseline)
+    meta.setdefault("links", []).append(
+        {
+            "rel": "derived_from",
+            "href": baseline["href"],
+            "type": "application/json",
+            "title": f"baseline {baseline['id']}",
+        }
+    )
+    return meta
+
+
+def name_baselines_in_stac_items() -> bool:
+    """:func:`odc_ndvi_plugin._compat.name_baselines_in_stac_items` (moved there with
+    every other touch of odc-stats' private parts)."""
+    from ._compat import name_baselines_in_stac_items as patch
+
+    return patch()
+
+
+def with_baseline(task: Any, baseline: dict[str, str]) -> Any:
+    """A copy of ``task`` whose ``render_metadata`` adds ``baseline``."""
+    import copy
+
+    out = copy.copy(task)
+    render = type(task).render_metadata
+
+    def render_metadata(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return add_baseline_lineage(render(out, *args, **kwargs), baseline)
+
+    out.render_metadata = render_metadata
     return out

@@ -458,6 +458,9 @@ class NDVITaskRunner(TaskRunner):
         one whose outputs cannot be checked or graph built comes back as its result, its
         message done or released."""
         redo = ""
+        problem = task_period_problem(self.proc, task.time_range.short)
+        if problem is not None:
+            return self._fail_early(task, ValueError(f"task {task.location}: {problem}"))
         if not self._cfg.overwrite:
             try:
                 audit = self.sink.audit(task, verify=self.verify)
@@ -595,6 +598,13 @@ def _close_task_db(rdr: Any) -> None:
     cache = getattr(rdr, "_dscache", None)
     if hasattr(cache, "close"):  # a DatasetCache (a str placeholder before any SQS message)
         cache.close()
+
+
+def task_period_problem(proc: Any, period: str) -> str | None:
+    """What the plugin says about a task's period (climatology/anomaly modes need whole
+    blocks / one season; odc-stats does not hand the plugin the period, so the runner asks)."""
+    check = getattr(proc, "period_problem", None)
+    return None if check is None else check(period)
 
 
 #: set-up that moved to :mod:`.session`, still importable from here (old import paths)

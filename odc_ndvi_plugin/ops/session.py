@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
-from ..errors import OutputLocationError
+from ..errors import ConfigError, OutputLocationError
 from .commit import sweep_stale_staging
 from .limits import DaskSizing
 from .report import AllEvents, ProgressLines, RunEvents, RunSummary
-from .runner import DEFAULT_RETRIES, NDVITaskRunner
+from .runner import DEFAULT_RETRIES, NDVITaskRunner, task_period_problem
 from .signals import interrupts_raise
 
 __all__ = [
@@ -173,6 +173,11 @@ def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
     sweep_stale_staging(runner.product.location)
     if from_sqs:
         return
+    for period in sorted({tile[0] for tile in runner.rdr.all_tiles}):
+        problem = task_period_problem(runner.proc, period)
+        if problem is not None:
+            tile = next(t for t in runner.rdr.all_tiles if t[0] == period)
+            raise ConfigError(f"task {'/'.join(map(str, tile))} (period {period})", problem)
     validate = getattr(runner.proc, "validate_product", None)
     ds = first_dataset(runner.rdr)
     if validate is not None and ds is not None:
@@ -239,6 +244,9 @@ def execute(
     )
     local = None
     try:
+        starting = getattr(runner.proc, "run_starting", None)
+        if starting is not None:  # the plugin's part of a run starting (odc-stats patches)
+            starting()
         if on_runner is not None:
             on_runner(runner)
         if lines is not None and not from_sqs:

@@ -149,6 +149,11 @@ def _threshold(fraction: float) -> float:
     return NormalDist().inv_cdf(1.0 - fraction)
 
 
+def _in_window(rows: np.ndarray, cols: np.ndarray, r0: int, c0: int, r1: int, c1: int):
+    """Boolean (rows x cols) grid: inside rows [r0, r1) and cols [c0, c1)."""
+    return ((rows >= r0) & (rows < r1))[:, None] & ((cols >= c0) & (cols < c1))[None, :]
+
+
 def _date_fields(
     spec: ArchiveSpec, day: dt.date, rows: np.ndarray, cols: np.ndarray, static: _Static
 ) -> _DateFields:
@@ -168,7 +173,13 @@ def _date_fields(
         base_red[sel] = red0
         peak[sel] = a + b
     jitter = _hash_uniform(_key(seed, "sensor", day.toordinal()), rows, cols) - 0.5
-    ndvi = np.clip(ndvi + static.ndvi_offset + 0.02 * jitter, -0.6, 0.92)
+    ndvi = ndvi + static.ndvi_offset + 0.02 * jitter
+    for first, last, r0, c0, r1, c1, delta in spec.droughts:
+        if first <= day <= last:
+            ndvi = ndvi - delta * _in_window(rows, cols, r0, c0, r1, c1)
+    ndvi = np.clip(ndvi, -0.6, 0.92)
+    if spec.ndvi_gain != (1.0, 0.0):
+        ndvi = np.clip(spec.ndvi_gain[0] * ndvi + spec.ndvi_gain[1], -0.6, 0.95)
     red = base_red * static.red_factor * (1.0 + 1.2 * np.maximum(peak - ndvi, 0.0))
     nir = red * (1.0 + ndvi) / (1.0 - ndvi)
 
@@ -206,6 +217,14 @@ def _date_fields(
         cond[cloud > t_high - 0.5] = Condition.CLOUD_MEDIUM
         cond[cloud > t_high - 0.15] = Condition.CLOUD_DILATED_RING
         cond[cloud > t_high] = Condition.CLOUD_HIGH
+    for first, last, r0, c0, r1, c1 in spec.overcast:
+        if first <= day <= last:
+            overcast = _in_window(rows, cols, r0, c0, r1, c1)
+            cond[overcast] = Condition.CLOUD_HIGH
+            if cloud is None:
+                cloud = np.full(lc.shape, -np.inf)
+                t_high = 0.0
+            cloud = np.where(overcast, np.maximum(cloud, t_high + 0.3), cloud)
 
     # atmospheric effects follow the final condition
     sh = cond == Condition.SHADOW

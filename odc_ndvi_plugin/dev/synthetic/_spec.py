@@ -62,12 +62,31 @@ class ArchiveSpec:
     extra_dates: tuple[dt.date, ...] = ()
     #: every scene of a day has the same centre time (else 45 s per path, 24 s per row)
     simultaneous_scenes: bool = False
+    #: multi-year worlds (climatologies): the product name, for a second sensor's archive
+    #: (e.g. ``ls7_c2l2_sr`` beside ``ls_c2l2_sr``); "" = the flavour's
+    product_name: str = ""
+    #: the sensor sees surface NDVI as ``gain * NDVI + offset`` (a sensor difference that
+    #: ``plugin_config.ndvi_adjust`` undoes with ``[1 / gain, -offset / gain]``)
+    ndvi_gain: tuple[float, float] = (1.0, 0.0)
+    #: ``(first_date, last_date, row0, col0, row1, col1, delta)``: surface NDVI lowered by
+    #: ``delta`` on those solar dates in that window of the region (global pixel rows/cols)
+    droughts: tuple[tuple[Any, ...], ...] = ()
+    #: ``(first_date, last_date, row0, col0, row1, col1)``: high-confidence cloud there
+    #: on those dates (pixels with few clear years)
+    overcast: tuple[tuple[Any, ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", _date(self.start))
         object.__setattr__(self, "end", _date(self.end))
         extra = tuple(sorted({_date(d) for d in self.extra_dates}))
         object.__setattr__(self, "extra_dates", extra)
+        for name in ("droughts", "overcast"):
+            events = tuple(
+                (_date(e[0]), _date(e[1]), *(int(v) for v in e[2:6]), *(float(v) for v in e[6:]))
+                for e in getattr(self, name)
+            )
+            object.__setattr__(self, name, events)
+        object.__setattr__(self, "ndvi_gain", tuple(float(v) for v in self.ndvi_gain))
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
         if self.resolution <= 0:
@@ -165,7 +184,7 @@ class ArchiveSpec:
 
     @property
     def product(self) -> str:
-        return _FLAVOUR_INFO[self.flavour].product
+        return self.product_name or _FLAVOUR_INFO[self.flavour].product
 
     @property
     def measurements(self) -> tuple[str, str, str]:
@@ -218,6 +237,9 @@ class ArchiveSpec:
         d = dataclasses.asdict(self)
         d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
         d["extra_dates"] = [x.isoformat() for x in self.extra_dates]
+        for name in ("droughts", "overcast"):
+            d[name] = [[e[0].isoformat(), e[1].isoformat(), *e[2:]] for e in getattr(self, name)]
+        d["ndvi_gain"] = list(self.ndvi_gain)
         for f in dataclasses.fields(self):
             if f.name in _OPT_IN_FIELDS and getattr(self, f.name) == f.default:
                 del d[f.name]
@@ -237,7 +259,16 @@ class ArchiveSpec:
 
 #: ArchiveSpec fields added after archives were in use: omitted from to_dict() at their defaults
 _OPT_IN_FIELDS = frozenset(
-    {"same_day_spread", "band_nodata_fraction", "extra_dates", "simultaneous_scenes"}
+    {
+        "same_day_spread",
+        "band_nodata_fraction",
+        "extra_dates",
+        "simultaneous_scenes",
+        "product_name",
+        "ndvi_gain",
+        "droughts",
+        "overcast",
+    }
 )
 
 

@@ -220,7 +220,13 @@ def generate_archive(
     else:
         spec_file.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
     if not archive.product_definition.exists():
-        shutil.copyfile(product_definition_path(spec.flavour), archive.product_definition)
+        if spec.product_name:  # the flavour's definition under another name
+            doc = yaml.safe_load(product_definition_path(spec.flavour).read_text())
+            doc["name"] = spec.product
+            doc.setdefault("metadata", {}).setdefault("product", {})["name"] = spec.product
+            archive.product_definition.write_text(yaml.safe_dump(doc, sort_keys=False))
+        else:
+            shutil.copyfile(product_definition_path(spec.flavour), archive.product_definition)
 
     total, done = len(archive.scenes), 0
     by_day: dict[dt.date, list[Scene]] = {}
