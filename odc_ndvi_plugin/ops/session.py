@@ -23,6 +23,7 @@ from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
 from ..errors import ConfigError, OutputLocationError
+from ..storage import s3_client, sqs_resource
 from .commit import sweep_stale_staging
 from .limits import DaskSizing
 from .report import AllEvents, ProgressLines, RunEvents, RunSummary
@@ -153,11 +154,9 @@ def check_output_location(location: str) -> None:
                 f"output_location {location!r} is not writable: {err}"
             ) from err
     elif parsed.scheme == "s3":
-        import boto3
-
         key = f"{parsed.path.strip('/')}/{probe_name}".lstrip("/")
         try:
-            s3 = boto3.client("s3")
+            s3 = s3_client()
             s3.put_object(Bucket=parsed.netloc, Key=key, Body=b"")
             s3.delete_object(Bucket=parsed.netloc, Key=key)
         except Exception as err:  # noqa: BLE001 - any failure means "cannot write there"
@@ -201,9 +200,7 @@ def sqs_queue(name_or_url: str) -> Any:
     """odc-stats looks a queue up by name only; a queue URL is opened as it is."""
     if "://" not in name_or_url:
         return name_or_url
-    import boto3
-
-    return boto3.resource("sqs").Queue(name_or_url)
+    return sqs_resource().Queue(name_or_url)
 
 
 # -- one run ---------------------------------------------------------------------------
