@@ -633,7 +633,8 @@ main.add_command(synth_command)
     "--band",
     default="ndvi_mean",
     show_default=True,
-    help="Band, or stem of the seasonal bands (ndvi_mean -> ndvi_mean_djf, ...).",
+    help="Band, or stem of the seasonal bands (ndvi_mean -> ndvi_mean_djf, ...); "
+    "ndvi_anomaly and ndvi_std_anomaly draw on a diverging ramp centred on 0.",
 )
 @click.option(
     "--max-px",
