@@ -180,8 +180,17 @@ def _refuse(condition: bool, message: str) -> None:
     default=None,
     help="Tasks computed at once (default 1 local, 2 x workers on a gateway).",
 )
-@click.option("--threads", type=int, help="Local dask threads (default: all cores).")
-@click.option("--memory-limit", help="Local dask memory limit, e.g. 4GiB.")
+@click.option(
+    "--threads",
+    type=int,
+    help="Local dask threads (default: the container's CPU limit, cgroup v2 or v1; else all "
+    "cores). -v logs the choice and where it came from.",
+)
+@click.option(
+    "--memory-limit",
+    help="Local dask memory limit, e.g. 4GiB (default: the container's memory limit; else "
+    "the host's memory less 1 GiB).",
+)
 @click.option(
     "--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist."
 )
@@ -607,6 +616,7 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
                     flavour=flavour,
                     overwrite=overwrite,
                     progress=click.echo,
+                    verbose=verbose,
                 )
         except KeyboardInterrupt:
             click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
