@@ -29,8 +29,9 @@ One :func:`soak` run:
 
 Seeded: the schedule's decisions (kinds, moments, targets) come from ``random.Random(seed)``;
 what each decision meets depends on timing, which is the point of a soak. Bounded: at most
-``faults`` faults, at most ``kill_cap`` kills of runners computing the same task (SQS counts
-every receive towards the redrive limit, so a task whose holder dies ``max_receive_count``
+``faults`` faults (those still scheduled when the fleet has drained the queue are dropped),
+at most ``kill_cap`` kills of runners computing the same task (SQS counts every receive
+towards the redrive limit, so a task whose holder dies ``max_receive_count``
 times is dead-lettered *by design*: that is the redrive policy, not a loss).
 
 Used by ``tests/test_chaos.py`` (a short soak in the suite) and ``benchmarks/soak.py``
@@ -92,6 +93,7 @@ main(prog_name="odc-ndvi")
 #: every kind of fault the schedule injects
 FAULT_KINDS = (
     "sigkill",
+    "sigkill-writing",
     "sigterm",
     "late-runner",
     "s3-read-503",
@@ -102,6 +104,7 @@ FAULT_KINDS = (
 #: relative weights of the kinds the schedule draws (the late runner is one, at its time)
 _WEIGHTS = {
     "sigkill": 2,
+    "sigkill-writing": 1,
     "sigterm": 2,
     "s3-read-503": 3,
     "s3-read-drop": 3,
@@ -496,6 +499,12 @@ class _Soak:
             result.injected[fault.kind] += 1
             self.progress(f"{fault.at:7.1f}s {fault.kind} {runner.name} computing {task}")
             return True
+        if fault.kind == "sigkill-writing":
+            # the next staged .sha1 (written after every staged COG of its attempt) is
+            # held at the gate; its runner is killed there (:meth:`kill_writers`)
+            self.gate.fail(".sha1.part", 1, "hold", methods=("PUT",))
+            result.armed[fault.kind] += 1
+            return True
         read = fault.kind.startswith("s3-read")
         mode = "drop" if fault.kind.endswith("drop") else "503"
         if read:  # the next read of any scene's band, of one scene's band, an audit's
@@ -507,6 +516,34 @@ class _Soak:
         self.gate.fail(key, fault.times, mode, methods=_READ if read else _WRITE)
         result.armed[fault.kind] += 1
         return True
+
+    def kill_writers(self, result: SoakResult) -> None:
+        """SIGKILL the runners whose staged writes the gate holds (``sigkill-writing``):
+        the files they staged before stay behind as orphans for the sweep."""
+        import psutil
+
+        for port, release in self.gate.take_held():
+            try:
+                pid = next(
+                    (
+                        c.pid
+                        for c in psutil.net_connections("tcp4")
+                        if c.laddr and c.laddr.port == port and c.raddr
+                        if c.raddr.port == self.gate.port
+                    ),
+                    None,
+                )
+                runner = next((r for r in self.alive() if r.proc.pid == pid), None)
+                task = runner.current_task() if runner is not None else None
+                if runner is not None and task is not None and self.kills[task] < self.kill_cap:
+                    runner.signalled = "sigkill"
+                    self.kills[task] += 1
+                    runner.proc.kill()
+                    runner.proc.wait()
+                    result.injected["sigkill-writing"] += 1
+                    self.progress(f"sigkill-writing {runner.name} staging {task}")
+            finally:
+                release.set()
 
     def keep_fleet(self, queue_url: str, result: SoakResult) -> None:
         """Replace runners that exited (killed, or gave up on a poisoned message) while the
@@ -604,10 +641,11 @@ def soak(
                         pending = sorted([*pending, later], key=lambda f: f.at)
                     else:
                         result.armed[fault.kind] += 1  # scheduled, never met a runner
+            s.kill_writers(result)
             s.keep_fleet(queue_url, result)
-            if late_started and not pending and not s.alive():
+            if late_started and not s.alive():
                 if s.queue_depth(queue_url) == 0:
-                    break
+                    break  # the fleet is done: what the schedule holds still is dropped
                 s.start_runner(queue_url)  # every runner gave up with work left
                 result.runners_started += 1
             if now > timeout:
@@ -662,11 +700,9 @@ def _message(task: str, db: Path) -> str:
 def _count_s3_faults(gate: S3Gate, result: SoakResult) -> None:
     """S3 faults that met a request: the gate answered 503 or dropped the connection."""
     for r in list(gate.requests):
-        if r.status not in (0, 503):
-            continue
-        read = r.method in _READ
-        kind = f"s3-{'read' if read else 'write'}-{'drop' if r.status == 0 else '503'}"
-        result.injected[kind] += 1
+        if r.fault in ("503", "drop"):
+            read = r.method in _READ
+            result.injected[f"s3-{'read' if read else 'write'}-{r.fault}"] += 1
 
 
 def _sweep(s: _Soak, lease: int) -> int:
