@@ -5,6 +5,9 @@ per dataclass field (its name, default and field docstring, read with Sphinx's o
 ``ModuleAnalyzer``, as autodoc reads attribute docstrings). A field without a docstring, or
 a ``plugin_config`` key (``NDVIConfig.keys()``) that is neither a field nor named in some
 field's docstring, is a warning: the guide build (warnings as errors) fails on it.
+
+``.. mapping-table:: module.NAME`` renders a mapping of the code as a table (the keyword
+table of ``seasonal_ndvi``, ``api.KEYWORDS``, and what it cannot honour, ``api.NOT_HONOURED``).
 """
 
 from __future__ import annotations
@@ -130,6 +133,31 @@ def _indent(doc: str) -> str:
     return "\n       ".join(doc.splitlines())
 
 
+class MappingTable(SphinxDirective):
+    """``.. mapping-table:: module.NAME``: a two-column table of a mapping in the code
+    (key as literal, value as reStructuredText), e.g. ``seasonal_ndvi``'s keyword table."""
+
+    required_arguments = 1
+    option_spec = {"header": lambda s: [part.strip() for part in s.split(",")]}
+
+    def run(self) -> list[nodes.Node]:
+        from importlib import import_module
+
+        module, _, name = self.arguments[0].rpartition(".")
+        table = getattr(import_module(module), name)
+        self.env.note_dependency(import_module(module).__file__)
+        key_title, value_title = self.options.get("header", ["key", "meaning"])
+        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 25 75", ""]
+        lines += [f"   * - {key_title}", f"     - {value_title}"]
+        for key, value in table.items():
+            lines += [f"   * - ``{key}``", "     - " + _indent(inspect.cleandoc(value))]
+        container = nodes.container()
+        where = self.get_location()
+        self.state.nested_parse(StringList(lines, source=where), self.content_offset, container)
+        return container.children
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("plugin-config-keys", PluginConfigKeys)
+    app.add_directive("mapping-table", MappingTable)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

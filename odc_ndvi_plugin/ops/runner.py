@@ -17,7 +17,7 @@ selection, output naming, COG/STAC sink) with three changes that production need
 Besides: a task whose STAC item exists is skipped only if every file its ``.sha1`` and
 STAC item list is there (``verify``: and matches its digest); an incomplete one is
 computed again (or, with ``incomplete="report"``, only reported). A task that fails for a
-transient reason (:mod:`~odc_ndvi_plugin.ops.retries`) is submitted again, up to
+transient reason (:mod:`~odc_ndvi_plugin._transient`) is submitted again, up to
 ``retries`` times, before it counts as failed. Whoever watches the run (progress, the run
 report) gets :class:`~odc_ndvi_plugin.ops.report.RunEvents`.
 
@@ -43,9 +43,9 @@ from distributed import Client, Future, wait
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
+from .._transient import retry_reason
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
-from .retries import retry_reason
 from .runconfig import load_run_config
 from .signals import interrupts_raise
 from .sink import AtomicCOGSink
