@@ -59,7 +59,14 @@ from typing import Any
 import yaml
 
 from tests.fixtures.s3gate import S3Gate
-from tests.fixtures.servers import MotoServer
+from tests.fixtures.servers import MotoServer, _tail
+from tests.helpers.fleet import (
+    SLOW_RUNNER,
+    poisoned_archive,
+    queued_tasks,
+    seasonal_tasks,
+    task_message,
+)
 from tests.lines import child_env
 
 __all__ = [
@@ -76,19 +83,6 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 SEASONAL_RUN = REPO / "cfg" / "run-usgs-c2-seasonal.yaml"
 SEASONAL_TASKS = REPO / "cfg" / "save-tasks-usgs-c2-seasonal.yaml"
-
-#: ``odc-ndvi`` whose every seasonal reduction sleeps ODC_NDVI_TEST_DELAY seconds first
-SLOW_RUNNER = """
-import os, time
-import odc_ndvi_plugin.reduce._kernels as stats
-_finish = stats._finish_group  # looked up at call time by both reductions
-def _slow(*args, **kwargs):
-    time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
-    return _finish(*args, **kwargs)
-stats._finish_group = _slow
-from odc_ndvi_plugin.cli import main
-main(prog_name="odc-ndvi")
-"""
 
 #: every kind of fault the schedule injects
 FAULT_KINDS = (
@@ -147,17 +141,12 @@ def make_world(root: Path, dc_env: Any, moto: MotoServer, *, tiles: int = 2) -> 
     ``s3://`` URL into ``dc_env`` (a :class:`~odc_ndvi_plugin.dev.index.DatacubeEnv`) and
     save the seasonal tasks (``tiles`` x 4)."""
     from datacube.index.hl import Doc2Dataset
-    from odc.stats.tasks import TaskReader
 
-    from odc_ndvi_plugin.dev.demo import save_tasks
     from odc_ndvi_plugin.dev.index import add_products
-    from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
+    from odc_ndvi_plugin.dev.synthetic import ArchiveSpec
 
     spec = ArchiveSpec.tiny(tiles=(tiles, 1))
-    archive = generate_archive(spec, root / "archive")
-    victim = next(s for s in archive.scenes if s.solar_date.month == 4)
-    qa = victim.dataset_yaml.with_name(victim.name + "_QA_PIXEL.TIF")
-    qa.write_bytes(qa.read_bytes()[:300])  # truncated: every task reading it fails
+    archive, victim_id = poisoned_archive(spec, root / "archive")
     bucket = f"chaos-{uuid.uuid4().hex[:10]}"
     s3 = moto.client("s3")
     s3.create_bucket(Bucket=bucket)
@@ -176,22 +165,9 @@ def make_world(root: Path, dc_env: Any, moto: MotoServer, *, tiles: int = 2) -> 
             if dataset is None:
                 raise RuntimeError(f"cannot index {uri}: {err}")
             index.datasets.add(dataset)
-    db = save_tasks(
-        dc_env.environ(),
-        config=SEASONAL_TASKS,
-        grid=spec.gridspec,
-        temporal_range="2019-12--P12M",
-        output=root / "tasks" / "seasonal.db",
+    db, tasks = seasonal_tasks(
+        dc_env.environ(), spec, SEASONAL_TASKS, root / "tasks" / "seasonal.db"
     )
-    reader = TaskReader(str(db))
-    try:
-        tasks = {
-            _location(t): frozenset(str(ds.id) for ds in reader.datasets(t))
-            for t in reader.all_tiles
-        }
-    finally:
-        reader._dscache.close()  # lmdb: one open per file and process
-    victim_id = str(yaml.safe_load(victim.dataset_yaml.read_text())["id"])
     poisoned = frozenset(loc for loc, ids in tasks.items() if victim_id in ids)
     if not 0 < len(poisoned) < len(tasks):
         raise RuntimeError(f"the truncated scene is in {len(poisoned)} of {len(tasks)} tasks")
@@ -204,12 +180,6 @@ def make_world(root: Path, dc_env: Any, moto: MotoServer, *, tiles: int = 2) -> 
         poisoned=poisoned,
         input_keys=tuple(input_keys),
     )
-
-
-def _location(tidx: tuple[str, int, int]) -> str:
-    """A task's location (and its folder under the output location)."""
-    period, x, y = tidx
-    return f"x{x:+04d}/y{y:+05d}/{period}"
 
 
 # ------------------------------------------------------------------------ the schedule
@@ -559,13 +529,6 @@ class _Soak:
             result.runners_started += 1
 
 
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "<no log>"
-
-
 # ------------------------------------------------------------------------------ the soak
 
 
@@ -614,7 +577,7 @@ def soak(
     queue_url, dlq_url = _queue(moto, lease, max_receive_count)
     sqs = moto.client("sqs")
     for task in sorted(world.tasks):
-        sqs.send_message(QueueUrl=queue_url, MessageBody=_message(task, world.db))
+        sqs.send_message(QueueUrl=queue_url, MessageBody=task_message(task, world.db))
     t0 = time.monotonic()
     try:
         for _ in range(max(1, runners - 1)):
@@ -689,14 +652,6 @@ def _queue(moto: MotoServer, lease: int, max_receive_count: int) -> tuple[str, s
     return url, dlq
 
 
-def _message(task: str, db: Path) -> str:
-    """A message body as odc-stats' publish-tasks writes it."""
-    from odc.stats.tasks import render_sqs
-
-    x, y, period = task.split("/")
-    return json.dumps(render_sqs((period, int(x[1:]), int(y[1:])), str(db)))
-
-
 def _count_s3_faults(gate: S3Gate, result: SoakResult) -> None:
     """S3 faults that met a request: the gate answered 503 or dropped the connection."""
     for r in list(gate.requests):
@@ -729,19 +684,6 @@ def _sweep(s: _Soak, lease: int) -> int:
     return sum(1 for line in proc.stdout.splitlines() if line.startswith("removed "))
 
 
-def _dlq_tasks(moto: MotoServer, url: str) -> list[str]:
-    from odc.stats.tasks import parse_sqs
-
-    sqs, out = moto.client("sqs"), []
-    for _ in range(20):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
-        for msg in got.get("Messages", []):
-            out.append(_location(parse_sqs(msg["Body"])[0]))
-        if not got.get("Messages"):
-            break
-    return out
-
-
 def _check(
     s: _Soak,
     result: SoakResult,
@@ -752,7 +694,7 @@ def _check(
     world, v = s.world, result.violations
     if depth := s.queue_depth(queue_url):
         v.append(f"{depth} message(s) left in the queue")
-    dead = Counter(_dlq_tasks(s.moto, dlq_url))
+    dead = Counter(queued_tasks(s.moto, dlq_url, rounds=20))
     for task in sorted(world.poisoned):
         if dead[task] != 1:
             v.append(f"poisoned task {task} is in the dead-letter queue {dead[task]} time(s)")
