@@ -174,7 +174,7 @@ def test_tasks_longer_than_their_lease_keep_it_and_are_computed_once(
     queue = sqs_queue_factory(max_receive_count=2, visibility_timeout=4)
     healthy = sorted(fleet["tasks"] - fleet["failing"])[:2]
     for task in healthy:
-        moto_env.client("sqs").sendtask_message(
+        moto_env.client("sqs").send_message(
             QueueUrl=queue.url, MessageBody=task_message(task, fleet["db"])
         )
     location = f"s3://{s3_bucket}/long"
@@ -205,7 +205,7 @@ def test_a_killed_holders_task_is_picked_up_when_its_lease_lapses(
     instead of exiting, takes the message when A's lease lapses and finishes it."""
     queue = sqs_queue_factory(max_receive_count=3, visibility_timeout=8)
     task = sorted(fleet["tasks"] - fleet["failing"])[0]
-    moto_env.client("sqs").sendtask_message(
+    moto_env.client("sqs").send_message(
         QueueUrl=queue.url, MessageBody=task_message(task, fleet["db"])
     )
     location = f"s3://{s3_bucket}/killed"
@@ -239,7 +239,7 @@ def test_without_a_dead_letter_queue_a_failing_task_does_not_circulate_for_ever(
     url = sqs.create_queue(QueueName=f"no-dlq-{os.getpid()}-{time.monotonic_ns()}")["QueueUrl"]
     try:
         task = sorted(fleet["failing"])[0]
-        sqs.sendtask_message(QueueUrl=url, MessageBody=task_message(task, fleet["db"]))
+        sqs.send_message(QueueUrl=url, MessageBody=task_message(task, fleet["db"]))
         cfg, _ = load_run_config(
             yaml.safe_load(SEASONAL_RUN.read_text()),
             output_location=f"s3://{s3_bucket}/nodlq",
