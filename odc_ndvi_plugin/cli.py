@@ -589,8 +589,17 @@ def product_definition_command(config_path: str, grid: str | None, verbose: bool
     "--flavour", type=click.Choice(["usgs_c2", "dea_ard"]), default="usgs_c2", show_default=True
 )
 @click.option("--overwrite", is_flag=True, help="Recompute tasks whose outputs exist.")
+@click.option(
+    "--index-driver",
+    type=click.Choice(["postgres", "postgis"]),
+    default="postgres",
+    show_default=True,
+    help="datacube index driver of the workdir's own index (a configured datacube says its own).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details; tracebacks on errors.")
-def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
+def demo_command(
+    workdir: str, size: str, flavour: str, overwrite: bool, index_driver: str, verbose: bool
+) -> None:
     """The main job, from scratch: index, archive, save-tasks, run, quicklooks."""
     from .ops.signals import interrupts_raise
 
@@ -606,6 +615,7 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
                     size=size,
                     flavour=flavour,
                     overwrite=overwrite,
+                    index_driver=index_driver,
                     progress=click.echo,
                 )
         except KeyboardInterrupt:

@@ -159,13 +159,15 @@ def run_demo(
     size: str = "demo",
     flavour: str = "usgs_c2",
     overwrite: bool = False,
+    index_driver: str = "postgres",
     progress: Callable[[str], None] = print,
 ) -> DemoReport:
     """Run the whole production path into ``workdir``; see the module docstring.
 
     ``progress`` gets the step lines; the archive, index and run steps also show their
     progress with a total (a bar on a terminal, plain lines otherwise: ops/report.py) and
-    save-tasks' own output is passed on line by line."""
+    save-tasks' own output is passed on line by line. ``index_driver``: datacube's driver for
+    the workdir's own index (``postgres`` or ``postgis``; a configured datacube says its own)."""
     from ..ops.report import RunObserver, StepProgress, TaskProgress
     from .index import add_products, index_datasets, init_index, open_index
     from .synthetic import ArchiveSpec, generate_archive
@@ -180,7 +182,7 @@ def run_demo(
         f"{spec.width_px}x{spec.height_px} px of {spec.resolution} m ({len(spec.tiles())} tiles of "
         f"{spec.tile_px}^2), {len(spec.dates)} dates {spec.start}..{spec.end}, {spec.product}"
     )
-    with open_index(workdir) as dcenv:
+    with open_index(workdir, index_driver=index_driver) as dcenv:
         # the index first: an unreachable or broken datacube fails before any work
         try:
             init_index(dcenv)
