@@ -26,6 +26,7 @@ __all__ = [
     "Mosaic",
     "TaskOutput",
     "find_outputs",
+    "mosaic_figure",
     "read_mosaic",
     "render_mosaic",
     "select_bands",
@@ -123,10 +124,11 @@ def find_outputs(location: str) -> list[TaskOutput]:
 
 
 def select_bands(outputs: Sequence[TaskOutput], band: str) -> list[str]:
-    """The bands ``band`` names: itself (task mode) or ``<band>_<season>`` (year mode),
-    in the order the run wrote them."""
-    names = dict.fromkeys(b for out in outputs for b in out.assets)
-    return [b for b in names if b == band or b.startswith(band + "_")]
+    """The bands ``band`` names: itself (task and anomaly modes) or ``<band>_<season>``
+    (year and climatology modes), in the order the run wrote them."""
+    from .preview import season_bands
+
+    return season_bands(list(dict.fromkeys(b for out in outputs for b in out.assets)), band)
 
 
 @dataclass(frozen=True)
@@ -200,43 +202,49 @@ def read_mosaic(
     return Mosaic(out, transform, crs_, nodata, factor, len(tiles))
 
 
-def render_mosaic(mosaic: Mosaic, path: Path, *, title: str, band: str) -> Path:
-    """A PNG of ``mosaic``: NDVI on the plugin's colour ramp, counts on viridis, with a
-    colour bar and axes in kilometres of the output CRS."""
+def mosaic_figure(mosaic: Mosaic, *, title: str, band: str):
+    """The matplotlib figure of ``mosaic`` (colours by the band's name, :func:`band_style`:
+    NDVI on the plugin's ramp, anomalies on a diverging ramp centred on 0 with symmetric
+    limits, counts and years on viridis), with a colour bar and axes in kilometres of the
+    output CRS; NaN and count nodata show grey."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .preview import NDVI_CMAP, NDVI_RANGE
+    from .preview import band_style
 
     data = mosaic.data
-    is_count = np.issubdtype(data.dtype, np.integer)
+    style = band_style(band, data.dtype)
     h, w = data.shape
     t = mosaic.transform
     extent = [v / 1000 for v in (t.c, t.c + w * t.a, t.f + h * t.e, t.f)]
     scale = min(10.0 / w, 8.0 / h)
     fig, ax = plt.subplots(figsize=(max(4.0, w * scale) + 1.5, max(3.0, h * scale) + 0.8))
-    if is_count:
+    if style.kind == "count":
         shown = np.ma.masked_equal(data, mosaic.nodata) if mosaic.nodata is not None else data
-        image = ax.imshow(shown, cmap="viridis", vmin=0, extent=extent, interpolation="nearest")
-        label = "clear observations"
+        vmin, vmax = 0, None
     else:
-        image = ax.imshow(
-            data,
-            cmap=NDVI_CMAP,
-            vmin=NDVI_RANGE[0],
-            vmax=NDVI_RANGE[1],
-            extent=extent,
-            interpolation="nearest",
-        )
-        label = "NDVI"
+        shown = data
+        vmin, vmax = style.limits  # type: ignore[misc]
+    image = ax.imshow(
+        shown, cmap=style.cmap, vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest"
+    )
     ax.set_facecolor("#d0d0d0")  # no data shows grey, not white
     ax.set_xlabel(f"x ({mosaic.crs}, km)")
     ax.set_ylabel(f"y ({mosaic.crs}, km)")
     step = f", 1:{mosaic.decimation} from overviews" if mosaic.decimation > 1 else ""
     ax.set_title(f"{title}\n{band}: {mosaic.tiles} tiles, {w}x{h} px{step}", fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    extend = "both" if style.kind == "anomaly" else "neither"  # values beyond are clipped
+    fig.colorbar(image, ax=ax, shrink=0.8, label=style.label, extend=extend)
+    return fig
+
+
+def render_mosaic(mosaic: Mosaic, path: Path, *, title: str, band: str) -> Path:
+    """A PNG of :func:`mosaic_figure`."""
+    import matplotlib.pyplot as plt
+
+    fig = mosaic_figure(mosaic, title=title, band=band)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -22,8 +22,7 @@ from ._version import __version__
 from .cogs import encode_cogs_on_workers
 from .config import NDVIConfig
 from .inputs import product_inputs
-from .load import load_ndvi_direct
-from .load._odc_stats import load_by_crs, native_ndvi
+from .load import load_by_crs, load_ndvi_direct, native_ndvi
 from .ndvi import NDVIInputs
 from .reduce import seasonal_planes
 

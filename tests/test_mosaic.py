@@ -131,3 +131,50 @@ def test_s3_outputs_make_the_same_mosaic(run_outputs, moto_env, s3_bucket, tmp_p
     assert remote.transform == local.transform
     pngs = write_mosaics(f"s3://{s3_bucket}/run", tmp_path, max_px=256)
     assert len(pngs) == 4
+
+
+def test_anomaly_mosaics_are_diverging_around_zero_and_years_are_counts():
+    """The mosaic's colours by band name (no run needed: a Mosaic of known values)."""
+    import matplotlib.pyplot as plt
+    from affine import Affine
+
+    from odc_ndvi_plugin.mosaic import Mosaic, TaskOutput, mosaic_figure, select_bands
+
+    grid = Affine(30, 0, 0, 0, -30, 0)
+    values = np.array([[-0.6, -0.1, 0.0, np.nan, 0.1, 0.6]], dtype=np.float32)
+    for band, limit in (("ndvi_anomaly", 0.3), ("ndvi_std_anomaly", 3.0)):
+        fig = mosaic_figure(Mosaic(values, grid, "EPSG:32655", None, 1, 1), title="t", band=band)
+        try:
+            (image,) = fig.axes[0].images
+            assert (image.get_cmap().name, image.get_clim()) == ("BrBG", (-limit, limit))
+            np.testing.assert_array_equal(np.ma.getdata(image.get_array()), values)
+            assert image.get_cmap().get_bad()[3] == 0  # NaN transparent: the grey shows
+            assert fig.axes[0].get_facecolor()[:3] == pytest.approx((0xD0 / 255,) * 3)
+        finally:
+            plt.close(fig)
+    years = np.array([[0, 3, 12]], dtype=np.uint16)
+    fig = mosaic_figure(
+        Mosaic(years, grid, "EPSG:32655", 0, 1, 1), title="t", band="baseline_years"
+    )
+    try:
+        (image,) = fig.axes[0].images
+        assert image.get_cmap().name == "viridis" and image.get_clim() == (0, 12)
+        assert np.ma.getmaskarray(image.get_array()).tolist() == [[True, False, False]]
+        assert fig.axes[1].get_ylabel() == "baseline years"
+    finally:
+        plt.close(fig)
+
+    def output(*bands):
+        return TaskOutput(
+            "u", "p", "1", "2023--P3M", "EPSG:32655", grid, (1, 1), dict.fromkeys(bands)
+        )
+
+    anomaly = [
+        output("ndvi_mean", "clear_count", "ndvi_anomaly", "ndvi_std_anomaly", "baseline_years")
+    ]
+    assert select_bands(anomaly, "ndvi_std") == []  # not a season "anomaly" of ndvi_std
+    assert select_bands(anomaly, "ndvi_std_anomaly") == ["ndvi_std_anomaly"]
+    clim = [
+        output(*(f"{b}_{s}" for s in SEASONS for b in ("ndvi_mean", "ndvi_std", "clear_years")))
+    ]
+    assert select_bands(clim, "ndvi_std") == [f"ndvi_std_{s}" for s in SEASONS]

