@@ -162,15 +162,38 @@ def _service_env(env: DatacubeEnv, ows_cfg: Path) -> dict[str, str]:
 
 def _run(cmd: list[str], env: dict[str, str], what: str, timeout: float = 600) -> None:
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise ServeError(f"{what} failed (exit {proc.returncode}):\n  " + "\n  ".join(tail))
     _LOG.info("%s took %.1fs", what, time.monotonic() - t0)
 
 
+def _check_postgis(env: DatacubeEnv) -> None:
+    import sqlalchemy
+    from datacube.cfg import psql_url_from_config
+
+    engine = sqlalchemy.create_engine(psql_url_from_config(env.odc_environment()))
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sqlalchemy.text("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+            ).first()
+    finally:
+        engine.dispose()
+    if found is None:
+        raise ServeError(
+            f"the datacube at {env.display_url} has no PostGIS, which datacube-ows and "
+            "datacube-explorer need: install postgresql-15-postgis-3 (scripts/bootstrap does) "
+            "and start a new workdir, or point at a PostGIS-enabled datacube"
+        )
+
+
 def prepare_services(env: DatacubeEnv, ows_cfg: Path) -> None:
     """OWS schema + ranges and Explorer's schema + summaries, over what is indexed now."""
+    _check_postgis(env)
     senv = _service_env(env, ows_cfg)
     _run([str(_BIN / "datacube-ows-update"), "--schema"], senv, "datacube-ows-update --schema")
     _run([str(_BIN / "datacube-ows-update")], senv, "datacube-ows-update (ranges)")
