@@ -9,11 +9,11 @@ by what the band holds:
 * anomalies (``ndvi_anomaly``: NDVI units; ``ndvi_std_anomaly``: standard deviations):
   a diverging brown-white-teal ramp centred on 0 (drier / greener than the baseline);
 * spreads (``ndvi_std_<s>``): a sequential purple ramp from 0;
-* counts (``clear_count_<s>``, ``clear_years_<s>``, ``baseline_years``): a sequential blue
-  ramp from 1.
+* counts (``clear_count_<s>``, ``clear_years_<s>``, ``baseline_years``): grey for 0 (no
+  clear observation: a count, not nodata), then a sequential blue ramp from 1.
 
 Nodata is transparent: NaN for the float bands (``mask_by_nan``) and the product's nodata
-value for the counts (``mask_by_val``: 0 clear observations). Time is the task periods:
+value for the counts (``mask_by_val``: 65535). Time is the task periods:
 ``time_resolution: summary`` lists each dataset's start date (e.g. ``2019-12-01`` for the
 task ``2019-12--P12M``). Every style carries a legend. The dict is what datacube-ows loads
 from a JSON file named by ``$DATACUBE_OWS_CFG`` (``odc-ndvi ows-config ... -o ows_cfg.json``).
@@ -66,6 +66,7 @@ RAMPS: dict[str, Ramp] = {
         {"value": 0.25, "color": "#54278f"},
     ],
     "count": [
+        {"value": 0, "color": "#bdbdbd"},  # no clear observation: grey (a value, not nodata)
         {"value": 1, "color": "#deebf7"},
         {"value": 6, "color": "#9ecae1"},
         {"value": 12, "color": "#4292c6"},
@@ -193,6 +194,10 @@ def ows_config(
         if crs and crs not in crses:
             crses[crs] = {"geographic": False, "horizontal_coord": "x", "vertical_coord": "y"}
     names = [p["name"] for p in products]
+    producers = {
+        p.get("metadata", {}).get("properties", {}).get("odc:producer") for p in products
+    } - {None}
+    producer = ", ".join(sorted(producers)) or "odc-ndvi-plugin"
     if len(set(names)) != len(names):
         raise ValueError(f"two run configs write the same product: {names}")
     glob: dict[str, Any] = {
@@ -204,6 +209,9 @@ def ows_config(
         "info_url": "https://github.com/opendatacube/odc-stats",
         "keywords": ["NDVI", "seasonal", "Landsat", "odc-stats"],
         "allowed_urls": [url],
+        # the publisher named in the products' metadata; WCS 2 capabilities need a contact
+        # with an address block (fill in yours)
+        "contact_info": {"organisation": producer, "address": {"type": "postal"}},
         "fees": "",
         "access_constraints": "",
         "published_CRSs": crses,
