@@ -346,7 +346,7 @@ def test_the_tutorials_dc_load_call_is_ours_by_its_name(region):
     )
     with region.env.datacube() as dc:
         loaded = dc.load(**call)  # lazy: for its grid only
-        ds = seasonal_ndvi(dc, **call, season_mode="year", tile_px=32)
+        ds = seasonal_ndvi(dc, **call, season_mode="year")  # one tile (stitching: above)
     assert ds.odc.geobox == loaded.odc.geobox
     groups = {f"_{s}": m for s, m in SEASON_MONTHS.items()}
     ds = ds.compute(scheduler="threads")
@@ -449,7 +449,13 @@ def _error(fn) -> str:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"colour": "green"}, {"statistics": ["mode"]}, {"season_mode": "month"}, {"chunks": {"t": 3}}],
+    [
+        {"colour": "green"},
+        {"statistics": ["mode"]},
+        {"season_mode": "month"},
+        {"chunks": {"t": 3}},
+        {"chunk": 3},  # nearest the plugin's 'chunks', not our 'dask_chunks'
+    ],
 )
 def test_a_bad_key_is_the_plugins_error(region, bad):
     plugin_error = _error(lambda: NDVISeasonal(**bad))
