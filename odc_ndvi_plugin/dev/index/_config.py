@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 DEFAULT_ENV_NAME = "default"
 """ODC environment name used for embedded databases."""
 
+INDEX_DRIVERS = ("postgres", "postgis")
+"""datacube 1.9 index drivers our own databases can use (``postgis`` needs PostGIS)."""
+
+DEFAULT_INDEX_DRIVER = "postgres"
+"""datacube's own default, and what most deployed indexes (DEA, DE Africa) still use."""
+
 
 _ENV_NAME_RE = re.compile(r"[a-z][a-z0-9]*")
 _APP = "odc-ndvi"

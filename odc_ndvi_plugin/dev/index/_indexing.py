@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...errors import NDVIPluginError
+
 if TYPE_CHECKING:
     pass
 
-from ...errors import NDVIPluginError
-from ._config import _APP, DatacubeEnv, find_user_datacube
-from ._postgres import embedded_postgres
-
-_LOG = logging.getLogger(__name__)
-
+from ._config import _APP, DEFAULT_INDEX_DRIVER, DatacubeEnv, find_user_datacube
+from ._postgres import _check_driver, embedded_postgres
 
 _MAX_REPORTED = 20  # problems listed in one IndexingError
+
+_LOG = logging.getLogger(__name__)
 
 
 class IndexingError(NDVIPluginError, RuntimeError):
@@ -42,8 +42,11 @@ def open_index(
     use_user_config: bool = True,
     durable: bool = True,
     init: bool = False,
+    index_driver: str = DEFAULT_INDEX_DRIVER,
 ) -> Iterator[DatacubeEnv]:
-    """The user's datacube if one is configured, else an embedded one in ``workdir/pgdata``.
+    """The user's datacube if one is configured, else one of ours in ``workdir/pgdata``
+    (Debian's PostgreSQL with PostGIS when installed, else the embedded wheel's), used with
+    datacube's ``index_driver`` (``postgres`` or ``postgis``; a user's datacube says its own).
 
     With ``init=True`` the index schema is initialised (idempotently) before yielding.
     """
@@ -54,8 +57,9 @@ def open_index(
             init_index(user)
         yield user
         return
+    _check_driver(index_driver)
     with embedded_postgres(Path(workdir) / "pgdata", db_name=db_name, durable=durable) as server:
-        env = server.datacube_env()
+        env = server.datacube_env(index_driver=index_driver)
         _LOG.info("using embedded datacube index %s", env.display_url)
         if init:
             init_index(env)
@@ -67,22 +71,38 @@ def init_index(env: DatacubeEnv) -> bool:
 
     An index that already has the current schema is left untouched (no role or grant
     changes, so this is safe on a user's database where we lack admin rights)."""
-    from datacube.index.exceptions import IndexSetupError
+    from datacube.index.exceptions import IndexSetupError, NoIndexError
 
     try:
         with env.index(app=_APP, validate=True):
             return False
-    except IndexSetupError:
+    except (IndexSetupError, NoIndexError):  # postgres driver / postgis driver: no schema yet
         pass
     t0 = time.monotonic()
     _forget_dynamic_indexes()
+    # datacube 1.9.20's postgis driver grants its roles "WITH ADMIN TRUE" (PostgreSQL 16
+    # syntax); on 15 (Debian 12's) the schema is created without the odc_* role grants
+    with_permissions = env.index_driver != "postgis" or _server_version(env) >= 160000
     with env.index(app=_APP, validate=False) as index:
-        index.init_db(with_default_types=True, with_permissions=True)
+        index.init_db(with_default_types=True, with_permissions=with_permissions)
         index.metadata_types.check_field_indexes(
             allow_table_lock=False, rebuild_indexes=False, rebuild_views=True
         )
     _LOG.info("initialised datacube index %s in %.2fs", env.display_url, time.monotonic() - t0)
     return True
+
+
+def _server_version(env: DatacubeEnv) -> int:
+    """``server_version_num`` of the index's PostgreSQL (e.g. 150018)."""
+    import sqlalchemy
+    from datacube.cfg import psql_url_from_config
+
+    engine = sqlalchemy.create_engine(psql_url_from_config(env.odc_environment()))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text("SHOW server_version_num")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def _forget_dynamic_indexes() -> None:
@@ -93,13 +113,16 @@ def _forget_dynamic_indexes() -> None:
     later ``init_db`` of another database in the same process then creates them in
     ``METADATA.create_all`` (with the first database's metadata type ids) and fails with
     'relation "dix_..." already exists'. Detaching them first restores the static schema."""
-    try:
-        from datacube.drivers.postgres._core import METADATA
-    except ImportError:  # pragma: no cover - datacube internals moved
-        return
-    for table in METADATA.tables.values():
-        for ix in [i for i in table.indexes if str(i.name or "").startswith("dix_")]:
-            table.indexes.discard(ix)
+    import importlib
+
+    for module in ("datacube.drivers.postgres._core", "datacube.drivers.postgis._core"):
+        try:
+            metadata = importlib.import_module(module).METADATA
+        except (ImportError, AttributeError):  # pragma: no cover - datacube internals moved
+            continue
+        for table in metadata.tables.values():
+            for ix in [i for i in table.indexes if str(i.name or "").startswith("dix_")]:
+                table.indexes.discard(ix)
 
 
 @dataclass(frozen=True)
