@@ -128,7 +128,11 @@ def _needs_s3(runner: NDVITaskRunner) -> bool:
 
 
 def _inputs_maybe_on_s3(runner: NDVITaskRunner) -> bool:
-    """Inputs of the first task are on S3 (unknown before the first SQS message: yes)."""
+    """Inputs of the first task are on S3 (unknown before the first SQS message: yes),
+    or the anomaly's baseline is (read with the same S3 settings as inputs)."""
+    baseline = getattr(getattr(runner.proc, "config", None), "baseline", None) or ""
+    if baseline.startswith("s3://"):
+        return True
     ds = first_dataset(runner.rdr) if runner.rdr is not None else None
     if ds is None:
         return True
