@@ -831,3 +831,50 @@ def init_config_command(directory: str, overwrite: bool) -> None:
     click.echo(f"{len(written)} file(s) written to {directory}")
     if kept:
         click.echo(f"{len(kept)} existing file(s) kept (--overwrite replaces them)")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``2h`` or ``1d`` -> seconds (``click.BadParameter`` else)."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _DURATION_UNITS else "s"
+    number = value[:-1] if value[-1:] in _DURATION_UNITS else value
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 90s, 30m, 2h, 1d)")
+    return seconds
+
+
+@main.command("sweep-staging")
+@click.argument("location")
+@click.option(
+    "--older-than",
+    default="24h",
+    show_default=True,
+    help="Remove attempts whose newest staged file is older than this (90s, 30m, 2h, 1d); "
+    "make it longer than any attempt lives: the SQS lease with its renewals "
+    "(job_queue_max_lease) and max_processing_time.",
+)
+@click.option("--dry-run", is_flag=True, help="Only list the attempts that would be removed.")
+@click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")
+def sweep_staging_command(location: str, older_than: str, dry_run: bool, verbose: bool) -> None:
+    """Remove staged files that killed runs left under LOCATION/.staging/ (file:// or
+    s3://, the product's output location). Files under final names and STAC items are never
+    touched; ``odc-ndvi run`` does the same with 24h before it starts."""
+    max_age = _duration(older_than)
+    _setup_logging(False)
+    with _errors(verbose):
+        from .ops.commit import sweep_stale_staging
+
+        if "://" not in location:
+            location = Path(location).resolve().as_uri()
+        swept = sweep_stale_staging(location, max_age=max_age, dry_run=dry_run)
+    for url in swept:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {url}")
+    verb = "would be removed" if dry_run else "removed"
+    click.echo(f"{len(swept)} staging attempt(s) older than {older_than} {verb}")

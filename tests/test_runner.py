@@ -94,8 +94,8 @@ def test_sweep_removes_only_stale_attempt_folders(tmp_path, files, ages, removed
     assert attempt.exists() is not removed
 
 
-@pytest.mark.parametrize("location", ["s3://bucket/prefix", "file:///nonexistent/place"])
-def test_sweep_ignores_s3_and_missing_folders(location):
+@pytest.mark.parametrize("location", ["memory://prefix", "file:///nonexistent/place"])
+def test_sweep_ignores_other_schemes_and_missing_folders(location):
     assert sweep_stale_staging(location) == []
 
 

@@ -717,7 +717,10 @@ def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
     """Checks that fail the whole run before any task: output writable, inputs readable;
     and a sweep of staged files that killed attempts left behind."""
     check_output_location(runner.product.location)
-    sweep_stale_staging(runner.product.location)
+    try:
+        sweep_stale_staging(runner.product.location)
+    except Exception as err:  # noqa: BLE001 - housekeeping: never a reason not to run
+        _log.warning("Stale staged files could not be swept: %s", err)
     if from_sqs:
         return
     for period in sorted({tile[0] for tile in runner.rdr.all_tiles}):
