@@ -31,8 +31,8 @@ from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.lines import CLI
-from tests.truth import CLEAR_RULES, truth_days
+from tests.helpers.lines import CLI
+from tests.helpers.truth import CLEAR_RULES, truth_days
 from tests.truth_clim import anomaly_truth, block_means, climatology_truth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 
 from odc_ndvi_plugin.dev.index import select_binaries
-from tests.truth import CLEAR_RULES, nan_stat, truth_days
+from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -26,6 +26,8 @@ from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
 
+from ..storage import s3_client, split_s3_url
+
 __all__ = [
     "STAGING_DIR",
     "STALE_STAGING_SECONDS",
@@ -72,11 +74,6 @@ _CANCEL_LOCK = threading.Lock()
 
 def _cancelled(attempt: str | None) -> bool:
     return attempt is not None and attempt in _CANCELLED_ATTEMPTS
-
-
-def _split_s3(url: str) -> tuple[str, str]:
-    u = urlparse(url)
-    return u.netloc, u.path.lstrip("/")
 
 
 def _worker_s3() -> Any:
@@ -127,7 +124,7 @@ def stage_output(
     final_path = urlparse(final).path if final.startswith("file://") else final
     try:
         if staged.startswith("s3://"):
-            bucket, key = _split_s3(staged)
+            bucket, key = split_s3_url(staged)
             _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
         else:
             _write_local(data, urlparse(staged).path)
@@ -287,7 +284,7 @@ class _S3Store:
     def exists(self, url: str) -> bool:
         from botocore.exceptions import ClientError
 
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as err:
@@ -297,16 +294,16 @@ class _S3Store:
         return True
 
     def size(self, url: str) -> int:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         return int(self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
 
     def read(self, url: str) -> bytes:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def listing(self, folder_url: str) -> dict[str, int]:
         """Object name -> size directly under a prefix (one LIST request per 1000)."""
-        bucket, prefix = _split_s3(folder_url.rstrip("/") + "/")
+        bucket, prefix = split_s3_url(folder_url.rstrip("/") + "/")
         out = {}
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, Delimiter="/"
@@ -317,17 +314,17 @@ class _S3Store:
         return out
 
     def remove(self, url: str) -> None:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         self.s3.delete_object(Bucket=bucket, Key=key)
 
     def move(self, src: str, dst: str) -> None:
-        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
+        (sb, sk), (db, dk) = split_s3_url(src), split_s3_url(dst)
         acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
         self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
         self.s3.delete_object(Bucket=sb, Key=sk)
 
     def put(self, data: bytes, url: str) -> None:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
 
 
@@ -339,10 +336,8 @@ def _remove_empty_dir(path: Path) -> None:
 
 
 def _delete_s3_prefix(prefix_url: str) -> None:
-    import boto3
-
-    bucket, prefix = _split_s3(prefix_url)
-    s3 = boto3.client("s3")
+    bucket, prefix = split_s3_url(prefix_url)
+    s3 = s3_client()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
@@ -419,10 +414,8 @@ def sweep_stale_staging(
 def _sweep_s3(location: str, max_age: float, *, dry_run: bool, now: float | None) -> list[str]:
     """:func:`sweep_stale_staging` on S3: one listing of the staging prefix, an attempt's
     age is its newest object's ``LastModified`` (S3's clock), batch deletes."""
-    import boto3
-
-    bucket, prefix = _split_s3(location.rstrip("/") + f"/{STAGING_DIR}/")
-    s3 = boto3.client("s3")
+    bucket, prefix = split_s3_url(location.rstrip("/") + f"/{STAGING_DIR}/")
+    s3 = s3_client()
     newest: dict[str, float] = {}
     keys: dict[str, list[str]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -474,9 +467,7 @@ def driver_store(url: str) -> Store:
     """A store for checks made by the runner itself (not on a worker); an S3 one holds a
     new boto3 client, so keep it for the run (creating one costs ~0.4 s)."""
     if url.startswith("s3://"):
-        import boto3
-
-        return _S3Store(boto3.client("s3"), {})
+        return _S3Store(s3_client(), {})
     return _LocalStore()
 
 
