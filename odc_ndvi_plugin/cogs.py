@@ -20,21 +20,28 @@ from typing import Any
 import dask
 import xarray as xr
 
+from ._portable import travels
+
 __all__ = ["delayed_ds_to_cog", "encode_cogs_on_workers"]
 
 _log = logging.getLogger(__name__)
 
 
-def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-    """``S3COGSink._ds_to_cog`` with each band's ``to_cog`` a delayed task."""
+@travels  # a GDAL error while encoding arrives at the client as text, not as "Exception"
+def _to_cog(dv: xr.DataArray, **cog_opts: Any) -> Any:
     from odc.geo.cog import to_cog
 
+    return to_cog(dv, **cog_opts)
+
+
+def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
+    """``S3COGSink._ds_to_cog`` with each band's ``to_cog`` a delayed task."""
     out = []
     for band, dv in ds.data_vars.items():
         url = paths.get(str(band))
         if url is None:
             raise ValueError(f"No path for band: '{band}'")
-        cog = dask.delayed(to_cog, pure=True)(dv, **sink.cog_opts(str(band)))
+        cog = dask.delayed(_to_cog, pure=True)(dv, **sink.cog_opts(str(band)))
         out.append(sink._write_blob(cog, url, ContentType="image/tiff"))
     return out
 

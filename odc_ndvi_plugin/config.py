@@ -111,27 +111,67 @@ def _chunks(value: Any) -> Mapping[str, int]:
 
 @dataclass(frozen=True)
 class NDVIConfig:
-    """Validated plugin configuration (see README "Plugin configuration")."""
+    """Validated plugin configuration: one field per ``plugin_config`` key (the guide's
+    reference table is generated from these fields and their docstrings)."""
 
     preset: str = "usgs_c2"
+    """A product family (``odc_ndvi_plugin/presets.py``): ``usgs_c2`` (``red``,
+    ``nir08``, ``qa_pixel``: EASI-style and community ``lsN_c2l2_sr``),
+    ``deafrica_c2`` (``red``, ``nir``, ``pixel_quality``: aliases on DE Africa's
+    ``ls5_sr`` .. ``ls9_sr``), ``dea_ard`` (``nbart_red``, ``nbart_nir``,
+    ``oa_fmask``: DEA C3 ``ga_lsNx_ard_3``), or ``none`` (then give the three bands
+    and ``good_pixel_flags``)."""
     red_band: str = "red"
+    """The red band as in ``dc.load``: a measurement's name or any of its aliases
+    (``red_band: red`` finds ``SR_B4`` on ``ls8_sr`` and ``SR_B3`` on ``ls7_sr``);
+    default: the preset's."""
     nir_band: str = "nir08"
+    """The near-infrared band, named as ``red_band``; default: the preset's."""
     mask_band: str = "qa_pixel"
+    """The pixel-quality band whose ``flags_definition`` ``good_pixel_flags`` is checked
+    against (``mask_band: fmask`` on ``ga_ls8c_ard_3``); default: the preset's."""
     good_pixel_flags: Mapping[str, Any] = field(
         default_factory=lambda: dict(PRESETS["usgs_c2"].good_pixel_flags)
     )
+    """Exactly ``make_mask(mask_band, **flags)`` against the band's
+    ``flags_definition``; a list value means "any of" (e.g. ``{fmask: [valid, snow,
+    water]}``); default: the preset's (for ``usgs_c2`` the tutorial's)."""
     mask_filters: tuple[tuple[str, int], ...] = ()
+    """odc-algo style clean-up of the bad-pixel mask, e.g. ``[[opening, 2], [dilation,
+    3]]`` (operations: opening, closing, dilation, erosion)."""
     statistics: tuple[str, ...] = ("mean", "count")
+    """Subset of ``mean, median, std, min, max, count``."""
     seasons: Seasons = field(default_factory=lambda: Seasons.from_config(None))
+    """Season -> months (a month in one season at most); with ``season_mode``: ``task``
+    (default) makes the task period one group (use with ``--frequency seasonal``),
+    ``year`` groups by ``seasons`` into bands ``<band>_<season>``."""
     min_clear: int = 1
+    """Fewer clear observations -> the statistics are nodata."""
     scale_factor: Mapping[str, float] = field(default_factory=dict)
+    """Per-band override (keyed by any name of the band); NDVI uses reflectance = DN x
+    scale + offset. Order: this key, the product definition, the preset's published
+    scaling for its own bands (C2: 0.0000275 / -0.2, as real C2 definitions declare
+    none; DEA ARD: 0.0001 / 0); a band with none of these is refused, never read as
+    raw counts."""
     add_offset: Mapping[str, float] = field(default_factory=dict)
+    """Per-band override of the offset, as ``scale_factor``."""
     resampling: str = "nearest"
+    """Only when a scene is not on the output grid: the one float32 NDVI band is warped
+    with it (nearest, bilinear, cubic, cubic_spline, lanczos, average, mode)."""
     chunks: Mapping[str, int] = field(default_factory=lambda: {"y": 1600, "x": 1600})
+    """Reduction blocks of a task (the ``direct`` loader reads whole solar days of the
+    tile; -1 = whole tile)."""
     loader: str = "direct"
+    """``direct``: our window reader (NDVI at native resolution, paste when aligned,
+    else one warp); ``odc-stats``: odc-stats' ``load_with_native_transform``."""
     preview_band: str | None = None
+    """Band rendered in the ``rgba`` preview (written when ``cog_opts.overrides`` has
+    ``rgba``); default: the first NDVI band."""
     requester_pays: bool = False
+    """Send ``x-amz-request-payer: requester`` with input reads (USGS' usgs-landsat)."""
     read_retries: int = 5
+    """Retries of a transient input read error (5xx/429, dropped connection), with a
+    growing delay."""
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

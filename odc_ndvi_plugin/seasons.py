@@ -101,6 +101,10 @@ class Seasons:
             months.append(tuple(int(m) for m in mm))
         return cls(names=tuple(names), months=tuple(months), mode=mode)
 
+    def to_config(self) -> dict[str, list[int]]:
+        """The ``seasons`` mapping as a ``plugin_config`` writes it (name -> months)."""
+        return {name: list(mm) for name, mm in zip(self.names, self.months, strict=True)}
+
     @property
     def groups(self) -> tuple[str | None, ...]:
         """Group labels in output order: season names in year mode, ``(None,)`` in task mode."""

