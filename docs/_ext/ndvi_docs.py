@@ -1,6 +1,6 @@
 """Sphinx directives that read the code, so the guide states each fact once.
 
-``.. plugin-config-keys::`` renders every ``plugin_config`` key from ``NDVIConfig``: one row
+``.. plugin-config-keys::`` (reStructuredText: in a MyST page, inside ``{eval-rst}``) renders every ``plugin_config`` key from ``NDVIConfig``: one row
 per dataclass field (its name, default and field docstring, read with Sphinx's own
 ``ModuleAnalyzer``, as autodoc reads attribute docstrings). A field without a docstring, or
 a ``plugin_config`` key (``NDVIConfig.keys()``) that is neither a field nor named in some
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +63,7 @@ def field_docs(cls: type) -> dict[str, str]:
     analyzer = ModuleAnalyzer.for_module(cls.__module__)
     found = analyzer.find_attr_docs()
     return {
-        name: "\n".join(lines).strip()
+        name: inspect.cleandoc("\n".join(lines))
         for (owner, name), lines in found.items()
         if owner == cls.__qualname__
     }
