@@ -120,6 +120,7 @@ def _run_case(args: argparse.Namespace) -> None:
             assert n.max() <= years, (s, np.unique(n))
             np.testing.assert_array_equal(np.isfinite(out[f"ndvi_std_{s}"].values), n >= 2)
     report = {
+        "state_model_bytes": _state_model(plugin, years, args.px),
         "wall_s": wall,
         "cpu_s": cpu,
         "rss_before_compute_bytes": rss0,
@@ -128,6 +129,22 @@ def _run_case(args: argparse.Namespace) -> None:
         "bands": list(out.data_vars),
     }
     Path(args.report).write_text(json.dumps(report))
+
+
+def _state_model(plugin, years: int, px: int) -> int:
+    """Bytes the reduction's running state holds for the whole tile (every block's state
+    alive at once, the worst case), from the kernels' own ``nbytes``: a season-year's
+    accumulators (year mode) or a season's climate state with its median planes."""
+    from odc_ndvi_plugin.reduce import GroupAccumulator, SeasonClimate
+
+    cfg = plugin.config
+    shape = (px, px)
+    if cfg.seasons.mode == "climatology":
+        state = SeasonClimate.empty(shape, cfg.band_statistics, cfg.min_clear)
+        per_season = state.nbytes + (years * px * px * 4 if state.means is not None else 0)
+    else:
+        per_season = GroupAccumulator.empty(shape, cfg.statistics).nbytes
+    return per_season * len(cfg.seasons.groups)
 
 
 def _status(field: str) -> int:
@@ -150,7 +167,8 @@ def _spawn(case: str, args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def _uptime() -> str:
-    return "load average %.2f, %.2f, %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     base = results["year-1"]
     header = (
         "| case | years | observations | stack if held MiB | wall s | CPU s | peak RSS MiB "
-        "| peak / year-mode |"
+        "| peak / year-mode | state model MiB |"
     )
     lines = [header, "|" + "|".join("---" for _ in header.split("|")[1:-1]) + "|"]
     for case in cases:
@@ -205,14 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {kind} | {y} | {r['observations']} | {held:,.0f} | {r['wall_s']:.1f} "
             f"| {r['cpu_s']:.1f} | {mib(r['peak_rss_bytes'])} "
-            f"| {r['peak_rss_bytes'] / base['peak_rss_bytes']:.2f} |"
+            f"| {r['peak_rss_bytes'] / base['peak_rss_bytes']:.2f} "
+            f"| {mib(r['state_model_bytes'])} |"
         )
     print("\n" + "\n".join(lines))
     for kind in kinds:
         rss = [results[f"{kind}-{y}"]["peak_rss_bytes"] for y in years]
         if len(years) > 1:
             slope = (rss[-1] - rss[0]) / (years[-1] - years[0])
-            print(f"{kind}: peak RSS grows {slope / 2**20:,.1f} MiB a year ({years[0]}..{years[-1]})")
+            print(
+                f"{kind}: peak RSS grows {slope / 2**20:,.1f} MiB a year ({years[0]}..{years[-1]})"
+            )
     print(f"machine at the end: {end_load}")
     body = {
         "params": {

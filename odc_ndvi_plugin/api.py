@@ -36,8 +36,10 @@ from odc.geo import geom
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
+from ._anomaly_api import anomaly_bands, anomaly_request
 from .load import MAX_LOAD_BLOCK_PX, group_by_solar_day
 from .plugin import NDVISeasonal
+from .seasons import Seasons, climatology_window_error, window_season
 
 if TYPE_CHECKING:
     from datacube import Datacube
@@ -134,10 +136,32 @@ def _naive(when: dt.datetime) -> dt.datetime:
     return normalise_dt(when)
 
 
+def _whole_months_error(window: TimeWindow) -> str | None:
+    """Climatology and anomaly windows are whole months (a block or a season each)."""
+    after = window.end + dt.timedelta(microseconds=1)
+    starts = (window.start, after)
+    if all(t.day == 1 and t.time() == dt.time.min for t in starts):
+        return None
+    return "it must start on the first of a month and end on the last day of one"
+
+
+def _window_season(seasons: Seasons, window: TimeWindow) -> str:
+    """The season an anomaly window is (its months are exactly one configured season)."""
+    problem = _whole_months_error(window)
+    if problem:
+        raise ValueError(f"time: {window.label} is not one season: {problem}")
+    return window_season(seasons, window.months)
+
+
 def _check_window_for_seasons(plugin: NDVISeasonal, window: TimeWindow) -> None:
     """Year mode groups by calendar month: a window of more than 12 months would pool, say,
     two Decembers into one DJF. Refuse that; warn when a season is split by the window."""
     seasons = plugin.config.seasons
+    if seasons.mode == "climatology":
+        problem = _whole_months_error(window) or climatology_window_error(seasons, window.months)
+        if problem:
+            raise ValueError(f"time: {window.label} is not a climatology window: {problem}")
+        return
     if seasons.mode != "year":
         return
     months = window.months
@@ -353,9 +377,14 @@ def seasonal_ndvi(
     ``plugin_config`` key (``preset``, ``statistics``, ``season_mode``, ``chunks``, ...),
     validated by the plugin itself.
     """
+    anomaly = None
+    if plugin_config.get("season_mode") == "anomaly":
+        # the season's mean and count as in task mode; the anomaly against the baseline after
+        plugin_config, anomaly = anomaly_request(plugin_config)
     plugin = NDVISeasonal(**plugin_config)  # validates: the plugin's own errors
     window = TimeWindow.parse(time)
     _check_window_for_seasons(plugin, window)
+    season = None if anomaly is None else _window_season(anomaly.config.seasons, window)
     gbox = output_geobox(
         x=x, y=y, crs=crs, resolution=resolution, like=like, geobox=geobox, xy_crs=xy_crs
     )
@@ -372,17 +401,19 @@ def seasonal_ndvi(
         attrs = dict(grid[0][0][band.name].attrs)
         bands[band.name] = xr.DataArray(data, dims=("y", "x"), coords=xr_coords(gbox), attrs=attrs)
     names = [product] if isinstance(product, str) else list(product)
-    return xr.Dataset(
-        bands,
-        attrs={
-            "products": ", ".join(names),
-            "time_range": window.label,
-            "season_mode": plugin.config.seasons.mode,
-            "tile_px": tile_px,
-            "tiles": len(plans),
-            "datasets": len({ds.id for p in plans for ds in p.datasets}),
-        },
-    )
+    attrs = {
+        "products": ", ".join(names),
+        "time_range": window.label,
+        "season_mode": plugin.config.seasons.mode,
+        "tile_px": tile_px,
+        "tiles": len(plans),
+        "datasets": len({ds.id for p in plans for ds in p.datasets}),
+    }
+    if anomaly is not None and season is not None:
+        tiles = [[cell.odc.geobox for cell in row] for row in grid]
+        bands = anomaly_bands(anomaly, season, xr.Dataset(bands), gbox, tiles)
+        attrs.update(season_mode="anomaly", season=season, baseline=anomaly.label)
+    return xr.Dataset(bands, attrs=attrs)
 
 
 def _tile_result(plugin: NDVISeasonal, plan: TilePlan) -> xr.Dataset:
