@@ -39,7 +39,7 @@ from odc.geo.xr import xr_coords
 from ._anomaly_api import anomaly_bands, anomaly_request
 from .load import MAX_LOAD_BLOCK_PX, group_by_solar_day
 from .plugin import NDVISeasonal
-from .seasons import Seasons, climatology_window_error, window_season
+from .seasons import Seasons, period_problem
 
 if TYPE_CHECKING:
     from datacube import Datacube
@@ -136,21 +136,12 @@ def _naive(when: dt.datetime) -> dt.datetime:
     return normalise_dt(when)
 
 
-def _whole_months_error(window: TimeWindow) -> str | None:
-    """Climatology and anomaly windows are whole months (a block or a season each)."""
-    after = window.end + dt.timedelta(microseconds=1)
-    starts = (window.start, after)
-    if all(t.day == 1 and t.time() == dt.time.min for t in starts):
-        return None
-    return "it must start on the first of a month and end on the last day of one"
-
-
 def _window_season(seasons: Seasons, window: TimeWindow) -> str:
     """The season an anomaly window is (its months are exactly one configured season)."""
-    problem = _whole_months_error(window)
+    problem = period_problem(seasons, window.start, window.end)
     if problem:
         raise ValueError(f"time: {window.label} is not one season: {problem}")
-    return window_season(seasons, window.months)
+    return seasons.season_named(np.array([window.start], dtype="datetime64[D]"))
 
 
 def _check_window_for_seasons(plugin: NDVISeasonal, window: TimeWindow) -> None:
@@ -158,7 +149,7 @@ def _check_window_for_seasons(plugin: NDVISeasonal, window: TimeWindow) -> None:
     two Decembers into one DJF. Refuse that; warn when a season is split by the window."""
     seasons = plugin.config.seasons
     if seasons.mode == "climatology":
-        problem = _whole_months_error(window) or climatology_window_error(seasons, window.months)
+        problem = period_problem(seasons, window.start, window.end)
         if problem:
             raise ValueError(f"time: {window.label} is not a climatology window: {problem}")
         return

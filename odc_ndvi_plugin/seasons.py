@@ -32,8 +32,6 @@ __all__ = [
     "SEASON_MODES",
     "Seasons",
     "band_name",
-    "climatology_window_error",
-    "window_season",
 ]
 
 DEFAULT_SEASONS: Mapping[str, tuple[int, ...]] = {
@@ -182,46 +180,3 @@ class Seasons:
 def _consecutive(months: Sequence[int]) -> bool:
     """Months in cyclic calendar order without gaps ([12, 1, 2] yes, [1, 3] no)."""
     return all(b == a % 12 + 1 for a, b in zip(months, months[1:], strict=False))
-
-
-# -- task windows (the notebook's ``time=``; an odc-stats task's period) ------------------
-
-
-def climatology_window_error(seasons: Seasons, months: Sequence[tuple[int, int]]) -> str | None:
-    """Why ``months`` (``(year, month)`` in order, whole months) cannot be a climatology
-    window, or None: it must be whole 12-month blocks, starting on a month where no season
-    is cut in two (the first month of a season, e.g. December for DJF), so that block k =
-    [start + 12k, start + 12k + 12) months holds each season's k-th instance whole."""
-    if not months:
-        return "the window holds no month"
-    (year, month), n = months[0], len(months)
-    example = f"e.g. '{year}-{month:02d}--P{max(1, n // 12)}Y'"
-    if n % 12:
-        return f"a climatology takes whole 12-month blocks, got {n} months ({example})"
-    for name, mm in zip(seasons.names, seasons.months, strict=True):
-        if month in mm and mm[0] != month:
-            first = mm[0]
-            return (
-                f"the window starts in month {month}, inside season {name!r} (months "
-                f"{list(mm)}); start on a season's first month, e.g. "
-                f"'{year - (first > month)}-{first:02d}--P{n // 12}Y'"
-            )
-    return None
-
-
-def window_season(seasons: Seasons, months: Sequence[tuple[int, int]]) -> str:
-    """Anomaly: the configured season whose months are exactly ``months`` (consecutive
-    ``(year, month)`` as a window has them: DJF = 1993-12, 1994-01, 1994-02); a ValueError
-    naming the seasons otherwise."""
-    got = [m for _, m in months]
-    for name, mm in zip(seasons.names, seasons.months, strict=True):
-        if got == list(mm):
-            return name
-    options = ", ".join(
-        f"{n} {list(mm)}" for n, mm in zip(seasons.names, seasons.months, strict=True)
-    )
-    first = f"{months[0][0]}-{months[0][1]:02d}" if months else "?"
-    raise ValueError(
-        f"season_mode anomaly: the window's months {got} (from {first}) are not one configured "
-        f"season ({options}); give one season's months, e.g. '1993-12--P3M' for DJF"
-    )
