@@ -33,6 +33,7 @@ from .load import load_ndvi_direct
 from .load._odc_stats import load_by_crs, native_ndvi
 from .ndvi import NDVIInputs
 from .reduce import anomaly_block, seasonal_planes
+from .seasons import period_problem
 
 __all__ = ["NDVISeasonal"]
 
@@ -113,6 +114,16 @@ class NDVISeasonal(StatsPluginInterface):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("XSCALE", "YSCALE")}
         load = super().input_data
         return load_by_crs(lambda group: load(group, geobox, **kwargs), datasets, geobox)
+
+    def period_problem(self, period: str) -> str | None:
+        """Why an odc-stats task period (e.g. ``1993-12--P30Y``) does not suit this
+        config's ``season_mode`` (climatology: whole blocks from a season's first month;
+        anomaly: one season), or None. The plugin itself never sees the period: runners
+        that know it ask here (``odc-ndvi run``)."""
+        from odc.stats.model import DateTimeRange
+
+        rng = DateTimeRange(period)
+        return period_problem(self.config.seasons, rng.start, rng.end)
 
     # -- reduction ------------------------------------------------------------------
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:

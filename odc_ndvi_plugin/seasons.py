@@ -21,6 +21,7 @@ Two grouping modes:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ __all__ = [
     "SEASON_MODES",
     "Seasons",
     "band_name",
+    "period_problem",
 ]
 
 DEFAULT_SEASONS: Mapping[str, tuple[int, ...]] = {
@@ -180,3 +182,37 @@ class Seasons:
 def _consecutive(months: Sequence[int]) -> bool:
     """Months in cyclic calendar order without gaps ([12, 1, 2] yes, [1, 3] no)."""
     return all(b == a % 12 + 1 for a, b in zip(months, months[1:], strict=False))
+
+
+def period_problem(seasons: Seasons, start: dt.datetime, end: dt.datetime) -> str | None:
+    """Why a task period (``start`` .. ``end`` inclusive, as odc-stats' ``DateTimeRange``)
+    does not suit ``seasons.mode``, or None. Climatology: whole 12-month blocks starting on
+    the first month of a configured season; anomaly: exactly one configured season."""
+    if seasons.mode not in ("climatology", "anomaly"):
+        return None
+    after = end + dt.timedelta(microseconds=1)
+    whole_months = start == dt.datetime(start.year, start.month, 1) and after == dt.datetime(
+        after.year, after.month, 1
+    )
+    n_months = (after.year - start.year) * 12 + after.month - start.month
+    firsts = {mm[0]: name for name, mm in zip(seasons.names, seasons.months, strict=True)}
+    if seasons.mode == "climatology":
+        if whole_months and n_months > 0 and n_months % 12 == 0 and start.month in firsts:
+            return None
+        return (
+            "season_mode climatology needs whole 12-month blocks starting on the first month "
+            f"of a season ({', '.join(f'{n}: month {m}' for m, n in firsts.items())}), e.g. "
+            "save-tasks --frequency all --temporal-range 1993-12--P30Y"
+        )
+    name = firsts.get(start.month)
+    if (
+        whole_months
+        and name is not None
+        and n_months == len(seasons.months[seasons.names.index(name)])
+    ):
+        return None
+    return (
+        "season_mode anomaly needs one task per configured season "
+        f"({', '.join(f'{n}: {list(mm)}' for n, mm in zip(seasons.names, seasons.months, strict=True))}), "
+        "e.g. save-tasks --frequency seasonal"
+    )

@@ -530,6 +530,9 @@ class NDVITaskRunner(TaskRunner):
         one whose outputs cannot be checked or graph built comes back as its result, its
         message done or released."""
         redo = ""
+        problem = task_period_problem(self.proc, task.time_range.short)
+        if problem is not None:
+            return self._fail_early(task, ValueError(f"task {task.location}: {problem}"))
         if not self._cfg.overwrite:
             try:
                 audit = self.sink.audit(task, verify=self.verify)
@@ -710,10 +713,22 @@ def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
     sweep_stale_staging(runner.product.location)
     if from_sqs:
         return
+    for period in sorted({tile[0] for tile in runner.rdr.all_tiles}):
+        problem = task_period_problem(runner.proc, period)
+        if problem is not None:
+            tile = next(t for t in runner.rdr.all_tiles if t[0] == period)
+            raise ValueError(f"task {'/'.join(map(str, tile))} (period {period}): {problem}")
     validate = getattr(runner.proc, "validate_product", None)
     ds = first_dataset(runner.rdr)
     if validate is not None and ds is not None:
         validate(ds.product)
+
+
+def task_period_problem(proc: Any, period: str) -> str | None:
+    """What the plugin says about a task's period (climatology/anomaly modes need whole
+    blocks / one season; odc-stats does not hand the plugin the period, so the runner asks)."""
+    check = getattr(proc, "period_problem", None)
+    return None if check is None else check(period)
 
 
 def first_dataset(rdr: Any) -> Any:
