@@ -22,7 +22,6 @@ import yaml
 
 from ._extras import require
 from ._startup import skip_unused_imports
-from .dev.synthetic import synth_command
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "main"]
 
@@ -40,7 +39,7 @@ class CommandError(click.ClickException):
 
 
 def _redacted(text: str) -> str:
-    from .ops.secrets import redact_text, secret_values_from_environ
+    from ._redact import redact_text, secret_values_from_environ
 
     return redact_text(text, secret_values_from_environ())
 
@@ -49,8 +48,28 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _synth_command() -> click.Command:
+    from .dev.synthetic import synth_command
+
+    return synth_command
+
+
 class _OneLineErrors(click.Group):
-    """The command group: usage errors, config errors and failures as one line each."""
+    """The command group: usage errors, config errors and failures as one line each.
+
+    Commands defined in ``dev/`` are imported when they are asked for (by name, or for
+    ``--help``), not when the CLI starts: ``odc-ndvi run`` never imports the demo tooling.
+    """
+
+    lazy_commands: dict[str, Any] = {"synth": _synth_command}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            return self.lazy_commands[cmd_name]()
+        return super().get_command(ctx, cmd_name)
 
     def main(  # type: ignore[override]
         self,
@@ -117,7 +136,7 @@ def _read_yaml(path: str, what: str) -> dict[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from .ops.secrets import RedactingFilter
+    from ._redact import RedactingFilter
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -180,8 +199,17 @@ def _refuse(condition: bool, message: str) -> None:
     default=None,
     help="Tasks computed at once (default 1 local, 2 x workers on a gateway).",
 )
-@click.option("--threads", type=int, help="Local dask threads (default: all cores).")
-@click.option("--memory-limit", help="Local dask memory limit, e.g. 4GiB.")
+@click.option(
+    "--threads",
+    type=int,
+    help="Local dask threads (default: the container's CPU limit, cgroup v2 or v1; else all "
+    "cores). -v logs the choice and where it came from.",
+)
+@click.option(
+    "--memory-limit",
+    help="Local dask memory limit, e.g. 4GiB (default: the container's memory limit; else "
+    "the host's memory less 1 GiB).",
+)
 @click.option(
     "--overwrite", is_flag=True, default=None, help="Recompute tasks whose outputs exist."
 )
@@ -528,7 +556,7 @@ def _split_products(doc: dict[str, Any]) -> list[str]:
 def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
     """The plugin's bands, flags and scaling against each product's definition in the
     configured datacube; without one, a note (or, for --product, an error)."""
-    from .ops.secrets import redact_text
+    from ._redact import redact_text
 
     try:
         from datacube import Datacube
@@ -607,6 +635,7 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
                     flavour=flavour,
                     overwrite=overwrite,
                     progress=click.echo,
+                    verbose=verbose,
                 )
         except KeyboardInterrupt:
             click.echo("interrupted; rerun to finish (finished tasks are skipped)", err=True)
@@ -614,9 +643,6 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
     click.echo(report.text())
     if report.summary.failed:
         sys.exit(EXIT_FAILED)
-
-
-main.add_command(synth_command)
 
 
 @main.command("mosaic")

@@ -29,8 +29,7 @@ from .baseline import (
 from .cogs import encode_cogs_on_workers, name_baselines_in_stac_items
 from .config import NDVIConfig
 from .inputs import product_inputs
-from .load import load_ndvi_direct
-from .load._odc_stats import load_by_crs, native_ndvi
+from .load import load_by_crs, load_ndvi_direct, native_ndvi
 from .ndvi import NDVIInputs
 from .reduce import anomaly_block, seasonal_planes
 from .seasons import period_problem

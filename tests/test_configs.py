@@ -88,6 +88,17 @@ def test_kubernetes_jobs_call_real_cli_options_and_shipped_configs(job):
             assert (CFG_DIR / ctx.params[key].removeprefix("/cfg/")).exists()
 
 
+def test_the_sqs_runner_job_sizes_local_dask_from_its_guaranteed_limits():
+    """The pod's limits are the one place its size is written: odc-ndvi run reads them from
+    the cgroup (ops/limits.py), so the job passes no --threads/--memory-limit, and requests
+    equal limits (Guaranteed QoS) so the limits are what the pod gets."""
+    doc = yaml.safe_load((CFG_DIR / "k8s" / "sqs-runner-job.yaml").read_text())
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    assert not [a for a in container["args"] if a.startswith(("--threads", "--memory-limit"))]
+    resources = container["resources"]
+    assert resources["requests"] == resources["limits"]
+
+
 def test_run_with_a_missing_task_db_names_it(tmp_path):
     missing = tmp_path / "nope.db"
     result = CliRunner().invoke(

@@ -9,13 +9,15 @@ Everything lives under one work directory; rerunning skips what is already there
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,11 @@ CFG_DIR = cfg_dir()
 
 #: save-tasks' INFO log records (library set-up chatter): its progress lines are prints
 _INFO_LOG_LINE = re.compile(r"^\[[^]]*\] \{[^}]*\} INFO - ")
+#: save-tasks' lines that say what it found and wrote (the rest - query timings, digests,
+#: dots - is passed on with -v only)
+_SAVE_TASKS_RESULT = re.compile(r"^(Total of |Saving tasks|Writing summary|\.\.writing to )")
+#: libraries whose INFO records (scheduler/worker start and stop, dashboards) are for -v
+_CHATTY_LOGGERS = ("distributed", "bokeh", "tornado")
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
 _SAVE_TASKS_CONFIG = {
@@ -153,6 +160,37 @@ def _quicklook(task_dir: Path, png: Path, title: str) -> Path:
     return quicklook_png(panels, png, title=title)
 
 
+def _save_tasks_line(line: str, progress: Callable[[str], None], verbose: bool) -> None:
+    if _INFO_LOG_LINE.match(line):
+        return
+    if verbose or _SAVE_TASKS_RESULT.match(line.strip()):
+        progress(f"      {line}")
+
+
+@contextlib.contextmanager
+def _warnings_only(names: tuple[str, ...]) -> Iterator[None]:
+    """Hold the named loggers (and their descendants that were set lower) at WARNING,
+    restoring their levels after. distributed sets its own level to INFO when it is first
+    imported, so it is imported here first."""
+    import distributed  # noqa: F401 - its import configures its loggers
+
+    loggers = [logging.getLogger(n) for n in names]
+    loggers += [
+        logger
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in names
+    ]
+    saved = {logger: logger.level for logger in loggers}
+    for logger in saved:
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in saved.items():
+            logger.setLevel(level)
+
+
 def run_demo(
     workdir: Path,
     *,
@@ -160,12 +198,14 @@ def run_demo(
     flavour: str = "usgs_c2",
     overwrite: bool = False,
     progress: Callable[[str], None] = print,
+    verbose: bool = False,
 ) -> DemoReport:
     """Run the whole production path into ``workdir``; see the module docstring.
 
     ``progress`` gets the step lines; the archive, index and run steps also show their
     progress with a total (a bar on a terminal, plain lines otherwise: ops/report.py) and
-    save-tasks' own output is passed on line by line."""
+    save-tasks' result lines are passed on. ``verbose``: all of save-tasks' output, and
+    dask's INFO log records (otherwise held back below WARNING for the run)."""
     from ..ops.report import RunObserver, StepProgress, TaskProgress
     from .index import add_products, index_datasets, init_index, open_index
     from .synthetic import ArchiveSpec, generate_archive
@@ -227,7 +267,7 @@ def run_demo(
             archive,
             workdir / "tasks" / f"{spec.product}_{year_window(spec.start)}.db",
             config=CFG_DIR / _SAVE_TASKS_CONFIG[flavour],
-            on_line=lambda line: None if _INFO_LOG_LINE.match(line) else progress(f"      {line}"),
+            on_line=lambda line: _save_tasks_line(line, progress, verbose),
         )
         timings["save-tasks"] = time.monotonic() - t0
 
@@ -243,13 +283,15 @@ def run_demo(
     )
     tasks = TaskProgress(None)
     observer = RunObserver(tasks)
+    quiet = contextlib.nullcontext() if verbose else _warnings_only(_CHATTY_LOGGERS)
     try:
-        summary = execute(
-            cfg,
-            events=observer,
-            on_runner=lambda runner: tasks.set_total(len(runner.planned())),
-            max_in_flight=2,
-        )
+        with quiet:
+            summary = execute(
+                cfg,
+                events=observer,
+                on_runner=lambda runner: tasks.set_total(len(runner.planned())),
+                max_in_flight=2,
+            )
     finally:
         tasks.close()
     timings["run"] = time.monotonic() - t0

@@ -17,7 +17,7 @@ selection, output naming, COG/STAC sink) with three changes that production need
 Besides: a task whose STAC item exists is skipped only if every file its ``.sha1`` and
 STAC item list is there (``verify``: and matches its digest); an incomplete one is
 computed again (or, with ``incomplete="report"``, only reported). A task that fails for a
-transient reason (:mod:`~odc_ndvi_plugin.ops.retries`) is submitted again, up to
+transient reason (:mod:`~odc_ndvi_plugin._transient`) is submitted again, up to
 ``retries`` times, before it counts as failed. Whoever watches the run (progress, the run
 report) gets :class:`~odc_ndvi_plugin.ops.report.RunEvents`.
 
@@ -43,9 +43,9 @@ from distributed import Client, Future, wait
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
+from .._transient import retry_reason
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
-from .retries import retry_reason
 from .runconfig import load_run_config
 from .signals import interrupts_raise
 from .sink import AtomicCOGSink
@@ -152,19 +152,26 @@ class NDVITaskRunner(TaskRunner):
     # -- dask ------------------------------------------------------------------------
     def _init_dask(self) -> Client:
         """Loopback-only local cluster (odc-stats' default binds its dashboard on 0.0.0.0)."""
+        from dask.utils import parse_bytes
         from distributed import LocalCluster
-        from odc.stats.proc import S3ClientPlugin, get_max_cpu, get_max_mem
+        from odc.stats.proc import S3ClientPlugin
+
+        from .limits import host_resources, read_cgroup_limits, size_local_dask
 
         cfg = self._cfg
-        nthreads = (
-            cfg.threads if cfg.threads > 0 else max(1, get_max_cpu() or 0, os.cpu_count() or 1)
+        size = size_local_dask(
+            read_cgroup_limits(),
+            host_resources(),
+            threads=cfg.threads,
+            memory_limit=parse_bytes(cfg.memory_limit) if cfg.memory_limit else None,
         )
-        memory_limit: str | int = cfg.memory_limit or max(get_max_mem() - (1 << 30), 1 << 30)
+        _log.info("Local dask size: %s", size.describe())
+        nthreads = size.threads
         cluster = LocalCluster(
             n_workers=1,
             threads_per_worker=nthreads,
             processes=False,
-            memory_limit=memory_limit,
+            memory_limit=size.memory_limit,
             dashboard_address="127.0.0.1:0",
         )
         client = Client(cluster)
