@@ -24,8 +24,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -145,38 +145,25 @@ def _from_dataset(ds: xr.Dataset, season: str, gbox: GeoBox) -> dict[str, da.Arr
     return out
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """Where one baseline item's window lands in one output tile."""
-
-    urls: tuple[str, str, str]  # mean, std, years COGs
-    item_shape: tuple[int, int]
-    src: tuple[slice, slice]  # in the item
-    dst: tuple[slice, slice]  # in the tile
+def _path_url(url: str) -> str:
+    """``file://`` asset URLs are %-quoted (odc-stats' ``x+049`` folders -> ``x%2B049``);
+    rasterio wants the plain path."""
+    return unquote(urlparse(url).path) if url.startswith("file://") else url
 
 
-def _read_tile(
-    pieces: Sequence[_Piece], shape: tuple[int, int], read_env: tuple[tuple[str, str], ...]
-) -> np.ndarray:
-    """(3, h, w) float32 mean, std, years of one output tile from its pieces."""
-    from .baseline import _RasterWindows
-
-    out = np.full((3, *shape), np.nan, dtype=np.float32)
-    for piece in pieces:
-        for i, url in enumerate(piece.urls):
-            source = _RasterWindows(url, piece.item_shape, np.dtype(np.float32), read_env)
-            out[(i, *piece.dst)] = source[piece.src]
-    return out
+def _splits(start: int, size: int, edges: Sequence[int]) -> tuple[int, ...]:
+    """Chunk sizes of ``[start, start + size)`` cut at ``edges``."""
+    cuts = sorted({start, start + size, *(e for e in edges if start < e < start + size)})
+    return tuple(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True))
 
 
 def _from_location(
-    location: str,
-    season: str,
-    gbox: GeoBox,
-    tiles: Sequence[Sequence[GeoBox]],
-    read_env: tuple[tuple[str, str], ...],
+    location: str, season: str, gbox: GeoBox, read_env: tuple[tuple[str, str], ...]
 ) -> dict[str, da.Array]:
-    from .mosaic import _rio_url, find_outputs
+    """The baseline's bands on ``gbox``: the request cut at the items' edges into cells,
+    each cell a slice of one item's lazy bands (whole chunks: only its window is read)."""
+    from .baseline import BaselineTile, baseline_bands
+    from .mosaic import find_outputs
 
     names = _bands_of(season)
     try:
@@ -191,59 +178,53 @@ def _from_location(
             f"({len(outputs)} items; bands {', '.join(have[:8]) or 'none'}); run the "
             "climatology first"
         )
-    covered = np.zeros(gbox.shape.yx, dtype=bool)
-    placed = []  # (item, its offset in the request)
+    h, w = gbox.shape.yx
+    owner = np.full((h, w), -1, dtype=np.int32)  # which item each request pixel is read from
+    placed = []  # (item, its top-left row/col in the request)
     for item in items:
-        grid = GeoBox(item.shape, item.transform, item.crs)
-        at = _offset(grid, gbox, f"item {item.item_url}")
+        at = _offset(GeoBox(item.shape, item.transform, item.crs), gbox, f"item {item.item_url}")
         if at is None:
             continue
-        row, col = -at[0], -at[1]  # the item's top-left in the request
-        placed.append((item, row, col))
-        covered[
-            max(row, 0) : max(row + item.shape[0], 0), max(col, 0) : max(col + item.shape[1], 0)
-        ] = True
-    if not covered.all():
-        rows, cols = np.nonzero(~covered)
+        r, c = -at[0], -at[1]
+        window = owner[max(r, 0) : max(r + item.shape[0], 0), max(c, 0) : max(c + item.shape[1], 0)]
+        window[window < 0] = len(placed)  # the first item listed wins an overlap
+        placed.append((item, r, c))
+    if (owner < 0).any():
+        rows, cols = np.nonzero(owner < 0)
         x0, y0 = gbox.affine * (int(cols.min()), int(rows.min()))
         raise ValueError(
-            f"baseline: no climatology item under {location} covers {(~covered).sum()} px of "
+            f"baseline: no climatology item under {location} covers {(owner < 0).sum()} px of "
             f"the request (from x {x0:g}, y {y0:g} {gbox.crs}); run the climatology there "
             "first"
         )
-    band_rows = []
-    row0 = 0
-    for tile_row in tiles:
-        band_row: list[list[da.Array]] = [[], [], []]
-        col0 = 0
-        for tile in tile_row:
-            h, w = tile.shape.yx
-            pieces = []
-            for item, r, c in placed:
-                top, left = max(r, row0), max(c, col0)
-                bottom = min(r + item.shape[0], row0 + h)
-                right = min(c + item.shape[1], col0 + w)
-                if top >= bottom or left >= right:
-                    continue
-                pieces.append(
-                    _Piece(
-                        # file:// URLs are %-quoted (x+049 -> x%2B049): rasterio wants paths
-                        urls=tuple(_rio_url(item.assets[n]) for n in names.values()),  # type: ignore[arg-type]
-                        item_shape=item.shape,
-                        src=(slice(top - r, bottom - r), slice(left - c, right - c)),
-                        dst=(slice(top - row0, bottom - row0), slice(left - col0, right - col0)),
-                    )
-                )
-            stack = dask.delayed(_read_tile, pure=True)(tuple(pieces), (h, w), read_env)
-            for i in range(3):
-                band_row[i].append(da.from_delayed(stack[i], shape=(h, w), dtype=np.float32))
-            col0 += w
-        band_rows.append(band_row)
-        row0 += tile_row[0].shape.y
-    return {
-        key: da.block([row[i] for row in band_rows])
-        for i, key in enumerate(("mean", "std", "years"))
-    }
+    # the cells: the request cut at every placed item's edges
+    row_edges = sorted(
+        {0, h} | {min(max(e, 0), h) for i, r, _ in placed for e in (r, r + i.shape[0])}
+    )
+    col_edges = sorted(
+        {0, w} | {min(max(e, 0), w) for i, _, c in placed for e in (c, c + i.shape[1])}
+    )
+    bands = []
+    for item, r, c in placed:
+        tile = BaselineTile(
+            item.item_url, item.item_url, {n: _path_url(u) for n, u in item.assets.items()}
+        )
+        chunks = (_splits(r, item.shape[0], row_edges), _splits(c, item.shape[1], col_edges))
+        bands.append(
+            baseline_bands(tile, season, shape=item.shape, chunks=chunks, read_env=read_env)
+        )
+    out = {}
+    for key in ("mean", "std", "years"):
+        grid = []
+        for y0, y1 in zip(row_edges[:-1], row_edges[1:], strict=True):
+            row = []
+            for x0, x1 in zip(col_edges[:-1], col_edges[1:], strict=True):
+                k = int(owner[y0, x0])
+                _, r, c = placed[k]
+                row.append(bands[k][key][y0 - r : y1 - r, x0 - c : x1 - c])
+            grid.append(row)
+        out[key] = da.block(grid)
+    return out
 
 
 # ----------------------------------------------------------------------------- bands
@@ -254,7 +235,6 @@ def anomaly_bands(
     season: str,
     result: xr.Dataset,
     gbox: GeoBox,
-    tiles: Sequence[Sequence[GeoBox]],
 ) -> dict[str, xr.DataArray]:
     """The anomaly's bands in the plugin's order, from the season's task-mode ``result``
     (``ndvi_mean``, ``clear_count``) and the baseline on ``gbox``."""
@@ -262,7 +242,7 @@ def anomaly_bands(
     if isinstance(request.baseline, xr.Dataset):
         base = _from_dataset(request.baseline, season, gbox)
     else:
-        base = _from_location(request.baseline, season, gbox, tiles, cfg.read_env)
+        base = _from_location(request.baseline, season, gbox, cfg.read_env)
     mean = result["ndvi_mean"].data
     chunks = mean.chunks
     stack = da.map_blocks(

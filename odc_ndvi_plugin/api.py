@@ -401,8 +401,7 @@ def seasonal_ndvi(
         "datasets": len({ds.id for p in plans for ds in p.datasets}),
     }
     if anomaly is not None and season is not None:
-        tiles = [[cell.odc.geobox for cell in row] for row in grid]
-        bands = anomaly_bands(anomaly, season, xr.Dataset(bands), gbox, tiles)
+        bands = anomaly_bands(anomaly, season, xr.Dataset(bands), gbox)
         attrs.update(season_mode="anomaly", season=season, baseline=anomaly.label)
     return xr.Dataset(bands, attrs=attrs)
 

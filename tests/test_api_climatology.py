@@ -171,9 +171,9 @@ def test_an_anomaly_against_an_in_memory_climatology_equals_the_truth(world, cli
 def test_windows_baselines_and_grids_that_cannot_be_used_are_refused(world, climatology):
     _, clim = climatology
     cases = [
-        (dict(time="2017-12--P18M", season_mode="climatology"), "whole 12-month blocks"),
-        (dict(time="2018-01--P2Y", season_mode="climatology"), "inside season 'djf'"),
-        (dict(time="2020-07--P3M", season_mode="anomaly", baseline=clim), "not one configured"),
+        (dict(time="2017-12--P18M", season_mode="climatology"), "not a climatology window"),
+        (dict(time="2018-01--P2Y", season_mode="climatology"), "first month of a season"),
+        (dict(time="2020-07--P3M", season_mode="anomaly", baseline=clim), "is not one season"),
         (dict(time=SEASON, season_mode="anomaly"), "needs baseline="),
         (
             dict(time=SEASON, season_mode="anomaly", baseline=clim[["ndvi_mean_jja"]]),
