@@ -367,6 +367,17 @@ def seasonal_ndvi(
     is computed in (each is one odc-stats task's worth of work). Every other keyword is a
     ``plugin_config`` key (``preset``, ``statistics``, ``season_mode``, ``chunks``, ...),
     validated by the plugin itself.
+
+    ``season_mode="climatology"``: ``time`` is whole 12-month blocks starting on a season's
+    first month (``"1993-12--P30Y"``); bands ``ndvi_mean_<s>``, ``ndvi_std_<s>``,
+    ``clear_years_<s>``, ``clear_count_<s>`` (+ median/min/max of the block means).
+    ``season_mode="anomaly"``: ``time`` is one season (``"2023-12--P3M"``) and
+    ``baseline=`` a climatology: where a climatology run wrote (``file://``, ``s3://``: its
+    tiles are read where the request needs them) or its ``xr.Dataset`` (e.g. this call's
+    climatology result); the request must be on the climatology's pixel grid, inside it
+    (``like=<the climatology>`` is the simple way). Bands ``ndvi_mean``, ``clear_count``,
+    ``ndvi_anomaly``, ``ndvi_std_anomaly``, ``baseline_years``; ``min_baseline_years``
+    (default 10) as in a batch run. ``plot_seasons(ds, statistic="std_anomaly")`` draws it.
     """
     anomaly = None
     if plugin_config.get("season_mode") == "anomaly":
