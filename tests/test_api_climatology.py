@@ -187,6 +187,16 @@ def test_windows_baselines_and_grids_that_cannot_be_used_are_refused(world, clim
     shifted = GeoBox((20, 20), world.request.affine * Affine.translation(0.5, 0), world.request.crs)
     outside = GeoBox((20, 20), world.request.affine * Affine.translation(90, 0), world.request.crs)
     with world.env.datacube() as dc:
+        picked = seasonal_ndvi(
+            dc,
+            product=PRODUCT,
+            time=SEASON,
+            like=world.request,
+            season_mode="anomaly",
+            baseline=clim,
+            measurements=["ndvi_std_anomaly", "baseline_years"],
+        )
+        assert list(picked.data_vars) == ["ndvi_std_anomaly", "baseline_years"]
         for kwargs, message in cases:
             with pytest.raises(ValueError, match=message):
                 seasonal_ndvi(dc, product=PRODUCT, like=world.request, **kwargs)
