@@ -61,9 +61,10 @@ class BaselineTile:
 
 def _tile_text(geobox: GeoBox) -> str:
     bb = geobox.extent.boundingbox
+    crs = f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else str(geobox.crs)
     return (
-        f"tile {geobox.shape.x}x{geobox.shape.y} px at ({bb.left:g}, {bb.bottom:g}, "
-        f"{bb.right:g}, {bb.top:g}) {geobox.crs}"
+        f"tile {geobox.shape.x}x{geobox.shape.y} px at ({bb.left:.0f}, {bb.bottom:.0f}, "
+        f"{bb.right:.0f}, {bb.top:.0f}) {crs}"
     )
 
 
@@ -171,7 +172,7 @@ class _RasterWindows:
 
         rows, cols = key
         activate_from_config()
-        path = self.url[len("file://") :] if self.url.startswith("file://") else self.url
+        path = _rio_path(self.url)
         window = Window.from_slices(rows, cols, height=self.shape[0], width=self.shape[1])
         try:
             with rasterio.Env(**dict(self.read_env)), rasterio.open(path) as src:
@@ -183,6 +184,15 @@ class _RasterWindows:
                 return src.read(1, window=window).astype(self.dtype, copy=False)
         except rasterio.errors.RasterioIOError as err:
             raise BaselineError(f"baseline: cannot read {self.url}: {err}") from err
+
+
+def _rio_path(url: str) -> str:
+    """What rasterio opens for an item's asset URL (file URLs are percent-encoded)."""
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(url).path)
+    return url
 
 
 def baseline_bands(

@@ -8,6 +8,7 @@ reduce/: kernels + streaming graph); result -> ``rgba`` preview (preview.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import dask.array as da
@@ -119,10 +120,19 @@ class NDVISeasonal(StatsPluginInterface):
         config's ``season_mode`` (climatology: whole blocks from a season's first month;
         anomaly: one season), or None. The plugin itself never sees the period: runners
         that know it ask here (``odc-ndvi run``)."""
+        import re
+
         from odc.stats.model import DateTimeRange
 
         rng = DateTimeRange(period)
-        return period_problem(self.config.seasons, rng.start, rng.end)
+        start, end = rng.start, rng.end
+        # odc-stats counts a 'PnY' period in days (2014-12--P6Y ends on 2020-11-29): judge
+        # the period the user asked for, n whole years
+        years = re.fullmatch(r"(\d+)Y", str(rng.freq))
+        if years and start.day == 1:
+            months = start.year * 12 + start.month - 1 + 12 * int(years.group(1))
+            end = datetime(months // 12, months % 12 + 1, 1) - timedelta(microseconds=1)
+        return period_problem(self.config.seasons, start, end)
 
     # -- reduction ------------------------------------------------------------------
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
