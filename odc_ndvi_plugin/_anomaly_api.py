@@ -24,7 +24,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import dask.array as da
 import numpy as np
@@ -145,12 +144,6 @@ def _from_dataset(ds: xr.Dataset, season: str, gbox: GeoBox) -> dict[str, da.Arr
     return out
 
 
-def _path_url(url: str) -> str:
-    """``file://`` asset URLs are %-quoted (odc-stats' ``x+049`` folders -> ``x%2B049``);
-    rasterio wants the plain path."""
-    return unquote(urlparse(url).path) if url.startswith("file://") else url
-
-
 def _splits(start: int, size: int, edges: Sequence[int]) -> tuple[int, ...]:
     """Chunk sizes of ``[start, start + size)`` cut at ``edges``."""
     cuts = sorted({start, start + size, *(e for e in edges if start < e < start + size)})
@@ -206,9 +199,7 @@ def _from_location(
     )
     bands = []
     for item, r, c in placed:
-        tile = BaselineTile(
-            item.item_url, item.item_url, {n: _path_url(u) for n, u in item.assets.items()}
-        )
+        tile = BaselineTile(item.item_url, item.item_url, dict(item.assets))
         chunks = (_splits(r, item.shape[0], row_edges), _splits(c, item.shape[1], col_edges))
         bands.append(
             baseline_bands(tile, season, shape=item.shape, chunks=chunks, read_env=read_env)
