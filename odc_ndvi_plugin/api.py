@@ -558,14 +558,11 @@ def seasonal_ndvi(
             "by the first clear value, as odc-stats tasks fuse them"
         )
     config_keys = NDVIConfig.keys()
-    near_ours = [
-        k for k in plugin_config if k not in config_keys and did_you_mean(k, _OUR_KEYWORDS)
-    ]
-    if near_ours:
-        key = near_ours[0]
-        raise ValueError(
-            f"seasonal_ndvi: unknown keyword {key!r}{did_you_mean(key, _OUR_KEYWORDS)}"
-        )
+    for key in plugin_config:
+        # a typo nearest one of our keywords is ours to name; others are the plugin's error
+        near = did_you_mean(key, (*_OUR_KEYWORDS, *config_keys))
+        if key not in config_keys and near and near.split("'")[1] in _OUR_KEYWORDS:
+            raise ValueError(f"seasonal_ndvi: unknown keyword {key!r}{near}")
     datasets = None if datasets is None else list(datasets)
     names = _product_names(product, datasets)
     products = _products(dc, names)

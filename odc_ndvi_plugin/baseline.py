@@ -130,17 +130,17 @@ def _list_items(location: str) -> list[tuple[str, dict[str, Any], GeoBox]]:
 
     from affine import Affine
 
-    from .mosaic import _item_urls, _read_text
+    from .mosaic import read_text, stac_item_urls
 
     out = []
     try:
-        urls = list(_item_urls(location))
+        urls = list(stac_item_urls(location))
     except ValueError as err:
         raise BaselineMissingError(
             f"baseline: cannot list {location} ({err}); run the climatology first"
         ) from err
     for url in urls:
-        doc = json.loads(_read_text(url))
+        doc = json.loads(read_text(url))
         props = doc.get("properties", {})
         try:
             crs = props["proj:code"] if "proj:code" in props else f"EPSG:{props['proj:epsg']}"

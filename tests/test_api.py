@@ -449,7 +449,13 @@ def _error(fn) -> str:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"colour": "green"}, {"statistics": ["mode"]}, {"season_mode": "month"}, {"chunks": {"t": 3}}],
+    [
+        {"colour": "green"},
+        {"statistics": ["mode"]},
+        {"season_mode": "month"},
+        {"chunks": {"t": 3}},
+        {"chunk": 3},  # nearest the plugin's 'chunks', not our 'dask_chunks'
+    ],
 )
 def test_a_bad_key_is_the_plugins_error(region, bad):
     plugin_error = _error(lambda: NDVISeasonal(**bad))

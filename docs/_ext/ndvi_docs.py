@@ -135,7 +135,10 @@ class PluginConfigKeys(SphinxDirective):
 
 
 def _indent(doc: str) -> str:
-    return "\n       ".join(doc.splitlines())
+    """A docstring as a list-table cell: each paragraph on one line (a literal broken
+    across lines would keep the break's indentation as spaces)."""
+    paragraphs = [" ".join(par.split()) for par in doc.split("\n\n") if par.strip()]
+    return "\n\n       ".join(paragraphs)
 
 
 class MappingTable(SphinxDirective):
