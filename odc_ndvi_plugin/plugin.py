@@ -116,7 +116,7 @@ class NDVISeasonal(StatsPluginInterface):
         return load_by_crs(lambda group: load(group, geobox, **kwargs), datasets, geobox)
 
     def period_problem(self, period: str) -> str | None:
-        """Why an odc-stats task period (e.g. ``1993-12--P30Y``) does not suit this
+        """Why an odc-stats task period (e.g. ``1993-12--P360M``) does not suit this
         config's ``season_mode`` (climatology: whole blocks from a season's first month;
         anomaly: one season), or None. The plugin itself never sees the period: runners
         that know it ask here (``odc-ndvi run``)."""

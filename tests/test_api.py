@@ -346,7 +346,7 @@ def test_the_tutorials_dc_load_call_is_ours_by_its_name(region):
     )
     with region.env.datacube() as dc:
         loaded = dc.load(**call)  # lazy: for its grid only
-        ds = seasonal_ndvi(dc, **call, season_mode="year", tile_px=32)
+        ds = seasonal_ndvi(dc, **call, season_mode="year")  # one tile (stitching: above)
     assert ds.odc.geobox == loaded.odc.geobox
     groups = {f"_{s}": m for s, m in SEASON_MONTHS.items()}
     ds = ds.compute(scheduler="threads")

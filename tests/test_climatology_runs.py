@@ -316,3 +316,14 @@ def test_baseline_on_another_grid_is_refused(world, climatology, tmp_path):
     assert proc.returncode != 0
     assert "is not on the grid of the baseline items that overlap it" in proc.stderr
     assert not list(out.rglob("*.stac-item.json"))
+
+
+def test_odc_ndvi_run_refuses_a_period_that_is_not_whole_blocks(world, tmp_path):
+    config = _run_config(world, "climatology", "clim-bad-period")
+    out = tmp_path / "out"
+    proc = _run(world, "odc-ndvi", config, world["dbs"]["anomaly"], out)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "season_mode climatology needs" in line]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert f"(period {ANOMALY_WINDOW})" in lines[0] and "whole 12-month blocks" in lines[0]
+    assert not out.exists() or not list(out.rglob("*.tif"))
