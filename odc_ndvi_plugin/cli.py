@@ -617,8 +617,17 @@ def product_definition_command(config_path: str, grid: str | None, verbose: bool
     "--flavour", type=click.Choice(["usgs_c2", "dea_ard"]), default="usgs_c2", show_default=True
 )
 @click.option("--overwrite", is_flag=True, help="Recompute tasks whose outputs exist.")
+@click.option(
+    "--index-driver",
+    type=click.Choice(["postgres", "postgis"]),
+    default="postgres",
+    show_default=True,
+    help="datacube index driver of the workdir's own index (a configured datacube says its own).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details; tracebacks on errors.")
-def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose: bool) -> None:
+def demo_command(
+    workdir: str, size: str, flavour: str, overwrite: bool, index_driver: str, verbose: bool
+) -> None:
     """The main job, from scratch: index, archive, save-tasks, run, quicklooks."""
     from .ops.signals import interrupts_raise
 
@@ -634,6 +643,7 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
                     size=size,
                     flavour=flavour,
                     overwrite=overwrite,
+                    index_driver=index_driver,
                     progress=click.echo,
                     verbose=verbose,
                 )
@@ -643,6 +653,129 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
     click.echo(report.text())
     if report.summary.failed:
         sys.exit(EXIT_FAILED)
+
+
+@main.command("ows-config")
+@click.argument("config_paths", nargs=-1, required=True)
+@click.option(
+    "--grid",
+    help="The save-tasks grid (au-30, africa-30, 'epsg:3577;30;512'...): the layers' native CRS "
+    "and resolution (default: each config's own grid key).",
+)
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000/",
+    show_default=True,
+    help="Where datacube-ows will be reached (its allowed_urls).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write here (default: stdout)."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")
+def ows_config_command(
+    config_paths: tuple[str, ...], grid: str | None, url: str, output: str | None, verbose: bool
+) -> None:
+    """Print a datacube-ows configuration (JSON, for $DATACUBE_OWS_CFG) for the outputs of
+    run configs: one layer per output product, one style per band (NDVI ramp; counts;
+    anomalies on a diverging ramp centred on 0), legends, nodata transparent."""
+    import json
+
+    from ._validate import ConfigError
+    from .ows import ows_config
+    from .plugin import NDVISeasonal
+    from .product import output_product_definition
+
+    with _errors(verbose):
+        products = []
+        for path in config_paths:
+            doc, cfg, plugin = _config_and_plugin(path)
+            if not isinstance(plugin, NDVISeasonal):
+                raise ConfigError(
+                    f"run config {path!r}: plugin",
+                    f"{cfg.plugin!r} is not odc_ndvi_plugin.NDVISeasonal",
+                )
+            this_grid = grid or doc.get("grid")
+            if not this_grid:
+                raise ConfigError(
+                    f"run config {path!r}: grid",
+                    "no grid key: give --grid (the save-tasks grid, e.g. au-30)",
+                )
+            products.append(output_product_definition(plugin, cfg.product, grid=this_grid))
+        text = json.dumps(ows_config(products, url=url), indent=1) + "\n"
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"{len(products)} layer(s) written to {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("serve")
+@click.option(
+    "--workdir",
+    default=".work/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The demo's workdir (its index, unless a datacube is configured; the services' "
+    "files go to WORKDIR/serve).",
+)
+@click.option(
+    "--config",
+    "config_paths",
+    multiple=True,
+    help="Run config(s) whose outputs to serve (default: the demo's, cfg/run-usgs-c2-year.yaml).",
+)
+@click.option(
+    "--location",
+    help="Where the outputs are (a folder or file:// URL; default: WORKDIR/out, the demo's).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details; tracebacks on errors.")
+def serve_command(
+    workdir: str, config_paths: tuple[str, ...], location: str | None, verbose: bool
+) -> None:
+    """Serve the outputs in datacube-ows (WMS/WMTS/WCS) and datacube-explorer (pages, STAC
+    API) on 127.0.0.1, with a small map page; their URLs are printed; Ctrl-C stops them."""
+    import time
+
+    from .ops.signals import interrupts_raise
+
+    with interrupts_raise():
+        _setup_logging(verbose)
+        try:
+            with _errors(verbose):
+                require("serve", "odc-ndvi serve")
+                require("demo", "odc-ndvi serve")
+                from ._shipped import cfg_dir
+                from .dev.index import open_index
+                from .dev.serve import serve
+
+                paths = config_paths or (str(cfg_dir() / "run-usgs-c2-year.yaml"),)
+                runs = []
+                for path in paths:
+                    _, cfg, plugin = _config_and_plugin(path)
+                    runs.append((plugin, cfg.product))
+                where = Path(workdir) / "out" if location is None else _local_path(location)
+                with (
+                    open_index(Path(workdir), init=True) as env,
+                    serve(env, runs, where, Path(workdir) / "serve", progress=click.echo) as served,
+                ):
+                    click.echo(served.text())
+                    while True:
+                        time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _local_path(location: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    if location.startswith("file://"):
+        return Path(unquote(urlparse(location).path))
+    if "://" in location:
+        raise click.UsageError(
+            f"--location {location}: serve reads local outputs (file:// or a folder)"
+        )
+    return Path(location)
 
 
 @main.command("mosaic")

