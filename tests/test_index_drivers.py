@@ -20,7 +20,7 @@ import yaml
 from odc_ndvi_plugin.dev.index import select_binaries
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import index_with_year_tasks
-from tests.truth import CLEAR_RULES, nan_stat, truth_days
+from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
