@@ -128,6 +128,33 @@ def _setup_logging(verbose: bool) -> None:
         handler.addFilter(RedactingFilter())
 
 
+class _NoComputeFailed(logging.Filter):
+    """dask's "Compute Failed" record (per failed key: the exception and its traceback
+    as text) repeats a task failure that the run reports as one line: -v only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Without -v: dask's, bokeh's and tornado's INFO records held back (scheduler and
+    worker start/stop, dashboards) and dask's per-key failure reports dropped."""
+    if verbose:
+        yield
+        return
+    from .dev.demo import _CHATTY_LOGGERS, _warnings_only
+
+    worker_log = logging.getLogger("distributed.worker")
+    drop = _NoComputeFailed()
+    worker_log.addFilter(drop)
+    try:
+        with _warnings_only(_CHATTY_LOGGERS):
+            yield
+    finally:
+        worker_log.removeFilter(drop)
+
+
 @click.group(cls=_OneLineErrors)
 @click.version_option(package_name="odc-ndvi-plugin")
 def main() -> None:
@@ -306,7 +333,7 @@ def run_command(
             given = [flag for flag, value in ignored.items() if value is not None]
             _refuse(bool(given), f"--dryrun computes nothing: {', '.join(given)} would be ignored")
         try:
-            with _errors(verbose):
+            with _errors(verbose), _quiet_libraries(verbose):
                 _run(
                     config_path=config_path,
                     location=location,

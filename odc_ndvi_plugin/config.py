@@ -26,6 +26,8 @@ RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "averag
 #: ``odc-stats``: odc-stats' ``load_with_native_transform`` with our native transform.
 LOADERS = ("direct", "odc-stats")
 MASK_FILTER_OPS = ("opening", "closing", "dilation", "erosion")
+#: what a scene that cannot be decoded does to its task (``NDVIConfig.on_bad_input``)
+ON_BAD_INPUT = ("fail", "skip")
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,12 @@ class NDVIConfig:
     read_retries: int = 5
     """Retries of a transient input read error (5xx/429, dropped connection), with a
     growing delay."""
+    on_bad_input: str = "fail"
+    """A scene that cannot be decoded (truncated, missing, a band absent or unreadable):
+    ``fail`` its task (default), or ``skip`` it: the task is computed without that
+    scene and its STAC item lists it under ``odc_ndvi:skipped_inputs`` (dataset id,
+    file, why). A transient read error (5xx, timeout, dropped connection) is never
+    skipped: it is retried, then fails the task. ``skip`` needs ``loader: direct``."""
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -194,6 +202,7 @@ class NDVIConfig:
             "preview_band",
             "requester_pays",
             "read_retries",
+            "on_bad_input",
         )
 
     @classmethod
@@ -249,7 +258,14 @@ class NDVIConfig:
             preview_band=preview,
             requester_pays=requester_pays,
             read_retries=read_retries,
+            on_bad_input=_choice("on_bad_input", cfg.get("on_bad_input", "fail"), ON_BAD_INPUT),
         )
+        if config.on_bad_input == "skip" and config.loader != "direct":
+            raise _fail(
+                "on_bad_input",
+                f"skip needs loader: direct (loader: {config.loader} reads with odc-stats' "
+                f"loader, which cannot leave a scene out)",
+            )
         if len({config.red_band, config.nir_band, config.mask_band}) != 3:
             raise _fail(
                 "red_band", "red_band, nir_band and mask_band must be three different bands"

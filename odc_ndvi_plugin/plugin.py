@@ -84,6 +84,7 @@ class NDVISeasonal(StatsPluginInterface):
             resampling=cfg.resampling,
             mask_filters=cfg.mask_filters,
             read_env=cfg.read_env,
+            on_bad_input=cfg.on_bad_input,
         )
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:

@@ -4,11 +4,20 @@
 wins), :mod:`._rio` the reads (rasterio), :mod:`._windows` the window maths (no IO).
 """
 
-from ._direct import SolarDay, group_by_solar_day, load_ndvi_direct, measurement_uri
+from ._direct import (
+    SKIPPED_INPUTS,
+    SkippedInput,
+    SolarDay,
+    group_by_solar_day,
+    load_ndvi_direct,
+    measurement_uri,
+)
 from ._rio import InputReadError, SceneRead, read_scene
 from ._windows import MAX_LOAD_BLOCK_PX
 
 __all__ = [
+    "SKIPPED_INPUTS",
+    "SkippedInput",
     "MAX_LOAD_BLOCK_PX",
     "InputReadError",
     "SceneRead",

@@ -14,6 +14,7 @@ from odc.stats.io import S3COGSink
 from odc.stats.model import Task
 
 from ..cogs import delayed_ds_to_cog
+from ..item import dump_with_pystac, item_properties, refuse_with_eodatasets3
 from .commit import (
     _CANCEL_LOCK,
     _CANCELLED_ATTEMPTS,
@@ -104,6 +105,17 @@ class AtomicCOGSink(S3COGSink):
         return dask.delayed(_stage, name="stage-output", pure=False)(
             data, staged, url, with_deps=with_deps, attempt=self.attempt, put_args=put_args
         )
+
+    def dump_with_pystac(self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None):
+        """odc-stats' writer; the item rendered on a worker when ``ds`` carries properties
+        computed with the task (:mod:`odc_ndvi_plugin.item`)."""
+        if item_properties(ds):
+            return dump_with_pystac(self, task, proc, ds, aux)
+        return super().dump_with_pystac(task, proc, ds, aux)
+
+    def dump_with_eodatasets3(self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None):
+        refuse_with_eodatasets3(ds)
+        return super().dump_with_eodatasets3(task, proc, ds, aux)
 
     def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
         """Each band encoded by a worker task (:mod:`odc_ndvi_plugin.cogs`)."""
