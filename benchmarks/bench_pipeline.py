@@ -457,8 +457,8 @@ PROFILE_STAGES = {
     "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/reduce/_kernels.py", "reduce_block"),
     "rgba preview (ndvi_rgba)": ("odc_ndvi_plugin/preview.py", "ndvi_rgba"),
     "COG encode (odc.geo _write_cog)": ("odc/geo/cog/_rio.py", "_write_cog"),
-    "file write (runner _stage)": ("odc_ndvi_plugin/ops/commit.py", "_stage"),
-    "commit (runner _commit)": ("odc_ndvi_plugin/ops/commit.py", "_commit"),
+    "file write (runner _stage)": ("odc_ndvi_plugin/ops/commit.py", "stage_output"),
+    "commit (runner _commit)": ("odc_ndvi_plugin/ops/commit.py", "commit_staged"),
 }
 
 

@@ -22,7 +22,6 @@ import yaml
 
 from ._extras import require
 from ._startup import skip_unused_imports
-from .dev.synthetic import synth_command
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "main"]
 
@@ -40,7 +39,7 @@ class CommandError(click.ClickException):
 
 
 def _redacted(text: str) -> str:
-    from .ops.secrets import redact_text, secret_values_from_environ
+    from ._redact import redact_text, secret_values_from_environ
 
     return redact_text(text, secret_values_from_environ())
 
@@ -49,8 +48,28 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _synth_command() -> click.Command:
+    from .dev.synthetic import synth_command
+
+    return synth_command
+
+
 class _OneLineErrors(click.Group):
-    """The command group: usage errors, config errors and failures as one line each."""
+    """The command group: usage errors, config errors and failures as one line each.
+
+    Commands defined in ``dev/`` are imported when they are asked for (by name, or for
+    ``--help``), not when the CLI starts: ``odc-ndvi run`` never imports the demo tooling.
+    """
+
+    lazy_commands: dict[str, Any] = {"synth": _synth_command}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            return self.lazy_commands[cmd_name]()
+        return super().get_command(ctx, cmd_name)
 
     def main(  # type: ignore[override]
         self,
@@ -117,7 +136,7 @@ def _read_yaml(path: str, what: str) -> dict[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from .ops.secrets import RedactingFilter
+    from ._redact import RedactingFilter
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -126,33 +145,6 @@ def _setup_logging(verbose: bool) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
-
-
-class _NoComputeFailed(logging.Filter):
-    """dask's "Compute Failed" record (per failed key: the exception and its traceback
-    as text) repeats a task failure that the run reports as one line: -v only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Compute Failed")
-
-
-@contextlib.contextmanager
-def _quiet_libraries(verbose: bool) -> Iterator[None]:
-    """Without -v: dask's, bokeh's and tornado's INFO records held back (scheduler and
-    worker start/stop, dashboards) and dask's per-key failure reports dropped."""
-    if verbose:
-        yield
-        return
-    from .dev.demo import _CHATTY_LOGGERS, _warnings_only
-
-    worker_log = logging.getLogger("distributed.worker")
-    drop = _NoComputeFailed()
-    worker_log.addFilter(drop)
-    try:
-        with _warnings_only(_CHATTY_LOGGERS):
-            yield
-    finally:
-        worker_log.removeFilter(drop)
 
 
 @click.group(cls=_OneLineErrors)
@@ -281,6 +273,7 @@ def run_command(
     tasks: tuple[str, ...],
 ) -> None:
     """Run tasks (all, or TASKS: ids, indices or slices as odc-stats run) from FILEDB or SQS."""
+    from .ops.logs import quiet_libraries
     from .ops.signals import interrupts_raise
 
     # Ctrl-C and SIGTERM from the first moment: a gateway cluster being created or
@@ -333,7 +326,7 @@ def run_command(
             given = [flag for flag, value in ignored.items() if value is not None]
             _refuse(bool(given), f"--dryrun computes nothing: {', '.join(given)} would be ignored")
         try:
-            with _errors(verbose), _quiet_libraries(verbose):
+            with _errors(verbose), quiet_libraries(verbose):
                 _run(
                     config_path=config_path,
                     location=location,
@@ -564,7 +557,7 @@ def _split_products(doc: dict[str, Any]) -> list[str]:
 def _check_products(plugin: Any, names: list[str], *, required: bool) -> None:
     """The plugin's bands, flags and scaling against each product's definition in the
     configured datacube; without one, a note (or, for --product, an error)."""
-    from .ops.secrets import redact_text
+    from ._redact import redact_text
 
     try:
         from datacube import Datacube
@@ -651,9 +644,6 @@ def demo_command(workdir: str, size: str, flavour: str, overwrite: bool, verbose
     click.echo(report.text())
     if report.summary.failed:
         sys.exit(EXIT_FAILED)
-
-
-main.add_command(synth_command)
 
 
 @main.command("mosaic")

@@ -22,7 +22,12 @@ import xarray as xr
 
 from ._portable import travels
 
-__all__ = ["delayed_ds_to_cog", "encode_cogs_on_workers"]
+__all__ = [
+    "add_baseline_lineage",
+    "delayed_ds_to_cog",
+    "encode_cogs_on_workers",
+    "name_baselines_in_stac_items",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -83,3 +88,61 @@ def encode_cogs_on_workers() -> bool:
     S3COGSink.dump_with_eodatasets3 = _dump_with_eodatasets3
     S3COGSink._ds_to_cog = _ds_to_cog
     return True
+
+
+def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict[str, Any]:
+    """An anomaly's STAC item names its baseline: a ``derived_from`` link to the baseline
+    item (titled with its id) and the property ``odc_ndvi:baseline`` = ``{id, href}``.
+    (Not in ``odc:lineage``: indexing would then need the baseline indexed too.)"""
+    meta.setdefault("properties", {})["odc_ndvi:baseline"] = dict(baseline)
+    meta.setdefault("links", []).append(
+        {
+            "rel": "derived_from",
+            "href": baseline["href"],
+            "type": "application/json",
+            "title": f"baseline {baseline['id']}",
+        }
+    )
+    return meta
+
+
+def name_baselines_in_stac_items() -> bool:
+    """Make odc-stats' sink (and ours, a subclass) add the baseline of an anomaly task to
+    the STAC item it renders: the reduced Dataset carries it in ``attrs`` (odc-stats hands
+    ``dump`` that Dataset, and renders the item from the task alone). Once per process;
+    only odc-stats' own method is wrapped."""
+    from odc.stats.io import S3COGSink
+
+    from .baseline import BASELINE_ATTR
+
+    current = S3COGSink.__dict__.get("dump_with_pystac")
+    if getattr(current, "__wrapped_by_odc_ndvi__", False):
+        return True
+    if getattr(current, "__module__", None) != "odc.stats.io":
+        _log.info("odc-stats' STAC rendering is not the one this plugin knows: left as it is")
+        return False
+    original = current
+
+    def dump_with_pystac(self: Any, task: Any, proc: Any, ds: xr.Dataset, aux: Any = None):
+        baseline = ds.attrs.get(BASELINE_ATTR)
+        if baseline:
+            task = _with_baseline(task, baseline)
+        return original(self, task, proc, ds, aux)
+
+    dump_with_pystac.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
+    S3COGSink.dump_with_pystac = dump_with_pystac
+    return True
+
+
+def _with_baseline(task: Any, baseline: dict[str, str]) -> Any:
+    """A copy of ``task`` whose ``render_metadata`` adds ``baseline``."""
+    import copy
+
+    out = copy.copy(task)
+    render = type(task).render_metadata
+
+    def render_metadata(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return add_baseline_lineage(render(out, *args, **kwargs), baseline)
+
+    out.render_metadata = render_metadata
+    return out

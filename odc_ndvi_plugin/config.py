@@ -15,10 +15,20 @@ from typing import Any
 from ._validate import check_keys
 from .masking import ClearRule, compile_clear_rule
 from .presets import NO_PRESET, PRESETS
-from .reduce import STATISTICS, band_dtype_nodata
+from .reduce import (
+    CLIMATOLOGY_EXTRAS,
+    CLIMATOLOGY_STATISTICS,
+    STATISTICS,
+    band_dtype_nodata,
+)
 from .seasons import SEASON_MODES, Seasons, band_name
 
-__all__ = ["LOADERS", "NDVIConfig", "OutputBand"]
+__all__ = ["ANOMALY_STATISTICS", "LOADERS", "NDVIConfig", "OutputBand"]
+
+#: anomaly mode's bands, in order (band names: seasons.band_name)
+ANOMALY_STATISTICS = ("mean", "count", "anomaly", "std_anomaly", "baseline_years")
+#: an anomaly is NaN where the baseline counted fewer years than this (plugin_config key)
+DEFAULT_MIN_BASELINE_YEARS = 10
 
 #: resampling names GDAL understands (for the NDVI band when it has to be warped)
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -99,6 +109,45 @@ def _statistics(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _ndvi_adjust(value: Any) -> Mapping[str, tuple[float, float]]:
+    """``{product: [slope, intercept]}``: NDVI' = slope * NDVI + intercept per product."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise _fail(
+            "ndvi_adjust", f"expected a mapping product -> [slope, intercept], got {value!r}"
+        )
+    out = {}
+    for product, pair in value.items():
+        ok = (
+            not isinstance(pair, (str, bytes))
+            and isinstance(pair, Sequence)
+            and len(pair) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        )
+        if not ok or not float(pair[0]) > 0:
+            raise _fail(
+                f"ndvi_adjust.{product}",
+                f"expected [slope, intercept] with a positive slope, got {pair!r}",
+            )
+        out[str(product)] = (float(pair[0]), float(pair[1]))
+    return MappingProxyType(out)
+
+
+def _baseline(value: Any, mode: str) -> str | None:
+    if mode != "anomaly":
+        if value is not None:
+            raise _fail("baseline", "only used with season_mode: anomaly")
+        return None
+    if not isinstance(value, str) or not value.startswith(("file://", "s3://", "/")):
+        raise _fail(
+            "baseline",
+            "season_mode anomaly needs the location a climatology run wrote to "
+            f"(file://... or s3://..., its --location), got {value!r}",
+        )
+    return "file://" + value if value.startswith("/") else value
+
+
 def _chunks(value: Any) -> Mapping[str, int]:
     if not isinstance(value, Mapping) or set(value) - {"x", "y"}:
         raise _fail("chunks", f"expected {{x: int, y: int}} (-1 = whole tile), got {value!r}")
@@ -146,7 +195,10 @@ class NDVIConfig:
     seasons: Seasons = field(default_factory=lambda: Seasons.from_config(None))
     """Season -> months (a month in one season at most); with ``season_mode``: ``task``
     (default) makes the task period one group (use with ``--frequency seasonal``),
-    ``year`` groups by ``seasons`` into bands ``<band>_<season>``."""
+    ``year`` groups by ``seasons`` into bands ``<band>_<season>``, ``climatology``
+    (a task of whole 12-month blocks) writes per season the mean/std over blocks of
+    each block's seasonal mean, ``anomaly`` (a task of one season) compares it with
+    ``baseline``; these two need each season's months consecutive (e.g. ``[12, 1, 2]``)."""
     min_clear: int = 1
     """Fewer clear observations -> the statistics are nodata."""
     scale_factor: Mapping[str, float] = field(default_factory=dict)
@@ -174,6 +226,17 @@ class NDVIConfig:
     read_retries: int = 5
     """Retries of a transient input read error (5xx/429, dropped connection), with a
     growing delay."""
+    ndvi_adjust: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Sensor harmonisation, off by default: ``{product: [slope, intercept]}`` makes every
+    clear NDVI of that product's datasets ``slope * NDVI + intercept``, before scenes are
+    fused and before any statistic (no coefficients are shipped: see the climatology
+    guide)."""
+    baseline: str | None = None
+    """``season_mode: anomaly``: where the climatology run wrote (its ``--location``,
+    ``file://...`` or ``s3://...``); each task reads its tile's item there."""
+    min_baseline_years: int = DEFAULT_MIN_BASELINE_YEARS
+    """``season_mode: anomaly``: where the baseline counted fewer years (``clear_years``)
+    the anomalies are NaN."""
     on_bad_input: str = "fail"
     """A scene that cannot be decoded (truncated, missing, a band absent or unreadable):
     ``fail`` its task (default), or ``skip`` it: the task is computed without that
@@ -202,6 +265,9 @@ class NDVIConfig:
             "preview_band",
             "requester_pays",
             "read_retries",
+            "ndvi_adjust",
+            "baseline",
+            "min_baseline_years",
             "on_bad_input",
         )
 
@@ -237,6 +303,17 @@ class NDVIConfig:
         read_retries = cfg.get("read_retries", 5)
         if isinstance(read_retries, bool) or not isinstance(read_retries, int) or read_retries < 0:
             raise _fail("read_retries", f"expected an integer >= 0, got {read_retries!r}")
+        mode = _choice("season_mode", cfg.get("season_mode", "task"), SEASON_MODES)
+        min_years = cfg.get("min_baseline_years", DEFAULT_MIN_BASELINE_YEARS)
+        if isinstance(min_years, bool) or not isinstance(min_years, int) or min_years < 1:
+            raise _fail("min_baseline_years", f"expected an integer >= 1, got {min_years!r}")
+        statistics = _statistics(cfg.get("statistics", ["mean", "count"]))
+        if mode == "anomaly" and not set(statistics) <= {"mean", "count"}:
+            raise _fail(
+                "statistics",
+                f"season_mode anomaly writes {', '.join(ANOMALY_STATISTICS)} bands; "
+                f"allowed: mean, count (got {list(statistics)!r})",
+            )
         config = cls(
             preset=preset_name,
             red_band=_band("red_band", cfg.get("red_band", preset and preset.red_band)),
@@ -244,11 +321,8 @@ class NDVIConfig:
             mask_band=mask_band,
             good_pixel_flags=MappingProxyType(dict(flags)),
             mask_filters=_mask_filters(cfg.get("mask_filters")),
-            statistics=_statistics(cfg.get("statistics", ["mean", "count"])),
-            seasons=Seasons.from_config(
-                cfg.get("seasons"),
-                mode=_choice("season_mode", cfg.get("season_mode", "task"), SEASON_MODES),
-            ),
+            statistics=statistics,
+            seasons=Seasons.from_config(cfg.get("seasons"), mode=mode),
             min_clear=min_clear,
             scale_factor=_per_band_numbers("scale_factor", cfg.get("scale_factor")),
             add_offset=_per_band_numbers("add_offset", cfg.get("add_offset")),
@@ -258,6 +332,9 @@ class NDVIConfig:
             preview_band=preview,
             requester_pays=requester_pays,
             read_retries=read_retries,
+            ndvi_adjust=_ndvi_adjust(cfg.get("ndvi_adjust")),
+            baseline=_baseline(cfg.get("baseline"), mode),
+            min_baseline_years=min_years,
             on_bad_input=_choice("on_bad_input", cfg.get("on_bad_input", "fail"), ON_BAD_INPUT),
         )
         if config.on_bad_input == "skip" and config.loader != "direct":
@@ -298,10 +375,23 @@ class NDVIConfig:
         """Output bands in order: season-major, then ``statistics`` order."""
         out = []
         for season in self.seasons.groups:
-            for stat in self.statistics:
+            for stat in self.band_statistics:
                 dtype, nodata = band_dtype_nodata(stat)
                 out.append(OutputBand(band_name(stat, season), stat, season, dtype.name, nodata))
         return tuple(out)
+
+    @property
+    def band_statistics(self) -> tuple[str, ...]:
+        """Each season's (group's) statistics in band order: ``statistics`` in task and year
+        modes; climatology: mean, std, years, count and the median/min/max asked for;
+        anomaly: :data:`ANOMALY_STATISTICS`."""
+        mode = self.seasons.mode
+        if mode == "climatology":
+            extras = tuple(s for s in CLIMATOLOGY_EXTRAS if s in self.statistics)
+            return CLIMATOLOGY_STATISTICS + extras
+        if mode == "anomaly":
+            return ANOMALY_STATISTICS
+        return self.statistics
 
     @property
     def measurements(self) -> tuple[str, ...]:

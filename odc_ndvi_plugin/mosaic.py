@@ -26,10 +26,12 @@ __all__ = [
     "Mosaic",
     "TaskOutput",
     "find_outputs",
+    "read_text",
     "mosaic_figure",
     "read_mosaic",
     "render_mosaic",
     "select_bands",
+    "stac_item_urls",
     "write_mosaics",
 ]
 
@@ -81,7 +83,7 @@ def _local_root(location: str) -> Path | None:
     return None
 
 
-def _item_urls(location: str) -> Iterator[str]:
+def stac_item_urls(location: str) -> Iterator[str]:
     """URLs of the STAC items under ``location``; staging folders (``.staging/``, any
     hidden folder) hold unfinished attempts and are skipped."""
     root = _local_root(location)
@@ -108,7 +110,7 @@ def _item_urls(location: str) -> Iterator[str]:
                 yield f"s3://{parsed.netloc}/{key}"
 
 
-def _read_text(url: str) -> str:
+def read_text(url: str) -> str:
     if url.startswith("file://"):
         return Path(unquote(urlparse(url).path)).read_text()
     import boto3
@@ -120,7 +122,9 @@ def _read_text(url: str) -> str:
 
 def find_outputs(location: str) -> list[TaskOutput]:
     """Every finished task under ``location`` (a task without its STAC item is not done)."""
-    return [TaskOutput.from_item(url, json.loads(_read_text(url))) for url in _item_urls(location)]
+    return [
+        TaskOutput.from_item(url, json.loads(read_text(url))) for url in stac_item_urls(location)
+    ]
 
 
 def select_bands(outputs: Sequence[TaskOutput], band: str) -> list[str]:

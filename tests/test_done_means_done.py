@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
+from odc_ndvi_plugin._transient import retry_reason
 from odc_ndvi_plugin.cli import main
 from odc_ndvi_plugin.load import InputReadError
-from odc_ndvi_plugin.ops.retries import retry_reason
 from tests.lines import LineReader
 from tests.ops_bench import (
     PERIODS,

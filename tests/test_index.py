@@ -115,7 +115,7 @@ def test_redact_url() -> None:
     )
     env = DatacubeEnv(db_url="postgresql+psycopg2://u:hunter2@h/dc")
     assert "hunter2" not in repr(env) and "hunter2" not in env.display_url
-    # one place for redaction rules: the index room uses ops.secrets' redact_url
+    # one place for redaction rules: the index room uses the core's redact_url (ops.secrets re-exports it)
     assert redact_url is secrets.redact_url
     for bad in ("mysql://u:hunter2@h/dc", "host=h password=hunter2"):
         with pytest.raises(ValueError, match="not a postgresql URL") as err:

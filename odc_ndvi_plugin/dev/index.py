@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 # absolute, not relative: tests load this file on its own (spec_from_file_location)
-from odc_ndvi_plugin.ops.secrets import redact_url
+from odc_ndvi_plugin._redact import redact_url
 
 if TYPE_CHECKING:
     import psycopg2.extensions

@@ -334,12 +334,31 @@ class ArchiveSpec:
     extra_dates: tuple[dt.date, ...] = ()
     #: every scene of a day has the same centre time (else 45 s per path, 24 s per row)
     simultaneous_scenes: bool = False
+    #: multi-year worlds (climatologies): the product name, for a second sensor's archive
+    #: (e.g. ``ls7_c2l2_sr`` beside ``ls_c2l2_sr``); "" = the flavour's
+    product_name: str = ""
+    #: the sensor sees surface NDVI as ``gain * NDVI + offset`` (a sensor difference that
+    #: ``plugin_config.ndvi_adjust`` undoes with ``[1 / gain, -offset / gain]``)
+    ndvi_gain: tuple[float, float] = (1.0, 0.0)
+    #: ``(first_date, last_date, row0, col0, row1, col1, delta)``: surface NDVI lowered by
+    #: ``delta`` on those solar dates in that window of the region (global pixel rows/cols)
+    droughts: tuple[tuple[Any, ...], ...] = ()
+    #: ``(first_date, last_date, row0, col0, row1, col1)``: high-confidence cloud there
+    #: on those dates (pixels with few clear years)
+    overcast: tuple[tuple[Any, ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", _date(self.start))
         object.__setattr__(self, "end", _date(self.end))
         extra = tuple(sorted({_date(d) for d in self.extra_dates}))
         object.__setattr__(self, "extra_dates", extra)
+        for name in ("droughts", "overcast"):
+            events = tuple(
+                (_date(e[0]), _date(e[1]), *(int(v) for v in e[2:6]), *(float(v) for v in e[6:]))
+                for e in getattr(self, name)
+            )
+            object.__setattr__(self, name, events)
+        object.__setattr__(self, "ndvi_gain", tuple(float(v) for v in self.ndvi_gain))
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
         if self.resolution <= 0:
@@ -437,7 +456,7 @@ class ArchiveSpec:
 
     @property
     def product(self) -> str:
-        return _FLAVOUR_INFO[self.flavour].product
+        return self.product_name or _FLAVOUR_INFO[self.flavour].product
 
     @property
     def measurements(self) -> tuple[str, str, str]:
@@ -490,6 +509,9 @@ class ArchiveSpec:
         d = dataclasses.asdict(self)
         d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
         d["extra_dates"] = [x.isoformat() for x in self.extra_dates]
+        for name in ("droughts", "overcast"):
+            d[name] = [[e[0].isoformat(), e[1].isoformat(), *e[2:]] for e in getattr(self, name)]
+        d["ndvi_gain"] = list(self.ndvi_gain)
         for f in dataclasses.fields(self):
             if f.name in _OPT_IN_FIELDS and getattr(self, f.name) == f.default:
                 del d[f.name]
@@ -509,7 +531,16 @@ class ArchiveSpec:
 
 #: ArchiveSpec fields added after archives were in use: omitted from to_dict() at their defaults
 _OPT_IN_FIELDS = frozenset(
-    {"same_day_spread", "band_nodata_fraction", "extra_dates", "simultaneous_scenes"}
+    {
+        "same_day_spread",
+        "band_nodata_fraction",
+        "extra_dates",
+        "simultaneous_scenes",
+        "product_name",
+        "ndvi_gain",
+        "droughts",
+        "overcast",
+    }
 )
 
 
@@ -652,6 +683,11 @@ def _threshold(fraction: float) -> float:
     return NormalDist().inv_cdf(1.0 - fraction)
 
 
+def _in_window(rows: np.ndarray, cols: np.ndarray, r0: int, c0: int, r1: int, c1: int):
+    """Boolean (rows x cols) grid: inside rows [r0, r1) and cols [c0, c1)."""
+    return ((rows >= r0) & (rows < r1))[:, None] & ((cols >= c0) & (cols < c1))[None, :]
+
+
 def _date_fields(
     spec: ArchiveSpec, day: dt.date, rows: np.ndarray, cols: np.ndarray, static: _Static
 ) -> _DateFields:
@@ -671,7 +707,13 @@ def _date_fields(
         base_red[sel] = red0
         peak[sel] = a + b
     jitter = _hash_uniform(_key(seed, "sensor", day.toordinal()), rows, cols) - 0.5
-    ndvi = np.clip(ndvi + static.ndvi_offset + 0.02 * jitter, -0.6, 0.92)
+    ndvi = ndvi + static.ndvi_offset + 0.02 * jitter
+    for first, last, r0, c0, r1, c1, delta in spec.droughts:
+        if first <= day <= last:
+            ndvi = ndvi - delta * _in_window(rows, cols, r0, c0, r1, c1)
+    ndvi = np.clip(ndvi, -0.6, 0.92)
+    if spec.ndvi_gain != (1.0, 0.0):
+        ndvi = np.clip(spec.ndvi_gain[0] * ndvi + spec.ndvi_gain[1], -0.6, 0.95)
     red = base_red * static.red_factor * (1.0 + 1.2 * np.maximum(peak - ndvi, 0.0))
     nir = red * (1.0 + ndvi) / (1.0 - ndvi)
 
@@ -709,6 +751,14 @@ def _date_fields(
         cond[cloud > t_high - 0.5] = Condition.CLOUD_MEDIUM
         cond[cloud > t_high - 0.15] = Condition.CLOUD_DILATED_RING
         cond[cloud > t_high] = Condition.CLOUD_HIGH
+    for first, last, r0, c0, r1, c1 in spec.overcast:
+        if first <= day <= last:
+            overcast = _in_window(rows, cols, r0, c0, r1, c1)
+            cond[overcast] = Condition.CLOUD_HIGH
+            if cloud is None:
+                cloud = np.full(lc.shape, -np.inf)
+                t_high = 0.0
+            cloud = np.where(overcast, np.maximum(cloud, t_high + 0.3), cloud)
 
     # atmospheric effects follow the final condition
     sh = cond == Condition.SHADOW
@@ -1469,7 +1519,13 @@ def generate_archive(
     else:
         spec_file.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
     if not archive.product_definition.exists():
-        shutil.copyfile(product_definition_path(spec.flavour), archive.product_definition)
+        if spec.product_name:  # the flavour's definition under another name
+            doc = yaml.safe_load(product_definition_path(spec.flavour).read_text())
+            doc["name"] = spec.product
+            doc.setdefault("metadata", {}).setdefault("product", {})["name"] = spec.product
+            archive.product_definition.write_text(yaml.safe_dump(doc, sort_keys=False))
+        else:
+            shutil.copyfile(product_definition_path(spec.flavour), archive.product_definition)
 
     total, done = len(archive.scenes), 0
     by_day: dict[dt.date, list[Scene]] = {}

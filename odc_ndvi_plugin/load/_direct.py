@@ -36,9 +36,9 @@ from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
 from .._portable import travels
+from .._redact import redact_url
 from ..item import add_item_properties
 from ..ndvi import NDVIInputs, ndvi_where
-from ..ops.secrets import redact_url
 from ._rio import InputReadError, _Source, read_scene
 from ._windows import MAX_LOAD_BLOCK_PX
 

@@ -2,7 +2,8 @@
 
 Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) know a few
 operations; :func:`_commit_files` is the one commit rule over them. Staged writes and
-the commit run as dask tasks (:func:`_stage`, :func:`_commit`); :func:`sweep_stale_staging`
+the commit run as dask tasks (:func:`stage_output`, :func:`commit_staged`);
+:func:`discard_attempt` drops a failed attempt's staged files; :func:`sweep_stale_staging`
 removes what killed processes left under ``.staging/``; :func:`audit_outputs` checks that
 a task with a STAC item really has every file its ``.sha1`` and STAC item list.
 """
@@ -29,8 +30,13 @@ __all__ = [
     "STALE_STAGING_SECONDS",
     "CommitResult",
     "OutputAudit",
+    "Store",
     "audit_outputs",
+    "commit_staged",
+    "discard_attempt",
     "driver_store",
+    "stage_output",
+    "staging_url",
     "sweep_stale_staging",
 ]
 
@@ -107,7 +113,7 @@ def _as_bytes(data: bytes | str) -> bytes:
 # plain module functions (wrapped in dask.delayed where the graph is built, not decorated):
 # distributed pickles them by reference, so a worker in this process sees this process'
 # cancel registry and lock (a decorated function is pickled by value, lock and all, and fails)
-def _stage(
+def stage_output(
     data: bytes | str,
     staged: str,
     final: str,
@@ -136,7 +142,7 @@ def _stage(
     return WriteResult(final_path, digest, None)
 
 
-def _commit(
+def commit_staged(
     data: bytes | str,
     url: str,
     staged: list[tuple[str, str]],
@@ -350,6 +356,29 @@ def _delete_s3_prefix(prefix_url: str) -> None:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
+def staging_url(location: str, attempt: str) -> str:
+    """Where ``attempt`` stages its files under the product's ``location``."""
+    return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
+
+
+def discard_attempt(location: str, attempt: str) -> None:
+    """Best-effort removal of what ``attempt`` staged under ``location``; its staged writes
+    and commit still running in this process will not land afterwards. Files under final
+    names are never touched (they may be another attempt's finished task)."""
+    with _CANCEL_LOCK:
+        _CANCELLED_ATTEMPTS.add(attempt)
+        url = staging_url(location, attempt)
+        parsed = urlparse(url)
+        try:
+            if parsed.scheme == "file":
+                shutil.rmtree(parsed.path, ignore_errors=True)
+                _remove_empty_dir(Path(parsed.path).parent)
+            elif parsed.scheme == "s3":
+                _delete_s3_prefix(url + "/")
+        except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
+            _log.warning("could not remove staged files under %s", url)
 
 
 #: staged files older than this are orphans of killed attempts (no attempt runs that long:

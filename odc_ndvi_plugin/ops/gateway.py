@@ -37,8 +37,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from .._redact import redact_mapping, redact_url, register_secret
 from .._validate import ConfigError, check_keys, did_you_mean
-from .secrets import redact_mapping, redact_url, register_secret
 from .signals import interrupts_deferred
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from .secrets import redact_text, secret_values_from_environ
+from .._redact import redact_text, secret_values_from_environ
 
 __all__ = [
     "REPORT_EVERY_SECONDS",

@@ -17,7 +17,7 @@ selection, output naming, COG/STAC sink) with three changes that production need
 Besides: a task whose STAC item exists is skipped only if every file its ``.sha1`` and
 STAC item list is there (``verify``: and matches its digest); an incomplete one is
 computed again (or, with ``incomplete="report"``, only reported). A task that fails for a
-transient reason (:mod:`~odc_ndvi_plugin.ops.retries`) is submitted again, up to
+transient reason (:mod:`~odc_ndvi_plugin._transient`) is submitted again, up to
 ``retries`` times, before it counts as failed. Whoever watches the run (progress, the run
 report) gets :class:`~odc_ndvi_plugin.ops.report.RunEvents`.
 
@@ -43,11 +43,11 @@ from distributed import Client, Future, wait
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
+from .._transient import retry_reason
 from ..item import persist_with_item_properties
 from ..load import SKIPPED_INPUTS
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
-from .retries import retry_reason
 from .runconfig import load_run_config
 from .signals import interrupts_deferred, interrupts_raise
 from .sink import AtomicCOGSink
@@ -559,6 +559,9 @@ class NDVITaskRunner(TaskRunner):
         one whose outputs cannot be checked or graph built comes back as its result, its
         message done or released."""
         redo = ""
+        problem = task_period_problem(self.proc, task.time_range.short)
+        if problem is not None:
+            return self._fail_early(task, ValueError(f"task {task.location}: {problem}"))
         if not self._cfg.overwrite:
             try:
                 audit = self.sink.audit(task, verify=self.verify)
@@ -744,10 +747,22 @@ def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
     sweep_stale_staging(runner.product.location)
     if from_sqs:
         return
+    for period in sorted({tile[0] for tile in runner.rdr.all_tiles}):
+        problem = task_period_problem(runner.proc, period)
+        if problem is not None:
+            tile = next(t for t in runner.rdr.all_tiles if t[0] == period)
+            raise ValueError(f"task {'/'.join(map(str, tile))} (period {period}): {problem}")
     validate = getattr(runner.proc, "validate_product", None)
     ds = first_dataset(runner.rdr)
     if validate is not None and ds is not None:
         validate(ds.product)
+
+
+def task_period_problem(proc: Any, period: str) -> str | None:
+    """What the plugin says about a task's period (climatology/anomaly modes need whole
+    blocks / one season; odc-stats does not hand the plugin the period, so the runner asks)."""
+    check = getattr(proc, "period_problem", None)
+    return None if check is None else check(period)
 
 
 def first_dataset(rdr: Any) -> Any:
