@@ -202,7 +202,7 @@ def period_problem(seasons: Seasons, start: dt.datetime, end: dt.datetime) -> st
         return (
             "season_mode climatology needs whole 12-month blocks starting on the first month "
             f"of a season ({', '.join(f'{n}: month {m}' for m, n in firsts.items())}), e.g. "
-            "save-tasks --frequency all --temporal-range 1993-12--P30Y"
+            "save-tasks --frequency all --temporal-range 1993-12--P360M"
         )
     name = firsts.get(start.month)
     if (

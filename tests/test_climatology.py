@@ -230,3 +230,26 @@ def test_ndvi_adjust_is_validated_and_applied():
     )
     np.testing.assert_allclose(adjusted[0, 0], 1.1 * 0.5 - 0.02, rtol=1e-6)
     assert np.isnan(plain[0, 1]) and np.isnan(adjusted[0, 1])
+
+
+@pytest.mark.parametrize(
+    "mode, period, ok",
+    [
+        ("climatology", "1993-12--P30Y", True),
+        ("climatology", "2014-12--P6Y", True),  # odc-stats ends it on 2020-11-29: n years meant
+        ("climatology", "1993-12--P360M", True),
+        ("climatology", "1994-03--P12M", True),  # MAM's first month
+        ("climatology", "1994-01--P12M", False),  # mid-DJF: blocks would split a season
+        ("climatology", "1993-12--P18M", False),  # not whole blocks
+        ("anomaly", "2023-12--P3M", True),
+        ("anomaly", "2024-01--P3M", False),
+        ("anomaly", "2023-12--P12M", False),
+        ("year", "2024-01--P3M", True),  # other modes: no rule
+    ],
+)
+def test_task_period_rule(mode, period, ok):
+    options = {"baseline": "/b"} if mode == "anomaly" else {}
+    problem = NDVISeasonal(season_mode=mode, **options).period_problem(period)
+    assert (problem is None) == ok, problem
+    if not ok:
+        assert "\n" not in problem and f"season_mode {mode} needs" in problem

@@ -31,8 +31,8 @@ from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.lines import CLI
-from tests.truth import CLEAR_RULES, truth_days
+from tests.helpers.lines import CLI
+from tests.helpers.truth import CLEAR_RULES, truth_days
 from tests.truth_clim import anomaly_truth, block_means, climatology_truth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -316,3 +316,14 @@ def test_baseline_on_another_grid_is_refused(world, climatology, tmp_path):
     assert proc.returncode != 0
     assert "is not on the grid of the baseline items that overlap it" in proc.stderr
     assert not list(out.rglob("*.stac-item.json"))
+
+
+def test_odc_ndvi_run_refuses_a_period_that_is_not_whole_blocks(world, tmp_path):
+    config = _run_config(world, "climatology", "clim-bad-period")
+    out = tmp_path / "out"
+    proc = _run(world, "odc-ndvi", config, world["dbs"]["anomaly"], out)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "season_mode climatology needs" in line]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert f"(period {ANOMALY_WINDOW})" in lines[0] and "whole 12-month blocks" in lines[0]
+    assert not out.exists() or not list(out.rglob("*.tif"))

@@ -24,8 +24,15 @@ import rasterio
 import yaml
 
 from .._shipped import cfg_dir
+<<<<<<< HEAD
 from ..ops.logs import quiet_libraries
 from ..ops.runner import RunSummary, execute, load_run_config
+=======
+from ..errors import DatacubeUnavailable
+from ..ops.report import RunSummary
+from ..ops.runconfig import load_run_config
+from ..ops.session import execute
+>>>>>>> main
 
 if TYPE_CHECKING:
     from .index import DatacubeEnv
@@ -170,6 +177,7 @@ def run_demo(
     size: str = "demo",
     flavour: str = "usgs_c2",
     overwrite: bool = False,
+    index_driver: str = "postgres",
     progress: Callable[[str], None] = print,
     verbose: bool = False,
 ) -> DemoReport:
@@ -178,7 +186,9 @@ def run_demo(
     ``progress`` gets the step lines; the archive, index and run steps also show their
     progress with a total (a bar on a terminal, plain lines otherwise: ops/report.py) and
     save-tasks' result lines are passed on. ``verbose``: all of save-tasks' output, and
-    dask's INFO log records (otherwise held back below WARNING for the run)."""
+    dask's INFO log records (otherwise held back below WARNING for the run). ``index_driver``:
+    datacube's driver for the workdir's own index (``postgres`` or ``postgis``; a configured
+    datacube says its own)."""
     from ..ops.report import RunObserver, StepProgress, TaskProgress
     from .index import add_products, index_datasets, init_index, open_index
     from .synthetic import ArchiveSpec, generate_archive
@@ -193,13 +203,13 @@ def run_demo(
         f"{spec.width_px}x{spec.height_px} px of {spec.resolution} m ({len(spec.tiles())} tiles of "
         f"{spec.tile_px}^2), {len(spec.dates)} dates {spec.start}..{spec.end}, {spec.product}"
     )
-    with open_index(workdir) as dcenv:
+    with open_index(workdir, index_driver=index_driver) as dcenv:
         # the index first: an unreachable or broken datacube fails before any work
         try:
             init_index(dcenv)
         except Exception as err:  # noqa: BLE001 - sqlalchemy/psycopg2 errors vary
             reason = getattr(err, "orig", None) or err
-            raise RuntimeError(
+            raise DatacubeUnavailable(
                 f"datacube index {dcenv.display_url} cannot be used: {type(reason).__name__}: "
                 f"{str(reason).strip().splitlines()[0]}"
             ) from err

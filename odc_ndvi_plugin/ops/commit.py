@@ -4,8 +4,9 @@ Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) k
 operations; :func:`_commit_files` is the one commit rule over them. Staged writes and
 the commit run as dask tasks (:func:`stage_output`, :func:`commit_staged`);
 :func:`discard_attempt` drops a failed attempt's staged files; :func:`sweep_stale_staging`
-removes what killed processes left under ``.staging/``; :func:`audit_outputs` checks that
-a task with a STAC item really has every file its ``.sha1`` and STAC item list.
+removes what killed processes left under ``.staging/`` (local folders and S3 prefixes);
+:func:`audit_outputs` checks that a task with a STAC item really has every file its
+``.sha1`` and STAC item list.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
+
+from ..storage import s3_client, split_s3_url
 
 __all__ = [
     "STAGING_DIR",
@@ -75,11 +78,6 @@ def _cancelled(attempt: str | None) -> bool:
     return attempt is not None and attempt in _CANCELLED_ATTEMPTS
 
 
-def _split_s3(url: str) -> tuple[str, str]:
-    u = urlparse(url)
-    return u.netloc, u.path.lstrip("/")
-
-
 def _worker_s3() -> Any:
     """The boto3 client odc-stats' S3ClientPlugin puts on every worker."""
     from distributed import get_worker
@@ -128,7 +126,7 @@ def stage_output(
     final_path = urlparse(final).path if final.startswith("file://") else final
     try:
         if staged.startswith("s3://"):
-            bucket, key = _split_s3(staged)
+            bucket, key = split_s3_url(staged)
             _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
         else:
             _write_local(data, urlparse(staged).path)
@@ -297,7 +295,7 @@ class _S3Store:
     def exists(self, url: str) -> bool:
         from botocore.exceptions import ClientError
 
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as err:
@@ -307,16 +305,16 @@ class _S3Store:
         return True
 
     def size(self, url: str) -> int:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         return int(self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
 
     def read(self, url: str) -> bytes:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def listing(self, folder_url: str) -> dict[str, int]:
         """Object name -> size directly under a prefix (one LIST request per 1000)."""
-        bucket, prefix = _split_s3(folder_url.rstrip("/") + "/")
+        bucket, prefix = split_s3_url(folder_url.rstrip("/") + "/")
         out = {}
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, Delimiter="/"
@@ -327,17 +325,17 @@ class _S3Store:
         return out
 
     def remove(self, url: str) -> None:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         self.s3.delete_object(Bucket=bucket, Key=key)
 
     def move(self, src: str, dst: str) -> None:
-        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
+        (sb, sk), (db, dk) = split_s3_url(src), split_s3_url(dst)
         acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
         self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
         self.s3.delete_object(Bucket=sb, Key=sk)
 
     def put(self, data: bytes, url: str) -> None:
-        bucket, key = _split_s3(url)
+        bucket, key = split_s3_url(url)
         self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
 
 
@@ -349,10 +347,8 @@ def _remove_empty_dir(path: Path) -> None:
 
 
 def _delete_s3_prefix(prefix_url: str) -> None:
-    import boto3
-
-    bucket, prefix = _split_s3(prefix_url)
-    s3 = boto3.client("s3")
+    bucket, prefix = split_s3_url(prefix_url)
+    s3 = s3_client()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
@@ -386,17 +382,30 @@ def discard_attempt(location: str, attempt: str) -> None:
 STALE_STAGING_SECONDS = 24 * 3600
 
 
-def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS) -> list[str]:
-    """Remove ``<location>/.staging/<attempt>`` folders untouched for ``max_age`` seconds
-    (left by processes that were killed mid-task); local locations only (on S3 a
-    lifecycle rule on the prefix does this). Returns what was removed."""
+def sweep_stale_staging(
+    location: str,
+    *,
+    max_age: float = STALE_STAGING_SECONDS,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> list[str]:
+    """Remove the ``<location>/.staging/<attempt>`` folders (or S3 prefixes) whose newest
+    file is more than ``max_age`` seconds old: orphans of processes killed mid-task.
+
+    Only staged files go: nothing under a final name, no STAC item. Give ``max_age``
+    longer than any attempt lives (the longest SQS lease with its renewals, odc-stats'
+    ``max_processing_time``): an attempt swept while alive only fails its own commit
+    (its staged file is gone, so its STAC item is never written) and is computed again.
+    ``dry_run``: only say what would go. Returns the attempts' URLs."""
     parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        return _sweep_s3(location, max_age, dry_run=dry_run, now=now)
     if parsed.scheme != "file":
         return []
     root = Path(parsed.path) / STAGING_DIR
     if not root.is_dir():
         return []
-    now, removed = time.time(), []
+    now, removed = time.time() if now is None else now, []
     for attempt in root.iterdir():
         try:
             newest = max(
@@ -405,11 +414,49 @@ def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS
         except OSError:
             continue  # being removed by its own attempt
         if now - newest > max_age:
-            shutil.rmtree(attempt, ignore_errors=True)
+            if not dry_run:
+                shutil.rmtree(attempt, ignore_errors=True)
             removed.append(str(attempt))
-    if removed:
+    if removed and not dry_run:
         _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
     return removed
+
+
+def _sweep_s3(location: str, max_age: float, *, dry_run: bool, now: float | None) -> list[str]:
+    """:func:`sweep_stale_staging` on S3: one listing of the staging prefix, an attempt's
+    age is its newest object's ``LastModified`` (S3's clock), batch deletes."""
+    bucket, prefix = split_s3_url(location.rstrip("/") + f"/{STAGING_DIR}/")
+    s3 = s3_client()
+    newest: dict[str, float] = {}
+    keys: dict[str, list[str]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            attempt = obj["Key"][len(prefix) :].split("/", 1)[0]
+            modified = obj["LastModified"].timestamp()
+            newest[attempt] = max(newest.get(attempt, modified), modified)
+            keys.setdefault(attempt, []).append(obj["Key"])
+    now = time.time() if now is None else now
+    stale = sorted(a for a, t in newest.items() if now - t > max_age)
+    doomed = [k for a in stale for k in keys[a]]
+    if not dry_run:
+        for start in range(0, len(doomed), 1000):  # DeleteObjects takes 1000 keys a request
+            batch = [{"Key": k} for k in doomed[start : start + 1000]]
+            got = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            if got.get("Errors"):
+                first = got["Errors"][0]
+                raise OSError(
+                    f"could not remove s3://{bucket}/{first.get('Key')}: {first.get('Code')} "
+                    f"{first.get('Message', '')}".rstrip()
+                )
+        if stale:
+            _log.warning(
+                "Removed %d stale staging attempt(s) (%d object(s)) under s3://%s/%s",
+                len(stale),
+                len(doomed),
+                bucket,
+                prefix,
+            )
+    return [f"s3://{bucket}/{prefix}{a}" for a in stale]
 
 
 @dataclass(frozen=True)
@@ -431,9 +478,7 @@ def driver_store(url: str) -> Store:
     """A store for checks made by the runner itself (not on a worker); an S3 one holds a
     new boto3 client, so keep it for the run (creating one costs ~0.4 s)."""
     if url.startswith("s3://"):
-        import boto3
-
-        return _S3Store(boto3.client("s3"), {})
+        return _S3Store(s3_client(), {})
     return _LocalStore()
 
 
