@@ -54,50 +54,11 @@ def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[
 
 
 def encode_cogs_on_workers() -> bool:
-<<<<<<< HEAD
-    """Make odc-stats' own sink encode on the workers and carry the STAC item properties
-    a reduce result computes (:mod:`odc_ndvi_plugin.item`), once per process. Only
-    odc-stats' original methods are replaced, so another patch or a newer odc-stats is
-    left alone; returns whether the sink now does both."""
-    from odc.stats.io import S3COGSink
-
-    from .item import dump_with_pystac, item_properties, refuse_with_eodatasets3
-
-    current = S3COGSink.__dict__.get("_ds_to_cog")
-    if getattr(current, "__wrapped_by_odc_ndvi__", False):
-        return True
-    if getattr(current, "__module__", None) != "odc.stats.io":
-        _log.info("odc-stats' COG sink is not the one this plugin knows: left as it is")
-        return False
-    pystac = S3COGSink.dump_with_pystac
-    eodatasets3 = S3COGSink.dump_with_eodatasets3
-
-    def _ds_to_cog(self: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-        return delayed_ds_to_cog(self, ds, paths)
-
-    def _dump_with_pystac(self: Any, task: Any, proc: Any, ds: xr.Dataset, aux: Any = None):
-        if item_properties(ds):
-            return dump_with_pystac(self, task, proc, ds, aux)
-        return pystac(self, task, proc, ds, aux)
-
-    def _dump_with_eodatasets3(self: Any, task: Any, proc: Any, ds: xr.Dataset, aux: Any = None):
-        refuse_with_eodatasets3(ds)
-        return eodatasets3(self, task, proc, ds, aux)
-
-    _ds_to_cog.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
-    _ds_to_cog.__doc__ = delayed_ds_to_cog.__doc__
-    _dump_with_pystac.__doc__ = dump_with_pystac.__doc__
-    S3COGSink.dump_with_pystac = _dump_with_pystac
-    S3COGSink.dump_with_eodatasets3 = _dump_with_eodatasets3
-    S3COGSink._ds_to_cog = _ds_to_cog
-    return True
-=======
     """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
     other touch of odc-stats' private parts)."""
     from ._compat import encode_cogs_on_workers as patch
 
     return patch()
->>>>>>> main
 
 
 def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict[str, Any]:

@@ -249,32 +249,6 @@ class NDVIConfig:
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
-<<<<<<< HEAD
-        return (
-            "preset",
-            "red_band",
-            "nir_band",
-            "mask_band",
-            "good_pixel_flags",
-            "mask_filters",
-            "statistics",
-            "seasons",
-            "season_mode",
-            "min_clear",
-            "scale_factor",
-            "add_offset",
-            "resampling",
-            "chunks",
-            "loader",
-            "preview_band",
-            "requester_pays",
-            "read_retries",
-            "ndvi_adjust",
-            "baseline",
-            "min_baseline_years",
-            "on_bad_input",
-        )
-=======
         """The ``plugin_config`` keys: the fields, and ``season_mode`` (read into
         ``seasons``), in the order of the fields."""
         names = [f.name for f in fields(cls)]
@@ -289,7 +263,6 @@ class NDVIConfig:
             return cls.default("seasons").mode
         (f,) = (f for f in fields(cls) if f.name == key)
         return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
->>>>>>> main
 
     @classmethod
     def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
@@ -366,7 +339,9 @@ class NDVIConfig:
             ndvi_adjust=_ndvi_adjust(cfg.get("ndvi_adjust")),
             baseline=_baseline(cfg.get("baseline"), mode),
             min_baseline_years=min_years,
-            on_bad_input=_choice("on_bad_input", cfg.get("on_bad_input", "fail"), ON_BAD_INPUT),
+            on_bad_input=_choice(
+                "on_bad_input", cfg.get("on_bad_input", cls.default("on_bad_input")), ON_BAD_INPUT
+            ),
         )
         if config.on_bad_input == "skip" and config.loader != "direct":
             raise _fail(

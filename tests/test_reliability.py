@@ -680,7 +680,7 @@ def test_skip_leaves_a_truncated_scene_out_and_the_item_names_it(bench, tmp_path
     truth computed without it, its STAC item lists it, the summary and report count it,
     and the run exits 0."""
     from odc_ndvi_plugin.load import SKIPPED_INPUTS
-    from tests.truth import CLEAR_RULES, nan_stat, truth_days
+    from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
     tile, period = bench.tiles[0], PERIODS[1]
     victim = bench.scenes((3,))[0]

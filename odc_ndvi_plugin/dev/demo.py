@@ -24,15 +24,11 @@ import rasterio
 import yaml
 
 from .._shipped import cfg_dir
-<<<<<<< HEAD
-from ..ops.logs import quiet_libraries
-from ..ops.runner import RunSummary, execute, load_run_config
-=======
 from ..errors import DatacubeUnavailable
+from ..ops.logs import quiet_libraries
 from ..ops.report import RunSummary
 from ..ops.runconfig import load_run_config
 from ..ops.session import execute
->>>>>>> main
 
 if TYPE_CHECKING:
     from .index import DatacubeEnv

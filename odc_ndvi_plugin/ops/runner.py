@@ -48,10 +48,7 @@ from ..load import SKIPPED_INPUTS
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
 from .runconfig import load_run_config
-<<<<<<< HEAD
-from .signals import interrupts_deferred, interrupts_raise
-=======
->>>>>>> main
+from .signals import interrupts_deferred
 from .sink import AtomicCOGSink
 from .sqs import END, SqsTaskSource, lease
 from .taskdb import check_task_db
@@ -133,12 +130,8 @@ class NDVITaskRunner(TaskRunner):
             self._close_task_db_before_reopen()
         self.max_in_flight = max(1, int(max_in_flight))
         self.summary = RunSummary()
-<<<<<<< HEAD
-        self._on_result = on_result
         #: the task just handed to the scheduler, until it is among those running
         self._submitted: _Running | None = None
-=======
->>>>>>> main
 
     def _close_task_db_before_reopen(self) -> None:
         """odc-stats opens the message's task db for every SQS message while the previous

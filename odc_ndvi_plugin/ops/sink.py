@@ -12,7 +12,6 @@ from odc.stats.io import S3COGSink
 from odc.stats.model import Task
 
 from ..cogs import delayed_ds_to_cog
-from ..item import dump_with_pystac, item_properties, refuse_with_eodatasets3
 from .commit import (
     OutputAudit,
     Store,
@@ -100,17 +99,6 @@ class AtomicCOGSink(S3COGSink):
         return dask.delayed(stage_output, name="stage-output", pure=False)(
             data, staged, url, with_deps=with_deps, attempt=self.attempt, put_args=put_args
         )
-
-    def dump_with_pystac(self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None):
-        """odc-stats' writer; the item rendered on a worker when ``ds`` carries properties
-        computed with the task (:mod:`odc_ndvi_plugin.item`)."""
-        if item_properties(ds):
-            return dump_with_pystac(self, task, proc, ds, aux)
-        return super().dump_with_pystac(task, proc, ds, aux)
-
-    def dump_with_eodatasets3(self, task: Task, proc: Any, ds: xr.Dataset, aux: Any = None):
-        refuse_with_eodatasets3(ds)
-        return super().dump_with_eodatasets3(task, proc, ds, aux)
 
     def _ds_to_cog(self, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
         """Each band encoded by a worker task (:mod:`odc_ndvi_plugin.cogs`)."""
