@@ -518,12 +518,10 @@ class NDVITaskRunner(TaskRunner):
             graph = self._graph(task, self._apply_eodatasets3, replace=bool(redo))
         except Exception as err:  # noqa: BLE001 - contained per task by design
             return self._fail_early(task, err)
-        _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
-        if self._events is not None:
-            self._events.task_started(task.location, len(task.datasets), attempts)
         now = time.monotonic()
         # an interrupt while the graph is handed to the scheduler waits until the task
-        # is known (else its computation would go on, unseen by the cancellation)
+        # is known (else its computation would go on, unseen by the cancellation); once
+        # "Submitting" is logged, an interrupt cancels it
         with interrupts_deferred():
             started = _Running(
                 task,
@@ -535,6 +533,9 @@ class NDVITaskRunner(TaskRunner):
                 redo=redo,
             )
             self._submitted = started
+            _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
+            if self._events is not None:
+                self._events.task_started(task.location, len(task.datasets), attempts)
         return started
 
     def dry_run_states(
