@@ -1,5 +1,5 @@
-"""``odc-ndvi check-config``, ``product-definition`` and ``init-config``: configs checked,
-described and written without running anything."""
+"""``odc-ndvi check-config``, ``product-definition``, ``ows-config`` and ``init-config``:
+configs checked, described and written without running anything."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""``odc-ndvi demo``, ``mosaic`` and ``synth``: the demo, pictures of a run's outputs and
-synthetic archives. ``dev/`` (the demo tooling) is imported inside the commands only."""
+"""``odc-ndvi demo``, ``serve``, ``mosaic``, ``synth`` and ``sweep-staging``: the demo, its
+outputs served and pictured, synthetic archives, staging housekeeping. ``dev/`` (the demo
+tooling) is imported inside the commands only."""
 
 from __future__ import annotations
 

@@ -15,15 +15,13 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
 from ..errors import ConfigError, OutputLocationError
-from ..storage import s3_client, sqs_resource
+from ..storage import sqs_resource, store_for
 from .commit import sweep_stale_staging
 from .limits import DaskSizing
 from .report import AllEvents, ProgressLines, RunEvents, RunSummary
@@ -130,7 +128,11 @@ def _needs_s3(runner: NDVITaskRunner) -> bool:
 
 
 def _inputs_maybe_on_s3(runner: NDVITaskRunner) -> bool:
-    """Inputs of the first task are on S3 (unknown before the first SQS message: yes)."""
+    """Inputs of the first task are on S3 (unknown before the first SQS message: yes),
+    or the anomaly's baseline is (read with the same S3 settings as inputs)."""
+    baseline = getattr(getattr(runner.proc, "config", None), "baseline", None) or ""
+    if baseline.startswith("s3://"):
+        return True
     ds = first_dataset(runner.rdr) if runner.rdr is not None else None
     if ds is None:
         return True
@@ -139,30 +141,17 @@ def _inputs_maybe_on_s3(runner: NDVITaskRunner) -> bool:
 
 # -- checks before any task ------------------------------------------------------------
 def check_output_location(location: str) -> None:
-    """Fail before any work if ``location`` cannot be written (names the target)."""
-    parsed = urlparse(location)
-    probe_name = f".odc-ndvi-write-probe-{uuid.uuid4().hex[:8]}"
-    if parsed.scheme == "file":
-        folder = Path(parsed.path)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / probe_name
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise OutputLocationError(
-                f"output_location {location!r} is not writable: {err}"
-            ) from err
-    elif parsed.scheme == "s3":
-        key = f"{parsed.path.strip('/')}/{probe_name}".lstrip("/")
-        try:
-            s3 = s3_client()
-            s3.put_object(Bucket=parsed.netloc, Key=key, Body=b"")
-            s3.delete_object(Bucket=parsed.netloc, Key=key)
-        except Exception as err:  # noqa: BLE001 - any failure means "cannot write there"
-            raise OutputLocationError(
-                f"output_location {location!r} is not writable: {err}"
-            ) from err
+    """Fail before any work if ``location`` cannot be written (names the target): a probe
+    file put and removed through the location's store."""
+    if not location.startswith(("file://", "s3://")):
+        return  # run configs allow these two only (checked when the config is read)
+    probe = f"{location.rstrip('/')}/.odc-ndvi-write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        store = store_for(probe)
+        store.put(b"", probe)
+        store.remove(probe)
+    except Exception as err:  # noqa: BLE001 - any failure means "cannot write there"
+        raise OutputLocationError(f"output_location {location!r} is not writable: {err}") from err
 
 
 def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
