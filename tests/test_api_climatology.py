@@ -1,7 +1,7 @@
 """``seasonal_ndvi`` in climatology and anomaly modes, against the numpy truth.
 
 One module archive: a tiny USGS C2 region of 2 x 1 tiles of 64 px over three season-years
-(2017-12 .. 2020-11, a solar day every 32 days, 2 paths), indexed in the embedded
+(2017-12 .. 2020-11, a solar day every 32 days, one scene a day), indexed in the embedded
 PostgreSQL. The climatology of the first two years is the baseline of JJA 2020, given as
 the in-memory Dataset and as the location a real ``odc-stats save-tasks --frequency all``
 + runner climatology run wrote to. The request is 100 x 50 px, 9 rows and 13 columns into
@@ -45,6 +45,7 @@ def world(tmp_path_factory, datacube_env_module):
         tile_px=64,
         start=dt.date(2017, 12, 5),
         end=dt.date(2020, 11, 30),
+        n_paths=1,  # one scene a day: a lean world (fusion is tests/test_api.py's)
         rows_per_path=1,
     )
     archive = generate_archive(spec, root / "archive")
