@@ -216,13 +216,16 @@ def test_climatology_through_odc_stats_run_matches_truth(world, climatology):
 
 def test_climatology_through_odc_ndvi_run_without_harmonisation(world, climatology):
     out = world["root"] / "clim-off"
-    config = _run_config(world, "climatology", "clim-off")
+    # ... and the optional statistics of the block means
+    stats = ["mean", "std", "count", "median", "min", "max"]
+    config = _run_config(world, "climatology", "clim-off", statistics=stats)
     proc = _run(world, "odc-ndvi", config, world["dbs"]["climatology"], out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, got = _outputs(out)
     truth_off = climatology_truth(
         _clim_days(world, adjust=False), SEASONS, min_clear=MIN_CLEAR, shape=(64, 64)
     )
+    assert len(got) == 4 * 7 and "ndvi_median_djf" in got and "ndvi_max_son" in got
     _assert_bands(got, truth_off, "climatology (not harmonised)")
     # the L7 bias is in this one and adjusted away in the other
     _, harmonised = _outputs(climatology)

@@ -88,8 +88,50 @@ def init_index(env: DatacubeEnv) -> bool:
         index.metadata_types.check_field_indexes(
             allow_table_lock=False, rebuild_indexes=False, rebuild_views=True
         )
+    if not with_permissions:
+        _postgis_roles_pg15(env)
     _LOG.info("initialised datacube index %s in %.2fs", env.display_url, time.monotonic() - t0)
     return True
+
+
+# The roles and grants datacube's postgis driver makes with permissions, in PostgreSQL 15
+# syntax ("WITH ADMIN OPTION"): datacube-ows and datacube-explorer "SET ROLE odc_admin".
+_POSTGIS_ROLES_SQL = """
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'odc_user') THEN
+    CREATE ROLE odc_user NOLOGIN INHERIT; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'odc_manage') THEN
+    CREATE ROLE odc_manage NOLOGIN INHERIT; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'odc_admin') THEN
+    CREATE ROLE odc_admin NOLOGIN INHERIT CREATEROLE; END IF;
+END $$;
+GRANT odc_user TO odc_manage;
+GRANT odc_manage TO odc_admin;
+GRANT odc_user, odc_manage TO odc_admin WITH ADMIN OPTION;
+GRANT USAGE ON SCHEMA odc TO odc_user;
+GRANT SELECT ON ALL TABLES IN SCHEMA odc TO odc_user;
+GRANT CREATE ON SCHEMA odc TO odc_manage;
+GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA odc TO odc_manage;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA odc TO odc_manage;
+GRANT ALL ON SCHEMA odc TO odc_admin;
+GRANT ALL ON ALL TABLES IN SCHEMA odc TO odc_admin;
+"""
+
+
+def _postgis_roles_pg15(env: DatacubeEnv) -> None:
+    """The postgis driver's odc_user/odc_manage/odc_admin roles and grants on PG < 16."""
+    import sqlalchemy
+    from datacube.cfg import psql_url_from_config
+
+    engine = sqlalchemy.create_engine(psql_url_from_config(env.odc_environment()))
+    try:
+        with engine.begin() as conn:
+            db = conn.execute(sqlalchemy.text("SELECT current_database()")).scalar_one()
+            conn.execute(sqlalchemy.text(_POSTGIS_ROLES_SQL))
+            quoted = '"' + db.replace('"', '""') + '"'
+            conn.execute(sqlalchemy.text(f"GRANT ALL ON DATABASE {quoted} TO odc_admin"))
+    finally:
+        engine.dispose()
 
 
 def _server_version(env: DatacubeEnv) -> int:
