@@ -63,10 +63,11 @@ PERIODS = ("2019-12--P3M", "2020-03--P3M", "2020-06--P3M", "2020-09--P3M")
 BAND_FILE = {"red": "_SR_B4.TIF", "nir08": "_SR_B5.TIF", "qa_pixel": "_QA_PIXEL.TIF"}
 
 #: ``odc-ndvi`` with every season of every reduced block delayed by ODC_NDVI_TEST_DELAY seconds and every
-#: output file's final rename (temp name -> name) by ODC_NDVI_TEST_WRITE_DELAY seconds
+#: output file's final rename (temp name -> name, by the stores of odc_ndvi_plugin.storage)
+#: by ODC_NDVI_TEST_WRITE_DELAY seconds
 SLOW_CLI = """
 import os, time
-import odc_ndvi_plugin.ops.commit as commit
+import odc_ndvi_plugin.storage as storage
 import odc_ndvi_plugin.reduce._kernels as stats
 _finish = stats._finish_group  # once per season and block, in both reductions
 def _slow(*args, **kwargs):
@@ -83,7 +84,7 @@ class _SlowRename:
     def replace(src, dst):
         time.sleep(float(os.environ.get("ODC_NDVI_TEST_WRITE_DELAY", "0")))
         return os.replace(src, dst)
-commit.os = _SlowRename()
+storage.os = _SlowRename()
 from odc_ndvi_plugin.cli import main
 main(prog_name="odc-ndvi")
 """
