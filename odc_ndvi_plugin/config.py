@@ -1,18 +1,23 @@
 """The plugin's configuration: one frozen dataclass, validated once, errors name the key.
 
 ``NDVIConfig.from_plugin_config(mapping)`` is the only way in: it applies a preset,
-checks every key, and raises ``ValueError("plugin_config.<key>: ... allowed: ...")``
-for anything it cannot use. Everything downstream reads the validated fields.
+checks every key with the validation toolkit (:mod:`._validate`: the same "did you mean",
+types and choices as every other config), and raises
+``ConfigError("plugin_config.<key>: ... allowed: ...")`` (a ``ValueError``) for anything it
+cannot use. Everything downstream reads the validated fields. The keys and their
+defaults are stated once: the dataclass fields (each with its docstring) are the keys,
+their defaults the defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from ._validate import check_keys
+from ._validate import check_bool, check_choice, check_int, check_keys
+from .errors import ConfigError
 from .masking import ClearRule, compile_clear_rule
 from .presets import NO_PRESET, PRESETS
 from .reduce import (
@@ -49,14 +54,12 @@ class OutputBand:
     nodata: float | int
 
 
-def _fail(key: str, msg: str) -> ValueError:
-    return ValueError(f"plugin_config.{key}: {msg}")
+def _fail(key: str, msg: str) -> ConfigError:
+    return ConfigError(f"plugin_config.{key}", msg)
 
 
 def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise _fail(key, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
-    return value
+    return check_choice(value, f"plugin_config.{key}", allowed)
 
 
 def _band(key: str, value: Any) -> str:
@@ -238,36 +241,29 @@ class NDVIConfig:
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
-        return (
-            "preset",
-            "red_band",
-            "nir_band",
-            "mask_band",
-            "good_pixel_flags",
-            "mask_filters",
-            "statistics",
-            "seasons",
-            "season_mode",
-            "min_clear",
-            "scale_factor",
-            "add_offset",
-            "resampling",
-            "chunks",
-            "loader",
-            "preview_band",
-            "requester_pays",
-            "read_retries",
-            "ndvi_adjust",
-            "baseline",
-            "min_baseline_years",
-        )
+        """The ``plugin_config`` keys: the fields, and ``season_mode`` (read into
+        ``seasons``), in the order of the fields."""
+        names = [f.name for f in fields(cls)]
+        names.insert(names.index("seasons") + 1, "season_mode")
+        return tuple(names)
+
+    @classmethod
+    def default(cls, key: str) -> Any:
+        """The default of ``plugin_config.<key>``: the field's (``season_mode``: the
+        default ``seasons``' mode)."""
+        if key == "season_mode":
+            return cls.default("seasons").mode
+        (f,) = (f for f in fields(cls) if f.name == key)
+        return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
     @classmethod
     def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
         """Validate a ``plugin_config`` mapping (as found in an odc-stats run config)."""
         cfg = dict(plugin_config or {})
         check_keys(cfg, cls.keys(), "plugin_config")
-        preset_name = _choice("preset", cfg.get("preset", "usgs_c2"), (*PRESETS, NO_PRESET))
+        preset_name = _choice(
+            "preset", cfg.get("preset", cls.default("preset")), (*PRESETS, NO_PRESET)
+        )
         preset = PRESETS.get(preset_name)
         if preset is None:
             missing = [
@@ -284,21 +280,28 @@ class NDVIConfig:
             raise _fail(
                 "good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}"
             )
-        min_clear = cfg.get("min_clear", 1)
-        if isinstance(min_clear, bool) or not isinstance(min_clear, int) or min_clear < 1:
-            raise _fail("min_clear", f"expected an integer >= 1, got {min_clear!r}")
+        min_clear = check_int(
+            cfg.get("min_clear", cls.default("min_clear")), "plugin_config.min_clear", minimum=1
+        )
         preview = cfg.get("preview_band")
-        requester_pays = cfg.get("requester_pays", False)
-        if not isinstance(requester_pays, bool):
-            raise _fail("requester_pays", f"expected true or false, got {requester_pays!r}")
-        read_retries = cfg.get("read_retries", 5)
-        if isinstance(read_retries, bool) or not isinstance(read_retries, int) or read_retries < 0:
-            raise _fail("read_retries", f"expected an integer >= 0, got {read_retries!r}")
-        mode = _choice("season_mode", cfg.get("season_mode", "task"), SEASON_MODES)
-        min_years = cfg.get("min_baseline_years", DEFAULT_MIN_BASELINE_YEARS)
-        if isinstance(min_years, bool) or not isinstance(min_years, int) or min_years < 1:
-            raise _fail("min_baseline_years", f"expected an integer >= 1, got {min_years!r}")
-        statistics = _statistics(cfg.get("statistics", ["mean", "count"]))
+        requester_pays = check_bool(
+            cfg.get("requester_pays", cls.default("requester_pays")),
+            "plugin_config.requester_pays",
+        )
+        read_retries = check_int(
+            cfg.get("read_retries", cls.default("read_retries")),
+            "plugin_config.read_retries",
+            minimum=0,
+        )
+        mode = _choice(
+            "season_mode", cfg.get("season_mode", cls.default("season_mode")), SEASON_MODES
+        )
+        min_years = check_int(
+            cfg.get("min_baseline_years", cls.default("min_baseline_years")),
+            "plugin_config.min_baseline_years",
+            minimum=1,
+        )
+        statistics = _statistics(cfg.get("statistics", list(cls.default("statistics"))))
         if mode == "anomaly" and not set(statistics) <= {"mean", "count"}:
             raise _fail(
                 "statistics",
@@ -317,9 +320,11 @@ class NDVIConfig:
             min_clear=min_clear,
             scale_factor=_per_band_numbers("scale_factor", cfg.get("scale_factor")),
             add_offset=_per_band_numbers("add_offset", cfg.get("add_offset")),
-            resampling=_choice("resampling", cfg.get("resampling", "nearest"), RESAMPLING),
-            chunks=_chunks(cfg.get("chunks", {"y": 1600, "x": 1600})),
-            loader=_choice("loader", cfg.get("loader", "direct"), LOADERS),
+            resampling=_choice(
+                "resampling", cfg.get("resampling", cls.default("resampling")), RESAMPLING
+            ),
+            chunks=_chunks(cfg.get("chunks", cls.default("chunks"))),
+            loader=_choice("loader", cfg.get("loader", cls.default("loader")), LOADERS),
             preview_band=preview,
             requester_pays=requester_pays,
             read_retries=read_retries,

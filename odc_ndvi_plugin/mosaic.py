@@ -97,27 +97,26 @@ def stac_item_urls(location: str) -> Iterator[str]:
     parsed = urlparse(location)
     if parsed.scheme != "s3":
         raise ValueError(f"{location}: expected a local path, file:// or s3:// location")
-    import boto3
+    from .storage import s3_client, split_s3_url
 
-    prefix = parsed.path.lstrip("/")
+    bucket, prefix = split_s3_url(location)
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    pages = boto3.client("s3").get_paginator("list_objects_v2")
-    for page in pages.paginate(Bucket=parsed.netloc, Prefix=prefix):
+    pages = s3_client().get_paginator("list_objects_v2")
+    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             key = obj["Key"]
             hidden = any(part.startswith(".") for part in key[len(prefix) :].split("/"))
             if key.endswith(_STAC_SUFFIX) and not hidden:
-                yield f"s3://{parsed.netloc}/{key}"
+                yield f"s3://{bucket}/{key}"
 
 
 def read_text(url: str) -> str:
     if url.startswith("file://"):
         return Path(unquote(urlparse(url).path)).read_text()
-    import boto3
+    from .storage import s3_client, split_s3_url
 
-    parsed = urlparse(url)
-    body = boto3.client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-    return body["Body"].read().decode()
+    bucket, key = split_s3_url(url)
+    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def find_outputs(location: str) -> list[TaskOutput]:

@@ -16,9 +16,13 @@ import numpy as np
 import xarray as xr
 from datacube.model import Dataset, Product
 from odc.geo.geobox import GeoBox
-from odc.stats.plugins._base import StatsPluginInterface
-from odc.stats.plugins._registry import register
 
+from ._compat import (
+    StatsPluginInterface,
+    encode_cogs_on_workers,
+    name_baselines_in_stac_items,
+    register,
+)
 from ._version import __version__
 from .baseline import (
     BASELINE_ATTR,
@@ -27,7 +31,6 @@ from .baseline import (
     baseline_bands,
     failing_plane,
 )
-from .cogs import encode_cogs_on_workers, name_baselines_in_stac_items
 from .config import NDVIConfig
 from .inputs import product_inputs
 from .load import load_by_crs, load_ndvi_direct, native_ndvi
@@ -60,10 +63,29 @@ class NDVISeasonal(StatsPluginInterface):
         )
         self._inputs: dict[str, NDVIInputs] = {}
         self._baseline_index: BaselineIndex | None = None  # anomaly: listed once
-        # plain odc-stats run: bands encoded on the workers, no data inside the graph
+
+    # -- a run starting -------------------------------------------------------------
+    def run_starting(self) -> None:
+        """A run with this plugin starts: odc-stats' COG sink encodes bands on the workers
+        and, in anomaly mode, names the baseline in each STAC item (patches applied once
+        per process, see :mod:`._compat`). Making a plugin (a notebook, ``check-config``)
+        does not patch odc-stats; ``odc-ndvi run`` calls this, plain ``odc-stats run``
+        reaches it through :attr:`dask_worker_plugin`."""
         encode_cogs_on_workers()
         if self.config.seasons.mode == "anomaly":
             name_baselines_in_stac_items()
+
+    @property
+    def dask_worker_plugin(self) -> Any:
+        """What the run's dask workers need from the plugin (nothing). odc-stats' runner
+        asks when it starts its cluster, i.e. when a plain ``odc-stats run`` starts: the
+        run is starting (:meth:`run_starting`)."""
+        self.run_starting()
+        return self._dask_worker_plugin
+
+    @dask_worker_plugin.setter
+    def dask_worker_plugin(self, value: Any) -> None:
+        self._dask_worker_plugin = value
 
     # -- products -------------------------------------------------------------------
     def ndvi_inputs(self, product: Product) -> NDVIInputs:

@@ -43,8 +43,8 @@ from odc_ndvi_plugin.dev.index import add_products, index_datasets
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR, REPO
 from tests.fixtures.archives import add_and_index, index_with_year_tasks
-from tests.lines import CLI, child_env
-from tests.truth import CLEAR_RULES, nan_stat, truth_days
+from tests.helpers.lines import CLI, child_env
+from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +145,14 @@ def test_lazy_result_is_lazy_and_has_the_plugins_bands(lazy, region):
         assert isinstance(arr.data, dask.array.Array)
         assert arr.dtype == np.dtype(band.dtype)
         np.testing.assert_equal(arr.attrs["nodata"], band.nodata)
+
+
+def test_the_notebook_call_leaves_odc_stats_unpatched(computed):
+    """Only a run starting patches odc-stats' sink (see odc_ndvi_plugin._compat); the
+    notebook call, its plugin and its computation in this process leave it as it is."""
+    from odc_ndvi_plugin._compat import cogs_encoded_on_workers
+
+    assert computed is not None and not cogs_encoded_on_workers()
 
 
 def test_equals_the_batch_outputs_pixel_for_pixel(computed, batch, region):

@@ -253,3 +253,25 @@ def test_task_period_rule(mode, period, ok):
     assert (problem is None) == ok, problem
     if not ok:
         assert "\n" not in problem and f"season_mode {mode} needs" in problem
+
+
+def test_an_unreadable_baseline_file_fails_in_one_portable_line(tmp_path):
+    import pickle
+
+    from odc_ndvi_plugin.baseline import BaselineTile, baseline_bands
+
+    tile = BaselineTile(
+        "one",
+        "file:///x.json",
+        {
+            f"{stem}_djf": (tmp_path / f"missing_{stem}.tif").as_uri()
+            for stem in ("ndvi_mean", "ndvi_std", "clear_years")
+        },
+    )
+    bands = baseline_bands(tile, "djf", shape=(20, 20), chunks=((20,), (20,)))
+    with pytest.raises(BaselineError, match=r"^baseline: cannot read file://.*missing_") as err:
+        bands["mean"].compute()
+    assert err.value.__cause__ is None and "\n" not in str(err.value)
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)
+    with pytest.raises(BaselineError, match="has no band 'ndvi_mean_jja'"):
+        baseline_bands(tile, "jja", shape=(20, 20), chunks=((20,), (20,)))

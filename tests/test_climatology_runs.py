@@ -31,8 +31,8 @@ from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.lines import CLI
-from tests.truth import CLEAR_RULES, truth_days
+from tests.helpers.lines import CLI
+from tests.helpers.truth import CLEAR_RULES, truth_days
 from tests.truth_clim import anomaly_truth, block_means, climatology_truth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -123,8 +123,9 @@ def _anomaly_days(world):
     return _days(world, adjust=True, first=dt.date(2020, 12, 1), last=dt.date(2021, 2, 28))
 
 
-def _run_config(world, mode: str, name: str, **plugin_config) -> Path:
+def _run_config(world, mode: str, name: str, *, top=None, **plugin_config) -> Path:
     doc = yaml.safe_load((CFG_DIR / f"run-usgs-c2-{mode}.yaml").read_text())
+    doc.update(top or {})
     doc["plugin_config"].update(min_clear=MIN_CLEAR, chunks={"x": 32, "y": 64}, **plugin_config)
     if "baseline" in plugin_config:
         doc["plugin_config"]["min_baseline_years"] = MIN_YEARS
@@ -133,14 +134,21 @@ def _run_config(world, mode: str, name: str, **plugin_config) -> Path:
     return path
 
 
-def _run(world, tool: str, config: Path, db: Path, out: Path) -> subprocess.CompletedProcess:
+def _run(
+    world, tool: str, config: Path, db: Path, out: Path, **env: str
+) -> subprocess.CompletedProcess:
     if tool == "odc-stats":
         cmd = [sys.executable, "-m", "odc.stats", "run", "--threads", "2"]
     else:
         cmd = [sys.executable, "-c", CLI, "run", "--threads", "2"]
     cmd += ["--config", str(config), "--location", out.as_uri(), str(db)]
     return subprocess.run(
-        cmd, env=_env(world["env"]), capture_output=True, text=True, timeout=180, check=False
+        cmd,
+        env={**_env(world["env"]), **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -208,13 +216,16 @@ def test_climatology_through_odc_stats_run_matches_truth(world, climatology):
 
 def test_climatology_through_odc_ndvi_run_without_harmonisation(world, climatology):
     out = world["root"] / "clim-off"
-    config = _run_config(world, "climatology", "clim-off")
+    # ... and the optional statistics of the block means
+    stats = ["mean", "std", "count", "median", "min", "max"]
+    config = _run_config(world, "climatology", "clim-off", statistics=stats)
     proc = _run(world, "odc-ndvi", config, world["dbs"]["climatology"], out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, got = _outputs(out)
     truth_off = climatology_truth(
         _clim_days(world, adjust=False), SEASONS, min_clear=MIN_CLEAR, shape=(64, 64)
     )
+    assert len(got) == 4 * 7 and "ndvi_median_djf" in got and "ndvi_max_son" in got
     _assert_bands(got, truth_off, "climatology (not harmonised)")
     # the L7 bias is in this one and adjusted away in the other
     _, harmonised = _outputs(climatology)
@@ -222,17 +233,38 @@ def test_climatology_through_odc_ndvi_run_without_harmonisation(world, climatolo
     assert np.nanmedian(diff) > 0.01
 
 
-@pytest.mark.parametrize("tool", ["odc-stats", "odc-ndvi"])
-def test_anomaly_matches_truth_and_names_its_baseline(world, climatology, tool):
+@pytest.mark.parametrize(
+    "tool, store",
+    [("odc-stats", "file"), pytest.param("odc-ndvi", "s3", marks=pytest.mark.servers)],
+)
+def test_anomaly_matches_truth_and_names_its_baseline(world, climatology, tool, store, request):
+    """Plain odc-stats with the baseline on disk; odc-ndvi run with it on S3 (moto)."""
+    (base_item_path,) = climatology.rglob("*.stac-item.json")
+    extra_env = {}
+    if store == "s3":
+        moto = request.getfixturevalue("moto_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        s3 = moto.client("s3")
+        for path in climatology.rglob("*"):
+            if path.is_file() and ".staging" not in path.parts:
+                s3.upload_file(str(path), bucket, f"clim/{path.relative_to(climatology)}")
+        baseline = f"s3://{bucket}/clim"
+        base_href = f"{baseline}/{base_item_path.relative_to(climatology)}"
+        extra_env = moto.environ()
+    else:
+        baseline = climatology.as_uri()
+        base_href = base_item_path.as_uri()
     out = world["root"] / f"anomaly-{tool}"
     config = _run_config(
         world,
         "anomaly",
         f"anomaly-{tool}",
-        baseline=climatology.as_uri(),
+        # a private bucket: signed reads with the credentials found, as for inputs
+        top={"aws_unsigned": store != "s3"},
+        baseline=baseline,
         ndvi_adjust={"ls7_c2l2_sr": ADJUST},
     )
-    proc = _run(world, tool, config, world["dbs"]["anomaly"], out)
+    proc = _run(world, tool, config, world["dbs"]["anomaly"], out, **extra_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     item, got = _outputs(out)
     assert sorted(got) == sorted(
@@ -250,12 +282,11 @@ def test_anomaly_matches_truth_and_names_its_baseline(world, climatology, tool):
     )
     _assert_bands(got, truth, f"anomaly ({tool})")
     # lineage: the baseline item by id and href
-    (base_item_path,) = climatology.rglob("*.stac-item.json")
     base_item = json.loads(base_item_path.read_text())
     named = item["properties"]["odc_ndvi:baseline"]
-    assert named == {"id": base_item["id"], "href": base_item_path.as_uri()}
+    assert named == {"id": base_item["id"], "href": base_href}
     links = [link for link in item["links"] if link["rel"] == "derived_from"]
-    assert [link["href"] for link in links] == [base_item_path.as_uri()]
+    assert [link["href"] for link in links] == [base_href]
     # the drought: strongly negative standardised anomalies exactly in its window
     z = got["ndvi_std_anomaly"]
     r0, c0, r1, c1 = DROUGHT

@@ -15,12 +15,9 @@ import dask
 import numpy as np
 import pytest
 import rasterio
-import yaml
 
 from odc_ndvi_plugin.dev.index import select_binaries
-from tests.conftest import CFG_DIR
-from tests.fixtures.archives import index_with_year_tasks
-from tests.truth import CLEAR_RULES, nan_stat, truth_days
+from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,58 +30,47 @@ def _needs_postgis(driver: str) -> None:
 
 
 @pytest.mark.parametrize("driver", ["postgres", "postgis"])
-def test_save_tasks_our_runner_and_seasonal_ndvi_on_each_index_driver(
-    driver, tiny_archive, make_datacube_env, tmp_path
-):
+def test_save_tasks_our_runner_and_seasonal_ndvi_on_each_index_driver(driver, seasonal_world):
+    """The shipped seasonal configs: save-tasks finds each season's datasets through the
+    driver, our runner writes them, and seasonal_ndvi reads the same through the driver;
+    all equal numpy truth. (The postgis world is also the one tests/test_serve.py serves.)"""
     _needs_postgis(driver)
     from odc_ndvi_plugin import seasonal_ndvi
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
 
-    env = make_datacube_env(index_driver=driver)
-    archive = tiny_archive("usgs_c2")
-    run_cfg = CFG_DIR / "run-usgs-c2-year.yaml"
-    db, window = index_with_year_tasks(
-        archive, env, tmp_path / "year.db", config=CFG_DIR / "save-tasks-usgs-c2-year.yaml"
-    )
-    # our runner, in-process as `odc-ndvi run` does (from the task db save-tasks wrote)
-    ours = tmp_path / "ours"
-    cfg, _ = load_run_config(
-        yaml.safe_load(run_cfg.read_text()),
-        filedb=str(db),
-        output_location=f"file://{ours}",
-        threads=2,
-    )
-    summary = execute(cfg, max_in_flight=2)
-    tiles = archive.spec.tiles()
-    assert (summary.done, summary.failed) == (len(tiles), 0)
-
+    world = seasonal_world(driver)
+    archive, plugin_config = world.archive, world.run_config["plugin_config"]
+    product = world.run_config["product"]
     clear_fn = CLEAR_RULES["usgs_c2"]
-    plugin_config = yaml.safe_load(run_cfg.read_text())["plugin_config"]
     min_clear = plugin_config["min_clear"]
-    for (x, y), geobox in tiles.items():
+    with world.env.datacube() as dc:
+        found = dc.find_datasets(product=archive.spec.product)
+    assert len(found) == len(archive.dataset_paths)
+    for (x, y), geobox in archive.spec.tiles().items():
         days = truth_days(archive, geobox, clear_fn)
-        # the notebook path reads the index through the driver (dc.find_datasets by region)
-        with env.datacube() as dc, dask.config.set(scheduler="threads", num_workers=2):
-            nb = seasonal_ndvi(
-                dc, product=archive.spec.product, geobox=geobox, time=window, **plugin_config
-            ).compute()
         for season, months in SEASONS.items():
+            period = f"{2019 if season == 'djf' else 2020}-{months[0]:02d}--P3M"
             stack = np.stack([v for d, v in days if d.astype(object).month in months])
             want = {
                 "ndvi_mean": nan_stat(stack, "mean", min_clear),
                 "clear_count": nan_stat(stack, "count", min_clear),
             }
+            task = world.out / product["name"] / product["version"].replace(".", "-")
             for band, expected in want.items():
-                name = f"{band}_{season}"
-                np.testing.assert_allclose(
-                    nb[name].values, expected, atol=1e-5, equal_nan=True, err_msg=name
-                )
-                for out in (ours,):
-                    (cog,) = (out / f"x{x:+04d}" / f"y{y:+05d}" / window).glob(f"*_{name}.tif")
-                    with rasterio.open(cog) as src:
-                        np.testing.assert_allclose(
-                            src.read(1), expected, atol=1e-5, equal_nan=True, err_msg=str(cog)
-                        )
+                (cog,) = (task / f"x{x:+04d}" / f"y{y:+05d}" / period).glob(f"*_{band}.tif")
+                with rasterio.open(cog) as src:
+                    np.testing.assert_allclose(
+                        src.read(1), expected, atol=1e-5, equal_nan=True, err_msg=str(cog)
+                    )
+        # the notebook path reads the index through the driver (dc.find_datasets by region)
+        with world.env.datacube() as dc, dask.config.set(scheduler="threads", num_workers=2):
+            nb = seasonal_ndvi(
+                dc, product=archive.spec.product, geobox=geobox, time="2020-03--P3M",
+                **plugin_config,
+            ).compute()  # fmt: skip
+        stack = np.stack([v for d, v in days if d.astype(object).month in SEASONS["mam"]])
+        np.testing.assert_allclose(
+            nb["ndvi_mean"].values, nan_stat(stack, "mean", min_clear), atol=1e-5, equal_nan=True
+        )
 
 
 def test_a_workdir_index_uses_the_postgis_driver(tmp_path):

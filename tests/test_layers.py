@@ -133,6 +133,32 @@ def test_imports_run_only_downward():
     assert wrong_edges(edges) == []
 
 
+def _private_third_party(root: Path = ROOT) -> list[str]:
+    """Imports of odc-stats' or odc-algo's private modules, by module."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                parts = name.split(".")
+                if parts[:2] in (["odc", "stats"], ["odc", "algo"]) and any(
+                    p.startswith("_") for p in parts[2:]
+                ):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} {name}")
+    return found
+
+
+def test_odc_stats_private_parts_are_touched_in_compat_only():
+    found = _private_third_party()
+    assert found and all(f.startswith(f"{PACKAGE}/_compat.py:") for f in found), found
+
+
 def test_the_cli_starts_without_dev_but_still_offers_its_commands():
     edges = [e for e in all_edges() if layer(e.importer) == "cli" and layer(e.target) == "dev"]
     assert edges and all(e.in_function for e in edges)

@@ -52,7 +52,7 @@ from odc_ndvi_plugin.dev.synthetic import (
     generate_archive,
 )
 from tests.fixtures.archives import index_with_year_tasks
-from tests.lines import LineReader
+from tests.helpers.lines import LineReader
 
 REPO = Path(__file__).resolve().parent.parent
 CFG_DIR = REPO / "cfg"
@@ -183,7 +183,7 @@ def cli_run(
     """``odc-ndvi run`` in-process (click's CliRunner); returns (result, RunSummary|None)."""
     from click.testing import CliRunner
 
-    import odc_ndvi_plugin.ops.runner as runner_mod
+    import odc_ndvi_plugin.ops.session as runner_mod
     from odc_ndvi_plugin.cli import main
 
     location = out if isinstance(out, str) else f"file://{out}"
@@ -347,7 +347,7 @@ def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5)
     """SIGTERM to ``odc-ndvi run`` (all 8 tasks, one at a time, computing slowed by
     ``delay`` and each file's rename by ``write_delay``) after its first finished task, at
     the worst moment: while the next task's STAC item is being written. Then a plain rerun."""
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     out = bench.out("sigterm")
     proc = slow_cli(
@@ -436,7 +436,7 @@ def scenario_version_change(bench: Bench) -> dict[str, Any]:
 def scenario_delivered_twice(bench: Bench, delay: float = 1.0) -> dict[str, Any]:
     """The same task computed by two ``odc-ndvi run --overwrite`` processes at once (as two
     workers would after an SQS message is delivered twice), over an existing output."""
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     tile = bench.tiles[1]
     task = bench.task_id(tile, PERIODS[2])
@@ -466,7 +466,7 @@ def scenario_duplicate_outlived(bench: Bench, ending: str, delay: float = 0.5) -
     computes the same task to completion (an SQS redelivery after A's lease lapsed). Then A
     is SIGTERMed (``ending="sigterm"``) or left to finish (``"finish"``). B's files must
     survive A either way, byte for byte and inode for inode."""
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     tile = bench.tiles[0]
     task = bench.task_id(tile, PERIODS[3])

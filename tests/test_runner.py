@@ -113,8 +113,9 @@ def test_a_run_decodes_the_first_dataset_for_its_checks_not_the_whole_tile(
     import yaml
     from odc.dscache import _dscache
 
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
-    from tests.ops_bench import SEASONAL_RUN, make_bench
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
+    from tests.helpers.ops_bench import SEASONAL_RUN, make_bench
 
     bench = make_bench(
         tmp_path_factory.mktemp("decode"), tiny_archive("usgs_c2"), datacube_env_module

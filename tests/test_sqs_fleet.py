@@ -34,7 +34,7 @@ from tests.helpers.fleet import (
     seasonal_tasks,
     task_message,
 )
-from tests.lines import LineReader, wait_until
+from tests.helpers.lines import LineReader, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -232,7 +232,8 @@ def test_without_a_dead_letter_queue_a_failing_task_does_not_circulate_for_ever(
     """A queue with no redrive policy: the failing task's message comes back after every
     failure; the runner tries it MAX_RECEIVES_PER_RUN times, then releases it and stops
     (the message stays in the queue, visible, for an operator to look at)."""
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
     from odc_ndvi_plugin.ops.sqs import MAX_RECEIVES_PER_RUN
 
     sqs = moto_env.client("sqs")

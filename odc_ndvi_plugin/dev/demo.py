@@ -26,7 +26,10 @@ import rasterio
 import yaml
 
 from .._shipped import cfg_dir
-from ..ops.runner import RunSummary, execute, load_run_config
+from ..errors import DatacubeUnavailable
+from ..ops.report import RunSummary
+from ..ops.runconfig import load_run_config
+from ..ops.session import execute
 
 if TYPE_CHECKING:
     from .index import DatacubeEnv
@@ -229,7 +232,7 @@ def run_demo(
             init_index(dcenv)
         except Exception as err:  # noqa: BLE001 - sqlalchemy/psycopg2 errors vary
             reason = getattr(err, "orig", None) or err
-            raise RuntimeError(
+            raise DatacubeUnavailable(
                 f"datacube index {dcenv.display_url} cannot be used: {type(reason).__name__}: "
                 f"{str(reason).strip().splitlines()[0]}"
             ) from err

@@ -11,8 +11,8 @@ Steps (:func:`serve`, ``odc-ndvi serve``):
    ``*.stac-item.json`` under the output location, converted by odc-apps-dc-tools'
    ``stac_transform`` as ``fs-to-dc --stac`` does;
 3. the OWS layer config (:mod:`odc_ndvi_plugin.ows`) written as JSON, then
-   ``datacube-ows-update --schema`` and ``datacube-ows-update`` (its materialised views and
-   time/extent ranges) and ``cubedash-gen --init --all`` (Explorer's summaries);
+   ``datacube-ows-update --schema`` and ``datacube-ows-update LAYERS`` (its materialised
+   views and time/extent ranges) and ``cubedash-gen --init PRODUCTS`` (Explorer's summaries);
 4. ``flask --app datacube_ows.wsgi run`` and ``cubedash-run`` on free 127.0.0.1 ports, and
    the map page, until Ctrl-C, which stops all of them.
 """
@@ -191,13 +191,14 @@ def _check_postgis(env: DatacubeEnv) -> None:
         )
 
 
-def prepare_services(env: DatacubeEnv, ows_cfg: Path) -> None:
-    """OWS schema + ranges and Explorer's schema + summaries, over what is indexed now."""
+def prepare_services(env: DatacubeEnv, ows_cfg: Path, products: Sequence[str]) -> None:
+    """OWS schema + ranges and Explorer's schema + summaries of ``products``, over what is
+    indexed now (other products of the datacube are left to their own schedule)."""
     _check_postgis(env)
     senv = _service_env(env, ows_cfg)
     _run([str(_BIN / "datacube-ows-update"), "--schema"], senv, "datacube-ows-update --schema")
-    _run([str(_BIN / "datacube-ows-update")], senv, "datacube-ows-update (ranges)")
-    _run([str(_BIN / "cubedash-gen"), "--init", "--all"], senv, "cubedash-gen --init --all")
+    _run([str(_BIN / "datacube-ows-update"), *products], senv, "datacube-ows-update (ranges)")
+    _run([str(_BIN / "cubedash-gen"), "--init", *products], senv, "cubedash-gen --init")
 
 
 def free_port() -> int:
@@ -297,7 +298,7 @@ def serve(
     cfg_path = workdir / "ows_cfg.json"
     cfg_path.write_text(json.dumps(ows_config(products, url=ows_url + "/"), indent=1))
     progress(f"[2/4] datacube-ows ranges, Explorer summaries ({cfg_path})")
-    prepare_services(env, cfg_path)
+    prepare_services(env, cfg_path, [p["name"] for p in products])
     senv = _service_env(env, cfg_path)
     procs: list[subprocess.Popen[bytes]] = []
     server: ThreadingHTTPServer | None = None

@@ -19,39 +19,12 @@ from odc.geo.geobox import GeoBox
 
 from .._redact import redact_url
 from .._transient import TRANSIENT_READ
+from ..errors import InputReadError
 from ..masking import bad_pixel_filter, filter_reach
 from ..ndvi import NDVIInputs, clear_pixels
 from ._windows import _file_box, _native_window, _needed_blocks
 
 __all__ = ["TRANSIENT_READ", "InputReadError", "SceneRead", "read_scene"]
-
-
-class InputReadError(RuntimeError):
-    """An input file could not be read; the message names the dataset, band and file.
-
-    The fields say the same for code: ``transient`` is true when the read failed on a
-    timeout, an HTTP 5xx/429 or a dropped connection (or such a failure came first and
-    the retries ran out), i.e. when the same read may well succeed later. It is rebuilt
-    from its message and fields alone (it travels from dask workers: see
-    :mod:`odc_ndvi_plugin._portable`)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        dataset_id: str = "",
-        band: str = "",
-        url: str = "",
-        transient: bool = False,
-    ):
-        super().__init__(message)
-        self.dataset_id = dataset_id
-        self.band = band
-        self.url = url
-        self.transient = transient
-
-    def __reduce__(self) -> tuple:
-        return (type(self), (str(self),), dict(self.__dict__))
 
 
 def _rio_path(uri: str) -> str:

@@ -1,7 +1,8 @@
 """The commit protocol: a task's files are staged, then committed together, STAC item last.
 
-Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) know a few
-operations; :func:`_commit_files` is the one commit rule over them. Staged writes and
+Stores (:mod:`odc_ndvi_plugin.storage`: ``file://`` and ``s3://`` backends of one
+``Store`` protocol) know a few operations; :func:`_commit_files` is the one commit rule
+over them. Staged writes and
 the commit run as dask tasks (:func:`stage_output`, :func:`commit_staged`);
 :func:`discard_attempt` drops a failed attempt's staged files; :func:`sweep_stale_staging`
 removes what killed processes left under ``.staging/`` (local folders and S3 prefixes);
@@ -14,17 +15,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
+
+from ..storage import (
+    LocalStore,
+    S3Store,
+    Store,
+    s3_client,
+    split_s3_url,
+    store_for,
+    write_local,
+)
+
+#: the stores' old names here (tests, other branches)
+_LocalStore, _S3Store = LocalStore, S3Store
 
 __all__ = [
     "STAGING_DIR",
@@ -75,35 +87,11 @@ def _cancelled(attempt: str | None) -> bool:
     return attempt is not None and attempt in _CANCELLED_ATTEMPTS
 
 
-def _split_s3(url: str) -> tuple[str, str]:
-    u = urlparse(url)
-    return u.netloc, u.path.lstrip("/")
-
-
 def _worker_s3() -> Any:
     """The boto3 client odc-stats' S3ClientPlugin puts on every worker."""
     from distributed import get_worker
 
     return get_worker().s3_client.s3_client
-
-
-def _write_local(data: bytes, path: str) -> None:
-    target = Path(path)
-    for last_try in (False, True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            f = open(target, "wb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            # another attempt's commit removed an empty staging folder between our mkdir
-            # and open (it only removes empty ones): make it again, once
-            if last_try:
-                raise
-            continue
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return
 
 
 def _as_bytes(data: bytes | str) -> bytes:
@@ -162,10 +150,10 @@ def stage_output(
     final_path = urlparse(final).path if final.startswith("file://") else final
     try:
         if staged.startswith("s3://"):
-            bucket, key = _split_s3(staged)
+            bucket, key = split_s3_url(staged)
             _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
         else:
-            _write_local(data, urlparse(staged).path)
+            write_local(data, urlparse(staged).path)
             with _CANCEL_LOCK:
                 if _cancelled(attempt):
                     Path(urlparse(staged).path).unlink(missing_ok=True)
@@ -197,14 +185,18 @@ def commit_staged(
             if _cancelled(attempt):  # interrupted meanwhile: its staged files are going
                 return CommitResult(url, digest, "Cancelled")
             written = _commit_files(
-                _S3Store(_worker_s3(), put_args or {}), data, url, staged, overwrite=overwrite
+                store_for(url, s3=_worker_s3(), put_args=put_args),
+                data,
+                url,
+                staged,
+                overwrite=overwrite,
             )
             return CommitResult(url, digest, None, written is None, written or 0)
         path = urlparse(url).path
         with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
             if _cancelled(attempt):
                 return CommitResult(path, digest, "Cancelled")
-            written = _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
+            written = _commit_files(store_for(url), data, url, staged, overwrite=overwrite)
             _remove_empty_staging(staged)
         return CommitResult(path, digest, None, written is None, written or 0)
     except Exception as err:  # noqa: BLE001 - reported as a failed write of this task
@@ -228,19 +220,6 @@ def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:
             if folder.name == STAGING_DIR:
                 break
             folder = folder.parent
-
-
-class Store(Protocol):
-    """What the commit rule and the completeness checks need of where outputs live; one
-    backend per URL scheme (:class:`_LocalStore` ``file://``, :class:`_S3Store` ``s3://``)."""
-
-    def exists(self, url: str) -> bool: ...
-    def size(self, url: str) -> int: ...
-    def read(self, url: str) -> bytes: ...
-    def listing(self, folder_url: str) -> dict[str, int]: ...
-    def remove(self, url: str) -> None: ...
-    def move(self, src: str, dst: str) -> None: ...
-    def put(self, data: bytes, url: str) -> None: ...
 
 
 def _commit_files(
@@ -272,106 +251,6 @@ def _commit_files(
     return written + len(data)
 
 
-class _LocalStore:
-    """``file://`` URLs: renames within one file system."""
-
-    @staticmethod
-    def exists(url: str) -> bool:
-        return Path(urlparse(url).path).exists()
-
-    @staticmethod
-    def size(url: str) -> int:
-        return Path(urlparse(url).path).stat().st_size
-
-    @staticmethod
-    def read(url: str) -> bytes:
-        return Path(urlparse(url).path).read_bytes()
-
-    @staticmethod
-    def listing(folder_url: str) -> dict[str, int]:
-        """File name -> size of the files in a folder (one directory read)."""
-        try:
-            with os.scandir(urlparse(folder_url).path) as entries:
-                return {e.name: e.stat().st_size for e in entries if e.is_file()}
-        except FileNotFoundError:
-            return {}
-
-    @staticmethod
-    def remove(url: str) -> None:
-        Path(urlparse(url).path).unlink(missing_ok=True)
-
-    @staticmethod
-    def move(src: str, dst: str) -> None:
-        target = Path(urlparse(dst).path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(urlparse(src).path, target)
-
-    @staticmethod
-    def put(data: bytes, url: str) -> None:
-        """Whole or not at all: a temp name beside the target, then a rename."""
-        target = Path(urlparse(url).path)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            _write_local(data, str(tmp))
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-class _S3Store:
-    """``s3://`` URLs with a worker's boto3 client; a move is a server-side copy + delete."""
-
-    def __init__(self, s3: Any, put_args: dict[str, str]):
-        self.s3 = s3
-        self.put_args = put_args
-
-    def exists(self, url: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        bucket, key = _split_s3(url)
-        try:
-            self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
-    def size(self, url: str) -> int:
-        bucket, key = _split_s3(url)
-        return int(self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-
-    def read(self, url: str) -> bytes:
-        bucket, key = _split_s3(url)
-        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def listing(self, folder_url: str) -> dict[str, int]:
-        """Object name -> size directly under a prefix (one LIST request per 1000)."""
-        bucket, prefix = _split_s3(folder_url.rstrip("/") + "/")
-        out = {}
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                out[obj["Key"][len(prefix) :]] = int(obj["Size"])
-        return out
-
-    def remove(self, url: str) -> None:
-        bucket, key = _split_s3(url)
-        self.s3.delete_object(Bucket=bucket, Key=key)
-
-    def move(self, src: str, dst: str) -> None:
-        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
-        acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
-        self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
-        self.s3.delete_object(Bucket=sb, Key=sk)
-
-    def put(self, data: bytes, url: str) -> None:
-        bucket, key = _split_s3(url)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
-
-
 def _remove_empty_dir(path: Path) -> None:
     try:
         path.rmdir()
@@ -380,10 +259,8 @@ def _remove_empty_dir(path: Path) -> None:
 
 
 def _delete_s3_prefix(prefix_url: str) -> None:
-    import boto3
-
-    bucket, prefix = _split_s3(prefix_url)
-    s3 = boto3.client("s3")
+    bucket, prefix = split_s3_url(prefix_url)
+    s3 = s3_client()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
@@ -460,10 +337,8 @@ def sweep_stale_staging(
 def _sweep_s3(location: str, max_age: float, *, dry_run: bool, now: float | None) -> list[str]:
     """:func:`sweep_stale_staging` on S3: one listing of the staging prefix, an attempt's
     age is its newest object's ``LastModified`` (S3's clock), batch deletes."""
-    import boto3
-
-    bucket, prefix = _split_s3(location.rstrip("/") + f"/{STAGING_DIR}/")
-    s3 = boto3.client("s3")
+    bucket, prefix = split_s3_url(location.rstrip("/") + f"/{STAGING_DIR}/")
+    s3 = s3_client()
     newest: dict[str, float] = {}
     keys: dict[str, list[str]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -514,11 +389,7 @@ class OutputAudit:
 def driver_store(url: str) -> Store:
     """A store for checks made by the runner itself (not on a worker); an S3 one holds a
     new boto3 client, so keep it for the run (creating one costs ~0.4 s)."""
-    if url.startswith("s3://"):
-        import boto3
-
-        return _S3Store(boto3.client("s3"), {})
-    return _LocalStore()
+    return store_for(url)
 
 
 def _sha1_listing(text: str) -> dict[str, str]:

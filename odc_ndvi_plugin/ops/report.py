@@ -36,6 +36,8 @@ from .._redact import redact_text, secret_values_from_environ
 __all__ = [
     "REPORT_EVERY_SECONDS",
     "STATUSES",
+    "AllEvents",
+    "ProgressLines",
     "RunEvents",
     "RunObserver",
     "RunReport",
@@ -132,6 +134,26 @@ class RunEvents(Protocol):
     def task_finished(self, result: Any, summary: RunSummary) -> None: ...
 
     def tick(self, summary: RunSummary) -> None: ...
+
+
+class AllEvents:
+    """Several watchers of a run as one :class:`RunEvents` (``None`` entries are left out):
+    the runner tells one channel, whoever listens is on it."""
+
+    def __init__(self, *watchers: RunEvents | None):
+        self.watchers = [w for w in watchers if w is not None]
+
+    def task_started(self, location: str, datasets: int, attempt: int) -> None:
+        for w in self.watchers:
+            w.task_started(location, datasets, attempt)
+
+    def task_finished(self, result: Any, summary: RunSummary) -> None:
+        for w in self.watchers:
+            w.task_finished(result, summary)
+
+    def tick(self, summary: RunSummary) -> None:
+        for w in self.watchers:
+            w.tick(summary)
 
 
 # -------------------------------------------------------------------------- progress
@@ -439,6 +461,27 @@ class RunReport:
     def write_if_due(self, summary: RunSummary) -> None:
         if time.monotonic() - self._last_write >= REPORT_EVERY_SECONDS:
             self.write(summary, "running")
+
+
+class ProgressLines:
+    """A :class:`RunEvents` that hands one plain progress line per finished task to
+    ``emit`` (``execute(progress=print)``)."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit = emit
+        self.progress = TaskProgress(None, bar=False)
+
+    def set_total(self, total: int | None) -> None:
+        self.progress.set_total(total)
+
+    def task_started(self, location: str, datasets: int, attempt: int) -> None:
+        pass
+
+    def task_finished(self, result: Any, summary: RunSummary) -> None:
+        self.emit(self.progress.line(result, summary))
+
+    def tick(self, summary: RunSummary) -> None:
+        pass
 
 
 class RunObserver:

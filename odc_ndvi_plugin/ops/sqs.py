@@ -163,9 +163,9 @@ class SqsTaskSource:
         return self._task(msg)
 
     def _token(self, msg: Any) -> Any:
-        from odc.stats._sqs import SQSWorkToken
+        from .._compat import sqs_work_token
 
-        return SQSWorkToken(msg, self.lease_seconds)
+        return sqs_work_token(msg, self.lease_seconds)
 
     def _when_empty(self, busy: bool) -> Any:
         if busy:

@@ -67,7 +67,7 @@ from tests.helpers.fleet import (
     seasonal_tasks,
     task_message,
 )
-from tests.lines import child_env
+from tests.helpers.lines import child_env
 
 __all__ = [
     "FAULT_KINDS",
