@@ -180,7 +180,7 @@ def run_row(
     max_in_flight: int,
     **changes: Any,
 ) -> dict[str, Any]:
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     cfg = _run_cfg(ctx, out, **changes)
     marks: dict[str, float] = {}

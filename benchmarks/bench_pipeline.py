@@ -9,7 +9,7 @@ revisit, two overlapping WRS paths a day), indexed in an embedded datacube
   *: average}; EPSG:3577 30 m; dask_chunks time 2 / x 3072 / y 3221; group_by solar_day)``,
   ``make_mask``, ``stack.where(mask)``, NDVI, ``groupby("time.season").mean("time")``,
   ``.compute()`` (result in memory, nothing written);
-* ``b``  our plugin through our runner (``odc_ndvi_plugin.ops.runner.execute``) with the shipped
+* ``b``  our plugin through our runner (``odc_ndvi_plugin.ops.session.execute``) with the shipped
   ``cfg/run-usgs-c2-year.yaml``: seasonal mean + clear count, 8 COGs + rgba + STAC written;
 * ``b'`` the same with ``plugin_config.loader: odc-stats`` (odc-stats' own loader);
 * ``b+p`` ``b`` with the reduced dataset (and rgba) persisted right before ``sink.dump``
@@ -312,7 +312,7 @@ def _run_config(ctx: dict[str, Any], flavour: str, out: Path, **plugin_changes: 
 
 
 def _execute(cfg: Any, task: str, client: Any) -> dict[str, Any]:
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     summary = execute(cfg, tasks=[task], client=client)
     if summary.done != 1 or summary.failed:
@@ -457,8 +457,8 @@ PROFILE_STAGES = {
     "reduce: season stats (reduce_block)": ("odc_ndvi_plugin/reduce/_kernels.py", "reduce_block"),
     "rgba preview (ndvi_rgba)": ("odc_ndvi_plugin/preview.py", "ndvi_rgba"),
     "COG encode (odc.geo _write_cog)": ("odc/geo/cog/_rio.py", "_write_cog"),
-    "file write (runner _stage)": ("odc_ndvi_plugin/ops/commit.py", "_stage"),
-    "commit (runner _commit)": ("odc_ndvi_plugin/ops/commit.py", "_commit"),
+    "file write (runner _stage)": ("odc_ndvi_plugin/ops/commit.py", "stage_output"),
+    "commit (runner _commit)": ("odc_ndvi_plugin/ops/commit.py", "commit_staged"),
 }
 
 

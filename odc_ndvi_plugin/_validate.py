@@ -1,6 +1,7 @@
 """One validation toolkit for configuration files and command options (pure python).
 
-Every check raises :class:`ConfigError`, a ``ValueError`` whose text is ONE line: where
+Every check raises :class:`~odc_ndvi_plugin.errors.ConfigError`, a ``ValueError`` whose
+text is ONE line: where
 the value sits (a key path such as ``run config: cog_opts.compress``) and what is wrong
 with it, with what would be valid::
 
@@ -18,6 +19,8 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "check_bool",
@@ -34,16 +37,6 @@ __all__ = [
 
 #: longest value shown in a message (a long YAML value would make the line unreadable)
 _SHOWN_LENGTH = 60
-
-
-class ConfigError(ValueError):
-    """A value that cannot be used: ``str()`` is ``"<where>: <problem>"`` on one line."""
-
-    def __init__(self, where: str, problem: str):
-        self.where = where
-        self.problem = problem
-        text = f"{where}: {problem}" if where else problem
-        super().__init__(" ".join(text.split()))  # one line, whatever the parts held
 
 
 def shown(value: Any) -> str:

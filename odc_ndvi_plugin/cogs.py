@@ -9,7 +9,8 @@ parallel, as soon as their band is reduced (a season's bands as soon as its last
 observation is folded), and the graph carries no data.
 
 ``odc-ndvi run``'s sink uses it; for plain ``odc-stats run`` the plugin installs it on
-odc-stats' sink (:func:`encode_cogs_on_workers`), which writes the same files.
+odc-stats' sink when the run starts (:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers`),
+which writes the same files.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import xarray as xr
 
 from ._portable import travels
 
-__all__ = ["delayed_ds_to_cog", "encode_cogs_on_workers"]
+__all__ = [
+    "add_baseline_lineage",
+    "delayed_ds_to_cog",
+    "encode_cogs_on_workers",
+    "name_baselines_in_stac_items",
+    "with_baseline",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -47,22 +54,46 @@ def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[
 
 
 def encode_cogs_on_workers() -> bool:
-    """Make odc-stats' own sink encode on the workers (once per process). Only odc-stats'
-    original method is replaced, so another patch or a newer odc-stats is left alone;
-    returns whether the sink now encodes on the workers."""
-    from odc.stats.io import S3COGSink
+    """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
+    other touch of odc-stats' private parts)."""
+    from ._compat import encode_cogs_on_workers as patch
 
-    current = S3COGSink.__dict__.get("_ds_to_cog")
-    if getattr(current, "__wrapped_by_odc_ndvi__", False):
-        return True
-    if getattr(current, "__module__", None) != "odc.stats.io":
-        _log.info("odc-stats' COG sink is not the one this plugin knows: left as it is")
-        return False
+    return patch()
 
-    def _ds_to_cog(self: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[Any]:
-        return delayed_ds_to_cog(self, ds, paths)
 
-    _ds_to_cog.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
-    _ds_to_cog.__doc__ = delayed_ds_to_cog.__doc__
-    S3COGSink._ds_to_cog = _ds_to_cog
-    return True
+def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict[str, Any]:
+    """An anomaly's STAC item names its baseline: a ``derived_from`` link to the baseline
+    item (titled with its id) and the property ``odc_ndvi:baseline`` = ``{id, href}``.
+    (Not in ``odc:lineage``: indexing would then need the baseline indexed too.)"""
+    meta.setdefault("properties", {})["odc_ndvi:baseline"] = dict(baseline)
+    meta.setdefault("links", []).append(
+        {
+            "rel": "derived_from",
+            "href": baseline["href"],
+            "type": "application/json",
+            "title": f"baseline {baseline['id']}",
+        }
+    )
+    return meta
+
+
+def name_baselines_in_stac_items() -> bool:
+    """:func:`odc_ndvi_plugin._compat.name_baselines_in_stac_items` (moved there with
+    every other touch of odc-stats' private parts)."""
+    from ._compat import name_baselines_in_stac_items as patch
+
+    return patch()
+
+
+def with_baseline(task: Any, baseline: dict[str, str]) -> Any:
+    """A copy of ``task`` whose ``render_metadata`` adds ``baseline``."""
+    import copy
+
+    out = copy.copy(task)
+    render = type(task).render_metadata
+
+    def render_metadata(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return add_baseline_lineage(render(out, *args, **kwargs), baseline)
+
+    out.render_metadata = render_metadata
+    return out

@@ -1,24 +1,39 @@
 """The plugin's configuration: one frozen dataclass, validated once, errors name the key.
 
 ``NDVIConfig.from_plugin_config(mapping)`` is the only way in: it applies a preset,
-checks every key, and raises ``ValueError("plugin_config.<key>: ... allowed: ...")``
-for anything it cannot use. Everything downstream reads the validated fields.
+checks every key with the validation toolkit (:mod:`._validate`: the same "did you mean",
+types and choices as every other config), and raises
+``ConfigError("plugin_config.<key>: ... allowed: ...")`` (a ``ValueError``) for anything it
+cannot use. Everything downstream reads the validated fields. The keys and their
+defaults are stated once: the dataclass fields (each with its docstring) are the keys,
+their defaults the defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from ._validate import check_keys
+from ._validate import check_bool, check_choice, check_int, check_keys
+from .errors import ConfigError
 from .masking import ClearRule, compile_clear_rule
 from .presets import NO_PRESET, PRESETS
-from .reduce import STATISTICS, band_dtype_nodata
+from .reduce import (
+    CLIMATOLOGY_EXTRAS,
+    CLIMATOLOGY_STATISTICS,
+    STATISTICS,
+    band_dtype_nodata,
+)
 from .seasons import SEASON_MODES, Seasons, band_name
 
-__all__ = ["LOADERS", "NDVIConfig", "OutputBand"]
+__all__ = ["ANOMALY_STATISTICS", "LOADERS", "NDVIConfig", "OutputBand"]
+
+#: anomaly mode's bands, in order (band names: seasons.band_name)
+ANOMALY_STATISTICS = ("mean", "count", "anomaly", "std_anomaly", "baseline_years")
+#: an anomaly is NaN where the baseline counted fewer years than this (plugin_config key)
+DEFAULT_MIN_BASELINE_YEARS = 10
 
 #: resampling names GDAL understands (for the NDVI band when it has to be warped)
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -26,6 +41,8 @@ RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "averag
 #: ``odc-stats``: odc-stats' ``load_with_native_transform`` with our native transform.
 LOADERS = ("direct", "odc-stats")
 MASK_FILTER_OPS = ("opening", "closing", "dilation", "erosion")
+#: what a scene that cannot be decoded does to its task (``NDVIConfig.on_bad_input``)
+ON_BAD_INPUT = ("fail", "skip")
 
 
 @dataclass(frozen=True)
@@ -39,14 +56,12 @@ class OutputBand:
     nodata: float | int
 
 
-def _fail(key: str, msg: str) -> ValueError:
-    return ValueError(f"plugin_config.{key}: {msg}")
+def _fail(key: str, msg: str) -> ConfigError:
+    return ConfigError(f"plugin_config.{key}", msg)
 
 
 def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise _fail(key, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
-    return value
+    return check_choice(value, f"plugin_config.{key}", allowed)
 
 
 def _band(key: str, value: Any) -> str:
@@ -97,6 +112,45 @@ def _statistics(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _ndvi_adjust(value: Any) -> Mapping[str, tuple[float, float]]:
+    """``{product: [slope, intercept]}``: NDVI' = slope * NDVI + intercept per product."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise _fail(
+            "ndvi_adjust", f"expected a mapping product -> [slope, intercept], got {value!r}"
+        )
+    out = {}
+    for product, pair in value.items():
+        ok = (
+            not isinstance(pair, (str, bytes))
+            and isinstance(pair, Sequence)
+            and len(pair) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        )
+        if not ok or not float(pair[0]) > 0:
+            raise _fail(
+                f"ndvi_adjust.{product}",
+                f"expected [slope, intercept] with a positive slope, got {pair!r}",
+            )
+        out[str(product)] = (float(pair[0]), float(pair[1]))
+    return MappingProxyType(out)
+
+
+def _baseline(value: Any, mode: str) -> str | None:
+    if mode != "anomaly":
+        if value is not None:
+            raise _fail("baseline", "only used with season_mode: anomaly")
+        return None
+    if not isinstance(value, str) or not value.startswith(("file://", "s3://", "/")):
+        raise _fail(
+            "baseline",
+            "season_mode anomaly needs the location a climatology run wrote to "
+            f"(file://... or s3://..., its --location), got {value!r}",
+        )
+    return "file://" + value if value.startswith("/") else value
+
+
 def _chunks(value: Any) -> Mapping[str, int]:
     if not isinstance(value, Mapping) or set(value) - {"x", "y"}:
         raise _fail("chunks", f"expected {{x: int, y: int}} (-1 = whole tile), got {value!r}")
@@ -144,7 +198,10 @@ class NDVIConfig:
     seasons: Seasons = field(default_factory=lambda: Seasons.from_config(None))
     """Season -> months (a month in one season at most); with ``season_mode``: ``task``
     (default) makes the task period one group (use with ``--frequency seasonal``),
-    ``year`` groups by ``seasons`` into bands ``<band>_<season>``."""
+    ``year`` groups by ``seasons`` into bands ``<band>_<season>``, ``climatology``
+    (a task of whole 12-month blocks) writes per season the mean/std over blocks of
+    each block's seasonal mean, ``anomaly`` (a task of one season) compares it with
+    ``baseline``; these two need each season's months consecutive (e.g. ``[12, 1, 2]``)."""
     min_clear: int = 1
     """Fewer clear observations -> the statistics are nodata."""
     scale_factor: Mapping[str, float] = field(default_factory=dict)
@@ -172,36 +229,49 @@ class NDVIConfig:
     read_retries: int = 5
     """Retries of a transient input read error (5xx/429, dropped connection), with a
     growing delay."""
+    ndvi_adjust: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Sensor harmonisation, off by default: ``{product: [slope, intercept]}`` makes every
+    clear NDVI of that product's datasets ``slope * NDVI + intercept``, before scenes are
+    fused and before any statistic (no coefficients are shipped: see the climatology
+    guide)."""
+    baseline: str | None = None
+    """``season_mode: anomaly``: where the climatology run wrote (its ``--location``,
+    ``file://...`` or ``s3://...``); each task reads its tile's item there."""
+    min_baseline_years: int = DEFAULT_MIN_BASELINE_YEARS
+    """``season_mode: anomaly``: where the baseline counted fewer years (``clear_years``)
+    the anomalies are NaN."""
+    on_bad_input: str = "fail"
+    """A scene that cannot be decoded (truncated, missing, a band absent or unreadable):
+    ``fail`` its task (default), or ``skip`` it: the task is computed without that
+    scene and its STAC item lists it under ``odc_ndvi:skipped_inputs`` (dataset id,
+    file, why). A transient read error (5xx, timeout, dropped connection) is never
+    skipped: it is retried, then fails the task. ``skip`` needs ``loader: direct``."""
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
-        return (
-            "preset",
-            "red_band",
-            "nir_band",
-            "mask_band",
-            "good_pixel_flags",
-            "mask_filters",
-            "statistics",
-            "seasons",
-            "season_mode",
-            "min_clear",
-            "scale_factor",
-            "add_offset",
-            "resampling",
-            "chunks",
-            "loader",
-            "preview_band",
-            "requester_pays",
-            "read_retries",
-        )
+        """The ``plugin_config`` keys: the fields, and ``season_mode`` (read into
+        ``seasons``), in the order of the fields."""
+        names = [f.name for f in fields(cls)]
+        names.insert(names.index("seasons") + 1, "season_mode")
+        return tuple(names)
+
+    @classmethod
+    def default(cls, key: str) -> Any:
+        """The default of ``plugin_config.<key>``: the field's (``season_mode``: the
+        default ``seasons``' mode)."""
+        if key == "season_mode":
+            return cls.default("seasons").mode
+        (f,) = (f for f in fields(cls) if f.name == key)
+        return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
     @classmethod
     def from_plugin_config(cls, plugin_config: Mapping[str, Any] | None = None) -> NDVIConfig:
         """Validate a ``plugin_config`` mapping (as found in an odc-stats run config)."""
         cfg = dict(plugin_config or {})
         check_keys(cfg, cls.keys(), "plugin_config")
-        preset_name = _choice("preset", cfg.get("preset", "usgs_c2"), (*PRESETS, NO_PRESET))
+        preset_name = _choice(
+            "preset", cfg.get("preset", cls.default("preset")), (*PRESETS, NO_PRESET)
+        )
         preset = PRESETS.get(preset_name)
         if preset is None:
             missing = [
@@ -218,16 +288,34 @@ class NDVIConfig:
             raise _fail(
                 "good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}"
             )
-        min_clear = cfg.get("min_clear", 1)
-        if isinstance(min_clear, bool) or not isinstance(min_clear, int) or min_clear < 1:
-            raise _fail("min_clear", f"expected an integer >= 1, got {min_clear!r}")
+        min_clear = check_int(
+            cfg.get("min_clear", cls.default("min_clear")), "plugin_config.min_clear", minimum=1
+        )
         preview = cfg.get("preview_band")
-        requester_pays = cfg.get("requester_pays", False)
-        if not isinstance(requester_pays, bool):
-            raise _fail("requester_pays", f"expected true or false, got {requester_pays!r}")
-        read_retries = cfg.get("read_retries", 5)
-        if isinstance(read_retries, bool) or not isinstance(read_retries, int) or read_retries < 0:
-            raise _fail("read_retries", f"expected an integer >= 0, got {read_retries!r}")
+        requester_pays = check_bool(
+            cfg.get("requester_pays", cls.default("requester_pays")),
+            "plugin_config.requester_pays",
+        )
+        read_retries = check_int(
+            cfg.get("read_retries", cls.default("read_retries")),
+            "plugin_config.read_retries",
+            minimum=0,
+        )
+        mode = _choice(
+            "season_mode", cfg.get("season_mode", cls.default("season_mode")), SEASON_MODES
+        )
+        min_years = check_int(
+            cfg.get("min_baseline_years", cls.default("min_baseline_years")),
+            "plugin_config.min_baseline_years",
+            minimum=1,
+        )
+        statistics = _statistics(cfg.get("statistics", list(cls.default("statistics"))))
+        if mode == "anomaly" and not set(statistics) <= {"mean", "count"}:
+            raise _fail(
+                "statistics",
+                f"season_mode anomaly writes {', '.join(ANOMALY_STATISTICS)} bands; "
+                f"allowed: mean, count (got {list(statistics)!r})",
+            )
         config = cls(
             preset=preset_name,
             red_band=_band("red_band", cfg.get("red_band", preset and preset.red_band)),
@@ -235,21 +323,32 @@ class NDVIConfig:
             mask_band=mask_band,
             good_pixel_flags=MappingProxyType(dict(flags)),
             mask_filters=_mask_filters(cfg.get("mask_filters")),
-            statistics=_statistics(cfg.get("statistics", ["mean", "count"])),
-            seasons=Seasons.from_config(
-                cfg.get("seasons"),
-                mode=_choice("season_mode", cfg.get("season_mode", "task"), SEASON_MODES),
-            ),
+            statistics=statistics,
+            seasons=Seasons.from_config(cfg.get("seasons"), mode=mode),
             min_clear=min_clear,
             scale_factor=_per_band_numbers("scale_factor", cfg.get("scale_factor")),
             add_offset=_per_band_numbers("add_offset", cfg.get("add_offset")),
-            resampling=_choice("resampling", cfg.get("resampling", "nearest"), RESAMPLING),
-            chunks=_chunks(cfg.get("chunks", {"y": 1600, "x": 1600})),
-            loader=_choice("loader", cfg.get("loader", "direct"), LOADERS),
+            resampling=_choice(
+                "resampling", cfg.get("resampling", cls.default("resampling")), RESAMPLING
+            ),
+            chunks=_chunks(cfg.get("chunks", cls.default("chunks"))),
+            loader=_choice("loader", cfg.get("loader", cls.default("loader")), LOADERS),
             preview_band=preview,
             requester_pays=requester_pays,
             read_retries=read_retries,
+            ndvi_adjust=_ndvi_adjust(cfg.get("ndvi_adjust")),
+            baseline=_baseline(cfg.get("baseline"), mode),
+            min_baseline_years=min_years,
+            on_bad_input=_choice(
+                "on_bad_input", cfg.get("on_bad_input", cls.default("on_bad_input")), ON_BAD_INPUT
+            ),
         )
+        if config.on_bad_input == "skip" and config.loader != "direct":
+            raise _fail(
+                "on_bad_input",
+                f"skip needs loader: direct (loader: {config.loader} reads with odc-stats' "
+                f"loader, which cannot leave a scene out)",
+            )
         if len({config.red_band, config.nir_band, config.mask_band}) != 3:
             raise _fail(
                 "red_band", "red_band, nir_band and mask_band must be three different bands"
@@ -282,10 +381,23 @@ class NDVIConfig:
         """Output bands in order: season-major, then ``statistics`` order."""
         out = []
         for season in self.seasons.groups:
-            for stat in self.statistics:
+            for stat in self.band_statistics:
                 dtype, nodata = band_dtype_nodata(stat)
                 out.append(OutputBand(band_name(stat, season), stat, season, dtype.name, nodata))
         return tuple(out)
+
+    @property
+    def band_statistics(self) -> tuple[str, ...]:
+        """Each season's (group's) statistics in band order: ``statistics`` in task and year
+        modes; climatology: mean, std, years, count and the median/min/max asked for;
+        anomaly: :data:`ANOMALY_STATISTICS`."""
+        mode = self.seasons.mode
+        if mode == "climatology":
+            extras = tuple(s for s in CLIMATOLOGY_EXTRAS if s in self.statistics)
+            return CLIMATOLOGY_STATISTICS + extras
+        if mode == "anomaly":
+            return ANOMALY_STATISTICS
+        return self.statistics
 
     @property
     def measurements(self) -> tuple[str, ...]:

@@ -164,4 +164,5 @@ def product_inputs(product: str, measurements: Measurements, config: NDVIConfig)
         clear=config.clear_rule(flags, band=canonical["mask_band"]),
         mask_nodata=mask.get("nodata"),
         bands=(canonical["red_band"], canonical["nir_band"], canonical["mask_band"]),
+        adjust=config.ndvi_adjust.get(product),
     )

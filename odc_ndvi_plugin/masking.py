@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from itertools import product
 from typing import Any
 
@@ -144,9 +143,9 @@ def bad_pixel_filter(mask_filters: tuple[tuple[str, int], ...]) -> BadPixelFilte
     clean-up of the bad-pixel mask, as odc-stats' own plugins apply it; None without any."""
     if not mask_filters:
         return None
-    from odc.algo._masking import mask_cleanup_np
+    from ._compat import mask_cleanup
 
-    return partial(mask_cleanup_np, mask_filters=mask_filters)
+    return mask_cleanup(mask_filters)
 
 
 def filter_reach(mask_filters: tuple[tuple[str, int], ...]) -> int:

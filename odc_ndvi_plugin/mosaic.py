@@ -26,10 +26,12 @@ __all__ = [
     "Mosaic",
     "TaskOutput",
     "find_outputs",
+    "read_text",
     "mosaic_figure",
     "read_mosaic",
     "render_mosaic",
     "select_bands",
+    "stac_item_urls",
     "write_mosaics",
 ]
 
@@ -81,7 +83,7 @@ def _local_root(location: str) -> Path | None:
     return None
 
 
-def _item_urls(location: str) -> Iterator[str]:
+def stac_item_urls(location: str) -> Iterator[str]:
     """URLs of the STAC items under ``location``; staging folders (``.staging/``, any
     hidden folder) hold unfinished attempts and are skipped."""
     root = _local_root(location)
@@ -95,32 +97,33 @@ def _item_urls(location: str) -> Iterator[str]:
     parsed = urlparse(location)
     if parsed.scheme != "s3":
         raise ValueError(f"{location}: expected a local path, file:// or s3:// location")
-    import boto3
+    from .storage import s3_client, split_s3_url
 
-    prefix = parsed.path.lstrip("/")
+    bucket, prefix = split_s3_url(location)
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    pages = boto3.client("s3").get_paginator("list_objects_v2")
-    for page in pages.paginate(Bucket=parsed.netloc, Prefix=prefix):
+    pages = s3_client().get_paginator("list_objects_v2")
+    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             key = obj["Key"]
             hidden = any(part.startswith(".") for part in key[len(prefix) :].split("/"))
             if key.endswith(_STAC_SUFFIX) and not hidden:
-                yield f"s3://{parsed.netloc}/{key}"
+                yield f"s3://{bucket}/{key}"
 
 
-def _read_text(url: str) -> str:
+def read_text(url: str) -> str:
     if url.startswith("file://"):
         return Path(unquote(urlparse(url).path)).read_text()
-    import boto3
+    from .storage import s3_client, split_s3_url
 
-    parsed = urlparse(url)
-    body = boto3.client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-    return body["Body"].read().decode()
+    bucket, key = split_s3_url(url)
+    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def find_outputs(location: str) -> list[TaskOutput]:
     """Every finished task under ``location`` (a task without its STAC item is not done)."""
-    return [TaskOutput.from_item(url, json.loads(_read_text(url))) for url in _item_urls(location)]
+    return [
+        TaskOutput.from_item(url, json.loads(read_text(url))) for url in stac_item_urls(location)
+    ]
 
 
 def select_bands(outputs: Sequence[TaskOutput], band: str) -> list[str]:

@@ -60,6 +60,9 @@ class NDVIInputs:
     #: the product's canonical names of the (red, NIR, mask) bands (config names may be
     #: aliases; dataset documents and files are keyed by canonical names)
     bands: tuple[str, str, str] = ("red", "nir", "mask")
+    #: sensor harmonisation (``plugin_config.ndvi_adjust``): NDVI' = slope * NDVI +
+    #: intercept, applied to every clear value of the product, before fusion and statistics
+    adjust: tuple[float, float] | None = None
 
 
 def clear_pixels(mask: np.ndarray, inputs: NDVIInputs, *, bad_filter: Any = None) -> np.ndarray:
@@ -107,8 +110,12 @@ def ndvi_where(
     usable = f"ok{_valid_term('r', inputs.red.nodata)}{_valid_term('n', inputs.nir.nodata)}"
     red_refl, nir_refl = "(r * sr + or_)", "(n * sn + on)"
     total = f"({nir_refl} + {red_refl})"
+    ratio = f"({nir_refl} - {red_refl}) / {total}"
+    if inputs.adjust is not None:
+        params["ga"], params["gb"] = np.float32(inputs.adjust[0]), np.float32(inputs.adjust[1])
+        ratio = f"ga * ({ratio}) + gb"
     out = ne.evaluate(
-        f"where({usable} & ({total} != 0), ({nir_refl} - {red_refl}) / {total}, nan)",
+        f"where({usable} & ({total} != 0), {ratio}, nan)",
         local_dict=params,
         casting="same_kind",
     )

@@ -45,7 +45,7 @@ def output_product_definition(
     out: dict[str, Any] = {
         "name": name,
         "description": (
-            f"Cloud-masked seasonal NDVI statistics ({', '.join(cfg.statistics)}; season_mode "
+            f"Cloud-masked seasonal NDVI statistics ({', '.join(cfg.band_statistics)}; season_mode "
             f"{cfg.seasons.mode}), version {version}, by odc-ndvi-plugin {plugin.VERSION}"
         ),
         "metadata_type": "eo3",

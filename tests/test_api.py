@@ -31,6 +31,7 @@ from odc.geo.geobox import GeoBox
 from odc_ndvi_plugin import NDVISeasonal
 from odc_ndvi_plugin.api import (
     DEFAULT_TILE_PX,
+    NOT_HONOURED,
     TimeWindow,
     find_input_datasets,
     max_tasks_per_tile,
@@ -42,8 +43,8 @@ from odc_ndvi_plugin.dev.index import add_products, index_datasets
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR, REPO
 from tests.fixtures.archives import add_and_index, index_with_year_tasks
-from tests.lines import CLI, child_env
-from tests.truth import CLEAR_RULES, nan_stat, truth_days
+from tests.helpers.lines import CLI, child_env
+from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +145,14 @@ def test_lazy_result_is_lazy_and_has_the_plugins_bands(lazy, region):
         assert isinstance(arr.data, dask.array.Array)
         assert arr.dtype == np.dtype(band.dtype)
         np.testing.assert_equal(arr.attrs["nodata"], band.nodata)
+
+
+def test_the_notebook_call_leaves_odc_stats_unpatched(computed):
+    """Only a run starting patches odc-stats' sink (see odc_ndvi_plugin._compat); the
+    notebook call, its plugin and its computation in this process leave it as it is."""
+    from odc_ndvi_plugin._compat import cogs_encoded_on_workers
+
+    assert computed is not None and not cogs_encoded_on_workers()
 
 
 def test_equals_the_batch_outputs_pixel_for_pixel(computed, batch, region):
@@ -296,7 +305,6 @@ def _truth_check(ds, archive, geobox, window, preset, groups, stats):
 @pytest.mark.parametrize(
     "preset, mode, time, where, aliases",
     [
-        ("usgs_c2", "year", "2019-12--P12M", "lonlat", {}),
         ("usgs_c2", "task", "2020-03--P3M", "like", {"red_band": "SR_B4", "mask_band": "pq"}),
         ("dea_ard", "year", ("2019-12-01", "2020-11-30"), "geobox", {}),
         ("dea_ard", "task", "2019-12--P3M", "geobox", {}),
@@ -307,13 +315,9 @@ def test_presets_and_season_modes_match_truth(region, dea, preset, mode, time, w
     stats = (
         ["mean", "count"] if mode == "year" else ["mean", "median", "std", "min", "max", "count"]
     )
-    if where == "lonlat":  # a box in degrees inside the region, as the tutorial gives it
-        kw = dict(x=(148.447, 148.492), y=(-36.27, -36.24), crs="EPSG:3577", resolution=30)
-        geobox = output_geobox(**kw)
-    else:
-        grid = archive.spec.region_geobox
-        geobox = GeoBox((50, 70), grid.affine * Affine.translation(30, 5), grid.crs)
-        kw = {"like": geobox} if where == "like" else {"geobox": geobox}
+    grid = archive.spec.region_geobox
+    geobox = GeoBox((50, 70), grid.affine * Affine.translation(30, 5), grid.crs)
+    kw = {"like": geobox} if where == "like" else {"geobox": geobox}
     with region.env.datacube() as dc:
         ds = seasonal_ndvi(
             dc,
@@ -330,6 +334,76 @@ def test_presets_and_season_modes_match_truth(region, dea, preset, mode, time, w
         {f"_{s}": m for s, m in SEASON_MONTHS.items()} if mode == "year" else {"": range(1, 13)}
     )
     _truth_check(ds, archive, geobox, time, preset, groups, stats)
+
+
+def test_the_tutorials_dc_load_call_is_ours_by_its_name(region):
+    """The tutorial's ``dc.load`` keywords, verbatim but for this datacube's names (a box of
+    longitude/latitude inside the region): ``seasonal_ndvi`` takes them with their meaning
+    (the same grid as ``dc.load``'s), plus the season keywords, and matches the truth."""
+    call = dict(
+        product="ls_c2l2_sr",
+        x=(148.447, 148.492),
+        y=(-36.27, -36.24),
+        time=("2019-12-01", "2020-11-30"),
+        measurements=["qa_pixel", "red", "nir08"],
+        resampling={"qa_pixel": "nearest", "*": "average"},
+        output_crs="EPSG:3577",
+        resolution=(-30, 30),
+        dask_chunks={"time": 1, "x": 2048, "y": 2048},
+        group_by="solar_day",
+    )
+    with region.env.datacube() as dc:
+        loaded = dc.load(**call)  # lazy: for its grid only
+        ds = seasonal_ndvi(dc, **call, season_mode="year")  # one tile (stitching: above)
+    assert ds.odc.geobox == loaded.odc.geobox
+    groups = {f"_{s}": m for s, m in SEASON_MONTHS.items()}
+    ds = ds.compute(scheduler="threads")
+    _truth_check(
+        ds, region.archive, loaded.odc.geobox, call["time"], "usgs_c2", groups, ["mean", "count"]
+    )
+
+
+def test_dc_load_keywords_select_bands_blocks_and_datasets(region):
+    """measurements= picks output bands, dask_chunks= sets the blocks, a search field and
+    dataset_predicate= narrow the datasets alike, like= gives grid and time. Lazy only."""
+    kw = dict(product="ls_c2l2_sr", geobox=region.request, season_mode="year")
+    with region.env.datacube() as dc:
+        every = seasonal_ndvi(dc, time=region.window, **kw)
+        some = seasonal_ndvi(
+            dc,
+            time=region.window,
+            measurements=["clear_count_jja"],
+            dask_chunks={"x": 16, "y": 16},
+            tile_px=TILE_PX,
+            **kw,
+        )
+        path = region.archive.scenes[0].region_code
+        searched = seasonal_ndvi(dc, time=region.window, region_code=path, **kw)
+        kept = seasonal_ndvi(
+            dc,
+            time=region.window,
+            dataset_predicate=lambda d: d.metadata.region_code == path,
+            **kw,
+        )
+        given = seasonal_ndvi(
+            dc,
+            datasets=dc.find_datasets(product="ls_c2l2_sr"),
+            time=region.window,
+            geobox=region.request,
+            season_mode="year",
+        )
+        kw.pop("geobox")
+        days = [np.datetime64("2019-12-01T10"), np.datetime64("2020-11-29T10")]
+        again = seasonal_ndvi(dc, like=every.expand_dims(time=days), **kw)  # a dc.load result
+    assert list(some.data_vars) == ["clear_count_jja"]
+    assert max(some["clear_count_jja"].chunks[0]) == 16
+    assert 0 < searched.attrs["datasets"] == kept.attrs["datasets"] < every.attrs["datasets"]
+    assert (
+        given.attrs["datasets"] == every.attrs["datasets"]
+        and given.attrs["products"] == "ls_c2l2_sr"
+    )
+    assert again.odc.geobox == every.odc.geobox
+    assert again.attrs["time_range"] == "2019-12-01T10:00:00/2020-11-29T10:00:00"
 
 
 def test_a_list_of_products_is_one_stack(region, tmp_path):
@@ -383,7 +457,13 @@ def _error(fn) -> str:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"colour": "green"}, {"statistics": ["mode"]}, {"season_mode": "month"}, {"chunks": {"t": 3}}],
+    [
+        {"colour": "green"},
+        {"statistics": ["mode"]},
+        {"season_mode": "month"},
+        {"chunks": {"t": 3}},
+        {"chunk": 3},  # nearest the plugin's 'chunks', not our 'dask_chunks'
+    ],
 )
 def test_a_bad_key_is_the_plugins_error(region, bad):
     plugin_error = _error(lambda: NDVISeasonal(**bad))
@@ -449,7 +529,7 @@ def test_output_geobox_from_lonlat_is_on_the_pixel_grid_and_covers_the_box():
     from odc.geo.geom import box
 
     lonlat = dict(x=(148.40, 148.55), y=(-36.30, -36.20))
-    gbox = output_geobox(**lonlat, crs="EPSG:3577", resolution=30)
+    gbox = output_geobox(**lonlat, output_crs="EPSG:3577", resolution=30)
     assert gbox.resolution.xy == (30, -30)
     assert gbox.affine.c % 30 == 0 and gbox.affine.f % 30 == 0
     wanted = box(148.40, -36.30, 148.55, -36.20, "EPSG:4326").to_crs("EPSG:3577")
@@ -457,11 +537,66 @@ def test_output_geobox_from_lonlat_is_on_the_pixel_grid_and_covers_the_box():
     # the box's bounding box in the output CRS, grown to whole pixels, no more
     for got, want in zip(gbox.boundingbox, wanted.boundingbox, strict=True):
         assert abs(got - want) < 30
-    with pytest.raises(ValueError, match="not longitude/latitude"):
-        output_geobox(x=(1.47e6, 1.48e6), y=(-4.06e6, -4.05e6), crs="EPSG:3577", resolution=30)
-    same = output_geobox(
-        x=(1.47e6, 1.48e6), y=(-4.06e6, -4.05e6), crs="EPSG:3577", resolution=30, xy_crs="EPSG:3577"
+    # dc.load's other spellings of the same request
+    assert (
+        output_geobox(
+            lon=lonlat["x"], lat=lonlat["y"], output_crs="EPSG:3577", resolution=(-30, 30)
+        )
+        == gbox
     )
-    assert same.shape.yx == (334, 334)
+    assert (
+        output_geobox(
+            geopolygon=box(148.40, -36.30, 148.55, -36.20, "EPSG:4326"),
+            output_crs="EPSG:3577",
+            resolution=30,
+        )
+        == gbox
+    )
+    assert output_geobox(**lonlat, load_hints={"output_crs": "EPSG:3577", "resolution": 30}) == gbox
+    shifted = output_geobox(**lonlat, output_crs="EPSG:3577", resolution=30, align=(10, 10))
+    assert shifted.affine.c % 30 == 10 and shifted.affine.f % 30 == 10
+    with pytest.raises(ValueError, match="not longitude/latitude"):
+        output_geobox(
+            x=(1.47e6, 1.48e6), y=(-4.06e6, -4.05e6), output_crs="EPSG:3577", resolution=30
+        )
+    metres = dict(x=(1.47e6, 1.48e6), y=(-4.06e6, -4.05e6), output_crs="EPSG:3577", resolution=30)
+    assert output_geobox(**metres, crs="EPSG:3577").shape.yx == (334, 334)  # crs: of x/y
     with pytest.raises(ValueError, match="one of geobox=, like="):
         output_geobox(geobox=gbox, like=gbox)
+    with pytest.raises(ValueError, match="output_crs: give output_crs= and resolution="):
+        output_geobox(**lonlat)
+
+
+def test_the_old_crs_and_xy_crs_keep_working_with_a_warning():
+    lonlat = dict(x=(148.40, 148.55), y=(-36.30, -36.20), resolution=30)
+    want = output_geobox(**lonlat, output_crs="EPSG:3577")
+    with pytest.warns(FutureWarning, match="give output_crs='EPSG:3577'") as caught:
+        assert output_geobox(**lonlat, crs="EPSG:3577") == want  # the output CRS, as before
+    assert caught[0].filename == __file__  # pointed at the caller
+    metres = dict(x=(1.47e6, 1.48e6), y=(-4.06e6, -4.05e6), resolution=30)
+    with pytest.warns(FutureWarning, match="give crs='EPSG:3577'"):
+        got = output_geobox(**metres, output_crs="EPSG:3577", xy_crs="EPSG:3577")
+    assert got.shape.yx == (334, 334)
+    with pytest.raises(ValueError, match="or xy_crs=, not both"):
+        output_geobox(**metres, output_crs="EPSG:3577", crs="EPSG:3577", xy_crs="EPSG:3577")
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        *(({key: True}, reason) for key, reason in NOT_HONOURED.items()),
+        ({"group_by": None}, "only 'solar_day'"),
+        ({"measurements": ["nbart_red"]}, "'nbart_red' are not output bands"),
+        ({"resampling": {"red": "nearest", "nir08": "cubic"}}, "need one method"),
+        ({"dask_chunks": {"band": 3}}, "dask_chunks: expected"),
+        ({"outputcrs": "EPSG:3577"}, "(did you mean 'output_crs'?)"),
+    ],
+)
+def test_dc_load_keywords_we_cannot_honour_say_why(region, kw, words):
+    with region.env.datacube() as dc:
+        text = _error(
+            lambda: seasonal_ndvi(
+                dc, product="ls_c2l2_sr", geobox=region.request, time="2020", **kw
+            )
+        )
+    assert words in text and "\n" not in text

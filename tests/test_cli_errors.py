@@ -14,8 +14,8 @@ import yaml
 from click.testing import CliRunner
 
 from odc_ndvi_plugin.cli import main
-from tests.lines import LineReader
-from tests.ops_bench import (
+from tests.helpers.lines import LineReader
+from tests.helpers.ops_bench import (
     CLI,
     REPO,
     SEASONAL_RUN,

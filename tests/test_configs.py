@@ -67,7 +67,7 @@ def test_check_config_names_the_bad_key(tmp_path, patch, message):
 
 
 def test_unwritable_output_location_fails_before_any_work(tmp_path):
-    from odc_ndvi_plugin.ops.runner import check_output_location
+    from odc_ndvi_plugin.ops.session import check_output_location
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
@@ -112,7 +112,7 @@ def test_run_with_a_missing_task_db_names_it(tmp_path):
             str(missing),
         ],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error: the command line names no task db
     assert f"task db '{missing}' does not exist" in result.output
 
 

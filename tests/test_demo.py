@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops_bench import odc_ndvi
+from tests.helpers.ops_bench import odc_ndvi
 
 
 @pytest.mark.integration

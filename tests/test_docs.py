@@ -55,3 +55,12 @@ def test_the_tutorial_and_the_benchmarks_are_rendered_with_their_pictures(built_
     assert "pipeline-round2.png" in bench
     images = {p.name for p in (built_guide / "_images").iterdir()}
     assert {"pipeline-round2.png", "demo-seasons.png"} <= images
+
+
+def test_the_development_page_maps_every_module(built_guide):
+    page = (built_guide / "development.html").read_text()
+    package = REPO / "odc_ndvi_plugin"
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(package)
+        name = f"{rel.parent}/" if rel.name == "__init__.py" and rel.parent.name else str(rel)
+        assert f'<span class="pre">{name}</span>' in page, name

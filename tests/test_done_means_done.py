@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
+from odc_ndvi_plugin._transient import retry_reason
 from odc_ndvi_plugin.cli import main
 from odc_ndvi_plugin.load import InputReadError
-from odc_ndvi_plugin.ops.retries import retry_reason
-from tests.lines import LineReader
-from tests.ops_bench import (
+from tests.helpers.lines import LineReader
+from tests.helpers.ops_bench import (
     PERIODS,
     SEASONAL_RUN,
     files_in,
@@ -130,7 +130,7 @@ def test_the_second_of_two_runners_says_it_kept_the_other_attempts_files(bench, 
     """Two runners on one task at once: A (a child process, its reduction held by a gate)
     has submitted the task when B (in-process) computes and commits it; then A goes on.
     A's commit finds B's STAC item, keeps B's files and -- new -- says so."""
-    from odc_ndvi_plugin.ops.runner import execute
+    from odc_ndvi_plugin.ops.session import execute
 
     tile, period = bench.tiles[1], PERIODS[3]
     task = bench.task_id(tile, period)

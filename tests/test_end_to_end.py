@@ -6,7 +6,7 @@ The archives carry the generator's hard cases (tests/fixtures/archives.py ``HARD
 overlapping scenes of a day disagree, red/NIR is nodata under clear mask values, and three
 solar dates are the first of a season whose UTC date is in the season before. So the
 documented rules (first clear value of a day wins, band nodata is never clear, seasons by
-solar date; tests/truth.py) decide the expected values, and ``min_clear`` is 2 in the runs
+solar date; tests/helpers/truth.py) decide the expected values, and ``min_clear`` is 2 in the runs
 of the USGS archive.
 """
 
@@ -28,7 +28,7 @@ from odc_ndvi_plugin.dev.index import add_products
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import HARD_CASES, index_with_year_tasks
-from tests.truth import (
+from tests.helpers.truth import (
     CLEAR_RULES,
     disagreeing_overlap_pixels,
     flag_clear_band_nodata_pixels,
@@ -309,7 +309,8 @@ def test_outputs_carry_the_configs_identity_and_never_deas(usgs, year_run):
 def _run_ours(config: Path, db: Path, out: Path, plugin_config=None, **overrides):
     """Our runner (odc-stats' TaskRunner subclass) in-process, as `odc-ndvi run` does;
     ``plugin_config`` is merged into the config's, as odc-stats' ``--plugin-config`` is."""
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
 
     mapping = yaml.safe_load(config.read_text())
     mapping["plugin_config"] = {**mapping.get("plugin_config", {}), **(plugin_config or {})}

@@ -38,10 +38,11 @@ from rasterio.io import MemoryFile
 
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from odc_ndvi_plugin.ops.gateway import GatewayClusterConfig, open_gateway_cluster
-from odc_ndvi_plugin.ops.runner import execute, load_run_config
+from odc_ndvi_plugin.ops.runconfig import load_run_config
+from odc_ndvi_plugin.ops.session import execute
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import index_with_year_tasks
-from tests.lines import CLI, LineReader, child_env, wait_until
+from tests.helpers.lines import CLI, LineReader, child_env, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -686,13 +687,13 @@ def test_sqs_message_delivered_twice_is_computed_twice_into_the_same_whole_files
 
 #: ``odc-ndvi`` whose runs slow the workers of the client they are given (SLOW_WORKERS)
 SLOW_GATEWAY_CLI = """
-import odc_ndvi_plugin.ops.runner as runner
-_execute = runner.execute
+import odc_ndvi_plugin.ops.session as session
+_execute = session.execute
 def execute(cfg, *, client=None, **kwargs):
     if client is not None:
         client.run(exec, {code!r}, {{}})
     return _execute(cfg, client=client, **kwargs)
-runner.execute = execute
+session.execute = execute
 from odc_ndvi_plugin.cli import main
 main(prog_name="odc-ndvi")
 """

@@ -115,7 +115,7 @@ def test_redact_url() -> None:
     )
     env = DatacubeEnv(db_url="postgresql+psycopg2://u:hunter2@h/dc")
     assert "hunter2" not in repr(env) and "hunter2" not in env.display_url
-    # one place for redaction rules: the index room uses ops.secrets' redact_url
+    # one place for redaction rules: the index room uses the core's redact_url (ops.secrets re-exports it)
     assert redact_url is secrets.redact_url
     for bad in ("mysql://u:hunter2@h/dc", "host=h password=hunter2"):
         with pytest.raises(ValueError, match="not a postgresql URL") as err:
@@ -308,7 +308,7 @@ def test_open_index_uses_user_config_and_starts_nothing(
     def no_server(*args: object, **kwargs: object) -> None:
         raise AssertionError("open_index started an embedded server despite a user config")
 
-    monkeypatch.setattr(idx, "embedded_postgres", no_server)
+    monkeypatch.setattr(idx._indexing, "embedded_postgres", no_server)
     with open_index(tmp_path / "work") as env:
         assert env.is_user_config and "ODC_DEFAULT_DB_URL" in env.source
         assert env.environ() == {"ODC_ENVIRONMENT": "default"}
@@ -387,15 +387,11 @@ def test_restart_reuse_stale_pid_interrupt_and_sharing(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_killed_run_leaves_server_that_next_run_adopts_and_stops(tmp_path: Path) -> None:
     data = tmp_path / "pgdata"
-    # load dev/index.py on its own: importing the odc_ndvi_plugin package (odc-stats, datacube,
-    # xarray) would add seconds to this subprocess
     script = textwrap.dedent(f"""
-        import importlib.util, sys, time
+        import time
         from pathlib import Path
-        spec = importlib.util.spec_from_file_location("_index", {idx.__file__!r})
-        mod = sys.modules["_index"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        with mod.embedded_postgres(Path({str(data)!r}), durable=False) as s:
+        from odc_ndvi_plugin.dev.index import embedded_postgres
+        with embedded_postgres(Path({str(data)!r}), durable=False) as s:
             print(s.pid, flush=True)
             time.sleep(120)
     """)

@@ -12,7 +12,7 @@ from odc_ndvi_plugin.load import InputReadError, group_by_solar_day
 from odc_ndvi_plugin.masking import compile_clear_rule
 from odc_ndvi_plugin.ndvi import BandEncoding, NDVIInputs, ndvi_from_bands
 from tests.fixtures.archives import HARD_CASES
-from tests.truth import (
+from tests.helpers.truth import (
     CLEAR_RULES,
     disagreeing_overlap_pixels,
     flag_clear_band_nodata_pixels,
@@ -39,7 +39,7 @@ def test_stack_equals_truth_per_solar_day(
     cases, flavour, loader, tiny_archive, index_archive, module_env, make_datacube_env
 ):
     """One NDVI plane per solar day, equal to the documented rules in plain numpy
-    (tests/truth.py). ``hard``: overlapping scenes of a day disagree, red/NIR is nodata
+    (tests/helpers/truth.py). ``hard``: overlapping scenes of a day disagree, red/NIR is nodata
     under clear mask values and some solar dates have their UTC date in the month before,
     so first-clear-wins, the band nodata check and the solar date decide the values."""
     if cases == "hard":

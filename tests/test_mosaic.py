@@ -28,7 +28,8 @@ SEASONS = ("djf", "mam", "jja", "son")
 
 @pytest.fixture(scope="module")
 def run_outputs(tmp_path_factory, datacube_env_module):
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
 
     root = tmp_path_factory.mktemp("mosaic")
     spec = ArchiveSpec.tiny(tiles=(2, 1), tile_px=512, revisit_days=64, rows_per_path=1)

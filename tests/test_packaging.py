@@ -28,6 +28,8 @@ NOT_IN_CORE = (
     "pytest",
     "nbclient",
     "sphinx",
+    "datacube_ows",
+    "cubedash",
 )
 
 

@@ -11,7 +11,7 @@ from odc.geo.xr import xr_coords
 from odc.stats.plugins import resolve
 
 from odc_ndvi_plugin import NDVISeasonal
-from tests.truth import nan_stat
+from tests.helpers.truth import nan_stat
 
 GEOBOX = GeoBox.from_bbox(
     (1_500_000, -3_900_960, 1_500_960, -3_900_000), "epsg:3577", resolution=30

@@ -6,7 +6,7 @@ pixels at exactly the documents' grids into an S3 bucket named as in production 
 loopback, behind :class:`tests.fixtures.s3gate.S3Gate`, which enforces the bucket's
 policy: public, private or requester pays), runs the real ``odc-stats save-tasks`` and
 ``odc-ndvi run`` (child processes, credentials only as the mode under test provides
-them), and compares every output pixel with numpy truth (tests/realworld.py:
+them), and compares every output pixel with numpy truth (tests/helpers/realworld.py:
 ``make_mask`` on the product's real flags_definition).
 """
 
@@ -33,8 +33,8 @@ from odc.geo.geom import Geometry
 from odc_ndvi_plugin.dev.demo import save_tasks
 from odc_ndvi_plugin.dev.index import add_products
 from tests.fixtures.s3gate import BucketPolicy
-from tests.lines import CLI
-from tests.realworld import (
+from tests.helpers.lines import CLI
+from tests.helpers.realworld import (
     DATA,
     FAMILIES,
     RealScene,
@@ -48,7 +48,7 @@ from tests.realworld import (
     usgs_item_to_deafrica,
     usgs_item_to_eo3,
 )
-from tests.truth import nan_stat
+from tests.helpers.truth import nan_stat
 
 pytestmark = [pytest.mark.integration, pytest.mark.servers]
 

@@ -24,8 +24,8 @@ from odc_ndvi_plugin.ops.report import (
     config_digest,
 )
 from odc_ndvi_plugin.ops.runconfig import load_run_config
-from tests.lines import LineReader
-from tests.ops_bench import (
+from tests.helpers.lines import LineReader
+from tests.helpers.ops_bench import (
     PERIODS,
     SEASONAL_RUN,
     files_in,

@@ -94,8 +94,8 @@ def test_sweep_removes_only_stale_attempt_folders(tmp_path, files, ages, removed
     assert attempt.exists() is not removed
 
 
-@pytest.mark.parametrize("location", ["s3://bucket/prefix", "file:///nonexistent/place"])
-def test_sweep_ignores_s3_and_missing_folders(location):
+@pytest.mark.parametrize("location", ["memory://prefix", "file:///nonexistent/place"])
+def test_sweep_ignores_other_schemes_and_missing_folders(location):
     assert sweep_stale_staging(location) == []
 
 
@@ -113,8 +113,9 @@ def test_a_run_decodes_the_first_dataset_for_its_checks_not_the_whole_tile(
     import yaml
     from odc.dscache import _dscache
 
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
-    from tests.ops_bench import SEASONAL_RUN, make_bench
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
+    from tests.helpers.ops_bench import SEASONAL_RUN, make_bench
 
     bench = make_bench(
         tmp_path_factory.mktemp("decode"), tiny_archive("usgs_c2"), datacube_env_module

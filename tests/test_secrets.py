@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from odc_ndvi_plugin.ops import secrets as sec
-from odc_ndvi_plugin.ops.secrets import (
+from odc_ndvi_plugin import _redact as sec
+from odc_ndvi_plugin._redact import (
     MASK,
     RedactingFilter,
     is_secret_name,

@@ -12,7 +12,6 @@ What every test counts is taken from the runners' own log lines: ``Submitting <t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -25,29 +24,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from odc_ndvi_plugin.dev.demo import save_tasks
-from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
+from odc_ndvi_plugin.dev.synthetic import ArchiveSpec
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.lines import LineReader, wait_until
+from tests.helpers.fleet import (
+    SLOW_RUNNER,
+    poisoned_archive,
+    queued_tasks,
+    seasonal_tasks,
+    task_message,
+)
+from tests.helpers.lines import LineReader, wait_until
 
 pytestmark = pytest.mark.servers
 
 SEASONAL_RUN = CFG_DIR / "run-usgs-c2-seasonal.yaml"
 SEASONAL_TASKS = CFG_DIR / "save-tasks-usgs-c2-seasonal.yaml"
 
-#: ``odc-ndvi`` whose every seasonal reduction sleeps ODC_NDVI_TEST_DELAY seconds first
-SLOW_RUNNER = """
-import os, time
-import odc_ndvi_plugin.reduce._kernels as stats
-_finish = stats._finish_group  # looked up at call time by both reductions
-def _slow(*args, **kwargs):
-    time.sleep(float(os.environ.get("ODC_NDVI_TEST_DELAY", "0")))
-    return _finish(*args, **kwargs)
-stats._finish_group = _slow
-from odc_ndvi_plugin.cli import main
-main(prog_name="odc-ndvi")
-"""
 _SUBMITTED = re.compile(r"Submitting (\S+) \(")
 _FINISHED = re.compile(r"Finished (\S+)$")
 
@@ -56,46 +49,16 @@ _FINISHED = re.compile(r"Finished (\S+)$")
 def fleet(tmp_path_factory, datacube_env_module):
     """16 seasonal tasks (4 tiles x 4 seasons) of a tiny archive with one broken scene;
     ``failing``: the tasks that read that scene."""
-    from odc.stats.tasks import TaskReader
-
     root = tmp_path_factory.mktemp("fleet")
     spec = ArchiveSpec.tiny(tiles=(4, 1))
-    archive = generate_archive(spec, root / "archive")
-    victim = next(s for s in archive.scenes if s.solar_date.month == 4)
-    qa = victim.dataset_yaml.with_name(victim.name + "_QA_PIXEL.TIF")
-    qa.write_bytes(qa.read_bytes()[:300])  # truncated: every task reading it fails
+    archive, victim_id = poisoned_archive(spec, root / "archive")
     add_and_index(archive, datacube_env_module)
-    db = save_tasks(
-        datacube_env_module.environ(),
-        config=SEASONAL_TASKS,
-        grid=spec.gridspec,
-        temporal_range="2019-12--P12M",
-        output=root / "tasks" / "seasonal.db",
+    db, tasks = seasonal_tasks(
+        datacube_env_module.environ(), spec, SEASONAL_TASKS, root / "tasks" / "seasonal.db"
     )
-    reader = TaskReader(str(db))
-    try:
-        tasks = {_loc(t): {str(ds.id) for ds in reader.datasets(t)} for t in reader.all_tiles}
-    finally:
-        reader._dscache.close()  # lmdb: one open per file and process
-    victim_id = yaml.safe_load(victim.dataset_yaml.read_text())["id"]
     failing = {loc for loc, ids in tasks.items() if victim_id in ids}
     assert len(tasks) == 16 and 0 < len(failing) < 16, (len(tasks), failing)
     return {"root": root, "db": db, "tasks": set(tasks), "failing": failing}
-
-
-def _loc(tidx) -> str:
-    """A task's location (odc-stats' ``Task.location`` with the shipped region code format,
-    which is also its folder under the output location)."""
-    period, x, y = tidx
-    return f"x{x:+04d}/y{y:+05d}/{period}"
-
-
-def _message(tidx_location: str, db: Path) -> str:
-    """A message body as odc-stats' publish-tasks writes it, for one task location."""
-    from odc.stats.tasks import render_sqs
-
-    x, y, period = tidx_location.split("/")
-    return json.dumps(render_sqs((period, int(x[1:]), int(y[1:])), str(db)))
 
 
 def _runner(
@@ -146,20 +109,6 @@ def _queue_depth(moto, url: str) -> tuple[int, int]:
     )
 
 
-def _dlq_tasks(moto, url: str) -> list[str]:
-    """Task locations of the messages in a (dead-letter) queue, read without deleting."""
-    from odc.stats.tasks import parse_sqs
-
-    sqs, out = moto.client("sqs"), []
-    for _ in range(10):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
-        for msg in got.get("Messages", []):
-            out.append(_loc(parse_sqs(msg["Body"])[0]))
-        if not got.get("Messages"):
-            break
-    return out
-
-
 def _stac_tasks(moto, bucket: str, prefix: str) -> list[str]:
     """Task locations of every STAC item under ``prefix`` (and no staged file left)."""
     s3, keys = moto.client("s3"), []
@@ -208,7 +157,7 @@ def test_a_sigtermed_runner_loses_no_task_and_the_fleet_drains_the_queue(
     finished.update(_matches(c_err, _FINISHED))
     assert finished == Counter(healthy), texts[-4000:]
     assert sorted(_stac_tasks(moto_env, s3_bucket, "fleet/")) == sorted(healthy)
-    assert sorted(_dlq_tasks(moto_env, queue.dlq_url)) == sorted(fleet["failing"])
+    assert sorted(queued_tasks(moto_env, queue.dlq_url)) == sorted(fleet["failing"])
     assert "another attempt finished this task" not in texts
     # a runner that met a failing task exits 1 (the message was released, not lost)
     for proc, err in ((b, b_err), (c, c_err)):
@@ -226,7 +175,7 @@ def test_tasks_longer_than_their_lease_keep_it_and_are_computed_once(
     healthy = sorted(fleet["tasks"] - fleet["failing"])[:2]
     for task in healthy:
         moto_env.client("sqs").send_message(
-            QueueUrl=queue.url, MessageBody=_message(task, fleet["db"])
+            QueueUrl=queue.url, MessageBody=task_message(task, fleet["db"])
         )
     location = f"s3://{s3_bucket}/long"
     lease = {"job_queue_max_lease": 4, "renew_safety_margin": 2, "future_poll_interval": 0.5}
@@ -256,7 +205,9 @@ def test_a_killed_holders_task_is_picked_up_when_its_lease_lapses(
     instead of exiting, takes the message when A's lease lapses and finishes it."""
     queue = sqs_queue_factory(max_receive_count=3, visibility_timeout=8)
     task = sorted(fleet["tasks"] - fleet["failing"])[0]
-    moto_env.client("sqs").send_message(QueueUrl=queue.url, MessageBody=_message(task, fleet["db"]))
+    moto_env.client("sqs").send_message(
+        QueueUrl=queue.url, MessageBody=task_message(task, fleet["db"])
+    )
     location = f"s3://{s3_bucket}/killed"
     lease = {"job_queue_max_lease": 8, "renew_safety_margin": 3, "future_poll_interval": 0.5}
     a, a_err = _runner(tmp_path / "a.yaml", location, queue.url, delay=60, **lease)
@@ -281,14 +232,15 @@ def test_without_a_dead_letter_queue_a_failing_task_does_not_circulate_for_ever(
     """A queue with no redrive policy: the failing task's message comes back after every
     failure; the runner tries it MAX_RECEIVES_PER_RUN times, then releases it and stops
     (the message stays in the queue, visible, for an operator to look at)."""
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runconfig import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
     from odc_ndvi_plugin.ops.sqs import MAX_RECEIVES_PER_RUN
 
     sqs = moto_env.client("sqs")
     url = sqs.create_queue(QueueName=f"no-dlq-{os.getpid()}-{time.monotonic_ns()}")["QueueUrl"]
     try:
         task = sorted(fleet["failing"])[0]
-        sqs.send_message(QueueUrl=url, MessageBody=_message(task, fleet["db"]))
+        sqs.send_message(QueueUrl=url, MessageBody=task_message(task, fleet["db"]))
         cfg, _ = load_run_config(
             yaml.safe_load(SEASONAL_RUN.read_text()),
             output_location=f"s3://{s3_bucket}/nodlq",

@@ -17,7 +17,7 @@ from odc_ndvi_plugin.reduce._kernels import (
     stream_fold,
     stream_start,
 )
-from tests.truth import nan_stat
+from tests.helpers.truth import nan_stat
 
 
 def _stack(kind: str, rng: np.random.Generator, t: int = 9, shape=(5, 6)) -> np.ndarray:

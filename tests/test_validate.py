@@ -172,3 +172,19 @@ def test_check_config_says_when_it_checked_no_band_against_a_product(tmp_path):
         "note: band names not checked against an input product "
         "(give --product NAME with a configured datacube)"
     ]
+
+
+def test_plugin_config_keys_and_defaults_are_stated_once_by_the_fields():
+    """NDVIConfig's fields are the plugin_config keys (plus season_mode, read into
+    seasons) and their defaults the defaults: a config of {} holds every field's default."""
+    import dataclasses
+
+    from odc_ndvi_plugin.config import NDVIConfig
+
+    names = [f.name for f in dataclasses.fields(NDVIConfig)]
+    assert set(NDVIConfig.keys()) == {*names, "season_mode"}
+    built = NDVIConfig.from_plugin_config({})
+    for name in ("preset", "min_clear", "read_retries", "resampling", "loader", "statistics"):
+        assert getattr(built, name) == NDVIConfig.default(name), name
+    assert dict(built.chunks) == NDVIConfig.default("chunks")
+    assert built.seasons.mode == NDVIConfig.default("season_mode") == "task"

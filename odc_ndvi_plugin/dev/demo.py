@@ -9,15 +9,13 @@ Everything lives under one work directory; rerunning skips what is already there
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import logging
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +24,11 @@ import rasterio
 import yaml
 
 from .._shipped import cfg_dir
-from ..ops.runner import RunSummary, execute, load_run_config
+from ..errors import DatacubeUnavailable
+from ..ops.logs import quiet_libraries
+from ..ops.report import RunSummary
+from ..ops.runconfig import load_run_config
+from ..ops.session import execute
 
 if TYPE_CHECKING:
     from .index import DatacubeEnv
@@ -42,8 +44,6 @@ _INFO_LOG_LINE = re.compile(r"^\[[^]]*\] \{[^}]*\} INFO - ")
 #: save-tasks' lines that say what it found and wrote (the rest - query timings, digests,
 #: dots - is passed on with -v only)
 _SAVE_TASKS_RESULT = re.compile(r"^(Total of |Saving tasks|Writing summary|\.\.writing to )")
-#: libraries whose INFO records (scheduler/worker start and stop, dashboards) are for -v
-_CHATTY_LOGGERS = ("distributed", "bokeh", "tornado")
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
 _SAVE_TASKS_CONFIG = {
@@ -167,36 +167,13 @@ def _save_tasks_line(line: str, progress: Callable[[str], None], verbose: bool) 
         progress(f"      {line}")
 
 
-@contextlib.contextmanager
-def _warnings_only(names: tuple[str, ...]) -> Iterator[None]:
-    """Hold the named loggers (and their descendants that were set lower) at WARNING,
-    restoring their levels after. distributed sets its own level to INFO when it is first
-    imported, so it is imported here first."""
-    import distributed  # noqa: F401 - its import configures its loggers
-
-    loggers = [logging.getLogger(n) for n in names]
-    loggers += [
-        logger
-        for name, logger in logging.Logger.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger) and name.split(".")[0] in names
-    ]
-    saved = {logger: logger.level for logger in loggers}
-    for logger in saved:
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in saved.items():
-            logger.setLevel(level)
-
-
 def run_demo(
     workdir: Path,
     *,
     size: str = "demo",
     flavour: str = "usgs_c2",
     overwrite: bool = False,
+    index_driver: str = "postgres",
     progress: Callable[[str], None] = print,
     verbose: bool = False,
 ) -> DemoReport:
@@ -205,7 +182,9 @@ def run_demo(
     ``progress`` gets the step lines; the archive, index and run steps also show their
     progress with a total (a bar on a terminal, plain lines otherwise: ops/report.py) and
     save-tasks' result lines are passed on. ``verbose``: all of save-tasks' output, and
-    dask's INFO log records (otherwise held back below WARNING for the run)."""
+    dask's INFO log records (otherwise held back below WARNING for the run). ``index_driver``:
+    datacube's driver for the workdir's own index (``postgres`` or ``postgis``; a configured
+    datacube says its own)."""
     from ..ops.report import RunObserver, StepProgress, TaskProgress
     from .index import add_products, index_datasets, init_index, open_index
     from .synthetic import ArchiveSpec, generate_archive
@@ -220,13 +199,13 @@ def run_demo(
         f"{spec.width_px}x{spec.height_px} px of {spec.resolution} m ({len(spec.tiles())} tiles of "
         f"{spec.tile_px}^2), {len(spec.dates)} dates {spec.start}..{spec.end}, {spec.product}"
     )
-    with open_index(workdir) as dcenv:
+    with open_index(workdir, index_driver=index_driver) as dcenv:
         # the index first: an unreachable or broken datacube fails before any work
         try:
             init_index(dcenv)
         except Exception as err:  # noqa: BLE001 - sqlalchemy/psycopg2 errors vary
             reason = getattr(err, "orig", None) or err
-            raise RuntimeError(
+            raise DatacubeUnavailable(
                 f"datacube index {dcenv.display_url} cannot be used: {type(reason).__name__}: "
                 f"{str(reason).strip().splitlines()[0]}"
             ) from err
@@ -283,7 +262,7 @@ def run_demo(
     )
     tasks = TaskProgress(None)
     observer = RunObserver(tasks)
-    quiet = contextlib.nullcontext() if verbose else _warnings_only(_CHATTY_LOGGERS)
+    quiet = quiet_libraries(verbose)
     try:
         with quiet:
             summary = execute(

@@ -4,7 +4,6 @@ and file. What a worker needs to read a scene travels as a picklable :class:`_So
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,40 +17,14 @@ import rasterio.windows
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from .._redact import redact_url
+from .._transient import TRANSIENT_READ
+from ..errors import InputReadError
 from ..masking import bad_pixel_filter, filter_reach
 from ..ndvi import NDVIInputs, clear_pixels
-from ..ops.secrets import redact_url
 from ._windows import _file_box, _native_window, _needed_blocks
 
 __all__ = ["TRANSIENT_READ", "InputReadError", "SceneRead", "read_scene"]
-
-
-class InputReadError(RuntimeError):
-    """An input file could not be read; the message names the dataset, band and file.
-
-    The fields say the same for code: ``transient`` is true when the read failed on a
-    timeout, an HTTP 5xx/429 or a dropped connection (or such a failure came first and
-    the retries ran out), i.e. when the same read may well succeed later. It is rebuilt
-    from its message and fields alone (it travels from dask workers: see
-    :mod:`odc_ndvi_plugin._portable`)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        dataset_id: str = "",
-        band: str = "",
-        url: str = "",
-        transient: bool = False,
-    ):
-        super().__init__(message)
-        self.dataset_id = dataset_id
-        self.band = band
-        self.url = url
-        self.transient = transient
-
-    def __reduce__(self) -> tuple:
-        return (type(self), (str(self),), dict(self.__dict__))
 
 
 def _rio_path(uri: str) -> str:
@@ -149,17 +122,6 @@ class SceneRead:
             cols.stop - cols.start,
             rows.stop - rows.start,
         )
-
-
-#: failures of a remote read worth another try (one place: the loader retries a read,
-#: the runner a task): the server's 5xx/429, a timeout, a dropped or reset connection.
-#: GDAL retries HTTP errors itself (GDAL_HTTP_MAX_RETRY) but not a dropped connection
-TRANSIENT_READ = re.compile(
-    r"CURL error|HTTP (?:response|error|status) (?:code:? )?(?:5\d\d|429)|timed? ?out|timeout"
-    r"|connection (?:reset|aborted)|empty reply|temporarily unavailable|SlowDown"
-    r"|ServiceUnavailable",
-    re.IGNORECASE,
-)
 
 
 def _retry_settings() -> tuple[int, float]:

@@ -1,10 +1,13 @@
 """The commit protocol: a task's files are staged, then committed together, STAC item last.
 
-Stores (:class:`_LocalStore` for ``file://``, :class:`_S3Store` for ``s3://``) know a few
-operations; :func:`_commit_files` is the one commit rule over them. Staged writes and
-the commit run as dask tasks (:func:`_stage`, :func:`_commit`); :func:`sweep_stale_staging`
-removes what killed processes left under ``.staging/``; :func:`audit_outputs` checks that
-a task with a STAC item really has every file its ``.sha1`` and STAC item list.
+Stores (:mod:`odc_ndvi_plugin.storage`: ``file://`` and ``s3://`` backends of one
+``Store`` protocol) know a few operations; :func:`_commit_files` is the one commit rule
+over them. Staged writes and
+the commit run as dask tasks (:func:`stage_output`, :func:`commit_staged`);
+:func:`discard_attempt` drops a failed attempt's staged files; :func:`sweep_stale_staging`
+removes what killed processes left under ``.staging/`` (local folders and S3 prefixes);
+:func:`audit_outputs` checks that a task with a STAC item really has every file its
+``.sha1`` and STAC item list.
 """
 
 from __future__ import annotations
@@ -12,25 +15,41 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
+
+from ..storage import (
+    LocalStore,
+    S3Store,
+    Store,
+    s3_client,
+    split_s3_url,
+    store_for,
+    write_local,
+)
+
+#: the stores' old names here (tests, other branches)
+_LocalStore, _S3Store = LocalStore, S3Store
 
 __all__ = [
     "STAGING_DIR",
     "STALE_STAGING_SECONDS",
     "CommitResult",
     "OutputAudit",
+    "Store",
     "audit_outputs",
+    "commit_staged",
+    "discard_attempt",
     "driver_store",
+    "stage_output",
+    "staging_url",
     "sweep_stale_staging",
 ]
 
@@ -47,6 +66,8 @@ class CommitResult(NamedTuple):
     kept_other: bool = False
     #: bytes this commit put under final names (staged files and the STAC item)
     bytes_written: int = 0
+    #: the committed STAC item's ``properties`` (e.g. ``odc_ndvi:skipped_inputs``)
+    properties: dict | None = None
 
 
 _log = logging.getLogger(__name__)
@@ -67,35 +88,11 @@ def _cancelled(attempt: str | None) -> bool:
     return attempt is not None and attempt in _CANCELLED_ATTEMPTS
 
 
-def _split_s3(url: str) -> tuple[str, str]:
-    u = urlparse(url)
-    return u.netloc, u.path.lstrip("/")
-
-
 def _worker_s3() -> Any:
     """The boto3 client odc-stats' S3ClientPlugin puts on every worker."""
     from distributed import get_worker
 
     return get_worker().s3_client.s3_client
-
-
-def _write_local(data: bytes, path: str) -> None:
-    target = Path(path)
-    for last_try in (False, True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            f = open(target, "wb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            # another attempt's commit removed an empty staging folder between our mkdir
-            # and open (it only removes empty ones): make it again, once
-            if last_try:
-                raise
-            continue
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return
 
 
 def _as_bytes(data: bytes | str) -> bytes:
@@ -105,7 +102,7 @@ def _as_bytes(data: bytes | str) -> bytes:
 # plain module functions (wrapped in dask.delayed where the graph is built, not decorated):
 # distributed pickles them by reference, so a worker in this process sees this process'
 # cancel registry and lock (a decorated function is pickled by value, lock and all, and fails)
-def _stage(
+def stage_output(
     data: bytes | str,
     staged: str,
     final: str,
@@ -120,10 +117,10 @@ def _stage(
     final_path = urlparse(final).path if final.startswith("file://") else final
     try:
         if staged.startswith("s3://"):
-            bucket, key = _split_s3(staged)
+            bucket, key = split_s3_url(staged)
             _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
         else:
-            _write_local(data, urlparse(staged).path)
+            write_local(data, urlparse(staged).path)
             with _CANCEL_LOCK:
                 if _cancelled(attempt):
                     Path(urlparse(staged).path).unlink(missing_ok=True)
@@ -134,7 +131,7 @@ def _stage(
     return WriteResult(final_path, digest, None)
 
 
-def _commit(
+def commit_staged(
     data: bytes | str,
     url: str,
     staged: list[tuple[str, str]],
@@ -148,22 +145,35 @@ def _commit(
     (``with_deps``)."""
     data = _as_bytes(data)
     digest = hashlib.sha1(data).hexdigest()
+    props = _item_properties(data)
     try:
         if url.startswith("s3://"):
             written = _commit_files(
-                _S3Store(_worker_s3(), put_args or {}), data, url, staged, overwrite=overwrite
+                store_for(url, s3=_worker_s3(), put_args=put_args),
+                data,
+                url,
+                staged,
+                overwrite=overwrite,
             )
-            return CommitResult(url, digest, None, written is None, written or 0)
+            return CommitResult(url, digest, None, written is None, written or 0, props)
         path = urlparse(url).path
         with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
             if _cancelled(attempt):
                 return CommitResult(path, digest, "Cancelled")
-            written = _commit_files(_LocalStore(), data, url, staged, overwrite=overwrite)
+            written = _commit_files(store_for(url), data, url, staged, overwrite=overwrite)
             _remove_empty_staging(staged)
-        return CommitResult(path, digest, None, written is None, written or 0)
+        return CommitResult(path, digest, None, written is None, written or 0, props)
     except Exception:  # noqa: BLE001 - reported as a failed write of this task
         _log.exception("failed to commit %s", url)
         return CommitResult(url, digest, "Failed Write")
+
+
+def _item_properties(item: bytes) -> dict | None:
+    try:
+        props = json.loads(item).get("properties")
+    except (ValueError, AttributeError):
+        return None
+    return props if isinstance(props, dict) else None
 
 
 def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:
@@ -180,19 +190,6 @@ def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:
             if folder.name == STAGING_DIR:
                 break
             folder = folder.parent
-
-
-class Store(Protocol):
-    """What the commit rule and the completeness checks need of where outputs live; one
-    backend per URL scheme (:class:`_LocalStore` ``file://``, :class:`_S3Store` ``s3://``)."""
-
-    def exists(self, url: str) -> bool: ...
-    def size(self, url: str) -> int: ...
-    def read(self, url: str) -> bytes: ...
-    def listing(self, folder_url: str) -> dict[str, int]: ...
-    def remove(self, url: str) -> None: ...
-    def move(self, src: str, dst: str) -> None: ...
-    def put(self, data: bytes, url: str) -> None: ...
 
 
 def _commit_files(
@@ -224,106 +221,6 @@ def _commit_files(
     return written + len(data)
 
 
-class _LocalStore:
-    """``file://`` URLs: renames within one file system."""
-
-    @staticmethod
-    def exists(url: str) -> bool:
-        return Path(urlparse(url).path).exists()
-
-    @staticmethod
-    def size(url: str) -> int:
-        return Path(urlparse(url).path).stat().st_size
-
-    @staticmethod
-    def read(url: str) -> bytes:
-        return Path(urlparse(url).path).read_bytes()
-
-    @staticmethod
-    def listing(folder_url: str) -> dict[str, int]:
-        """File name -> size of the files in a folder (one directory read)."""
-        try:
-            with os.scandir(urlparse(folder_url).path) as entries:
-                return {e.name: e.stat().st_size for e in entries if e.is_file()}
-        except FileNotFoundError:
-            return {}
-
-    @staticmethod
-    def remove(url: str) -> None:
-        Path(urlparse(url).path).unlink(missing_ok=True)
-
-    @staticmethod
-    def move(src: str, dst: str) -> None:
-        target = Path(urlparse(dst).path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(urlparse(src).path, target)
-
-    @staticmethod
-    def put(data: bytes, url: str) -> None:
-        """Whole or not at all: a temp name beside the target, then a rename."""
-        target = Path(urlparse(url).path)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            _write_local(data, str(tmp))
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-class _S3Store:
-    """``s3://`` URLs with a worker's boto3 client; a move is a server-side copy + delete."""
-
-    def __init__(self, s3: Any, put_args: dict[str, str]):
-        self.s3 = s3
-        self.put_args = put_args
-
-    def exists(self, url: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        bucket, key = _split_s3(url)
-        try:
-            self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
-    def size(self, url: str) -> int:
-        bucket, key = _split_s3(url)
-        return int(self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-
-    def read(self, url: str) -> bytes:
-        bucket, key = _split_s3(url)
-        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def listing(self, folder_url: str) -> dict[str, int]:
-        """Object name -> size directly under a prefix (one LIST request per 1000)."""
-        bucket, prefix = _split_s3(folder_url.rstrip("/") + "/")
-        out = {}
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                out[obj["Key"][len(prefix) :]] = int(obj["Size"])
-        return out
-
-    def remove(self, url: str) -> None:
-        bucket, key = _split_s3(url)
-        self.s3.delete_object(Bucket=bucket, Key=key)
-
-    def move(self, src: str, dst: str) -> None:
-        (sb, sk), (db, dk) = _split_s3(src), _split_s3(dst)
-        acl = {"ACL": self.put_args["ACL"]} if "ACL" in self.put_args else {}
-        self.s3.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **acl)
-        self.s3.delete_object(Bucket=sb, Key=sk)
-
-    def put(self, data: bytes, url: str) -> None:
-        bucket, key = _split_s3(url)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self.put_args)
-
-
 def _remove_empty_dir(path: Path) -> None:
     try:
         path.rmdir()
@@ -332,13 +229,34 @@ def _remove_empty_dir(path: Path) -> None:
 
 
 def _delete_s3_prefix(prefix_url: str) -> None:
-    import boto3
-
-    bucket, prefix = _split_s3(prefix_url)
-    s3 = boto3.client("s3")
+    bucket, prefix = split_s3_url(prefix_url)
+    s3 = s3_client()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
+def staging_url(location: str, attempt: str) -> str:
+    """Where ``attempt`` stages its files under the product's ``location``."""
+    return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
+
+
+def discard_attempt(location: str, attempt: str) -> None:
+    """Best-effort removal of what ``attempt`` staged under ``location``; its staged writes
+    and commit still running in this process will not land afterwards. Files under final
+    names are never touched (they may be another attempt's finished task)."""
+    with _CANCEL_LOCK:
+        _CANCELLED_ATTEMPTS.add(attempt)
+        url = staging_url(location, attempt)
+        parsed = urlparse(url)
+        try:
+            if parsed.scheme == "file":
+                shutil.rmtree(parsed.path, ignore_errors=True)
+                _remove_empty_dir(Path(parsed.path).parent)
+            elif parsed.scheme == "s3":
+                _delete_s3_prefix(url + "/")
+        except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
+            _log.warning("could not remove staged files under %s", url)
 
 
 #: staged files older than this are orphans of killed attempts (no attempt runs that long:
@@ -346,17 +264,30 @@ def _delete_s3_prefix(prefix_url: str) -> None:
 STALE_STAGING_SECONDS = 24 * 3600
 
 
-def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS) -> list[str]:
-    """Remove ``<location>/.staging/<attempt>`` folders untouched for ``max_age`` seconds
-    (left by processes that were killed mid-task); local locations only (on S3 a
-    lifecycle rule on the prefix does this). Returns what was removed."""
+def sweep_stale_staging(
+    location: str,
+    *,
+    max_age: float = STALE_STAGING_SECONDS,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> list[str]:
+    """Remove the ``<location>/.staging/<attempt>`` folders (or S3 prefixes) whose newest
+    file is more than ``max_age`` seconds old: orphans of processes killed mid-task.
+
+    Only staged files go: nothing under a final name, no STAC item. Give ``max_age``
+    longer than any attempt lives (the longest SQS lease with its renewals, odc-stats'
+    ``max_processing_time``): an attempt swept while alive only fails its own commit
+    (its staged file is gone, so its STAC item is never written) and is computed again.
+    ``dry_run``: only say what would go. Returns the attempts' URLs."""
     parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        return _sweep_s3(location, max_age, dry_run=dry_run, now=now)
     if parsed.scheme != "file":
         return []
     root = Path(parsed.path) / STAGING_DIR
     if not root.is_dir():
         return []
-    now, removed = time.time(), []
+    now, removed = time.time() if now is None else now, []
     for attempt in root.iterdir():
         try:
             newest = max(
@@ -365,11 +296,49 @@ def sweep_stale_staging(location: str, *, max_age: float = STALE_STAGING_SECONDS
         except OSError:
             continue  # being removed by its own attempt
         if now - newest > max_age:
-            shutil.rmtree(attempt, ignore_errors=True)
+            if not dry_run:
+                shutil.rmtree(attempt, ignore_errors=True)
             removed.append(str(attempt))
-    if removed:
+    if removed and not dry_run:
         _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
     return removed
+
+
+def _sweep_s3(location: str, max_age: float, *, dry_run: bool, now: float | None) -> list[str]:
+    """:func:`sweep_stale_staging` on S3: one listing of the staging prefix, an attempt's
+    age is its newest object's ``LastModified`` (S3's clock), batch deletes."""
+    bucket, prefix = split_s3_url(location.rstrip("/") + f"/{STAGING_DIR}/")
+    s3 = s3_client()
+    newest: dict[str, float] = {}
+    keys: dict[str, list[str]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            attempt = obj["Key"][len(prefix) :].split("/", 1)[0]
+            modified = obj["LastModified"].timestamp()
+            newest[attempt] = max(newest.get(attempt, modified), modified)
+            keys.setdefault(attempt, []).append(obj["Key"])
+    now = time.time() if now is None else now
+    stale = sorted(a for a, t in newest.items() if now - t > max_age)
+    doomed = [k for a in stale for k in keys[a]]
+    if not dry_run:
+        for start in range(0, len(doomed), 1000):  # DeleteObjects takes 1000 keys a request
+            batch = [{"Key": k} for k in doomed[start : start + 1000]]
+            got = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            if got.get("Errors"):
+                first = got["Errors"][0]
+                raise OSError(
+                    f"could not remove s3://{bucket}/{first.get('Key')}: {first.get('Code')} "
+                    f"{first.get('Message', '')}".rstrip()
+                )
+        if stale:
+            _log.warning(
+                "Removed %d stale staging attempt(s) (%d object(s)) under s3://%s/%s",
+                len(stale),
+                len(doomed),
+                bucket,
+                prefix,
+            )
+    return [f"s3://{bucket}/{prefix}{a}" for a in stale]
 
 
 @dataclass(frozen=True)
@@ -390,11 +359,7 @@ class OutputAudit:
 def driver_store(url: str) -> Store:
     """A store for checks made by the runner itself (not on a worker); an S3 one holds a
     new boto3 client, so keep it for the run (creating one costs ~0.4 s)."""
-    if url.startswith("s3://"):
-        import boto3
-
-        return _S3Store(boto3.client("s3"), {})
-    return _LocalStore()
+    return store_for(url)
 
 
 def _sha1_listing(text: str) -> dict[str, str]:

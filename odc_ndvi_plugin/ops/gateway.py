@@ -37,8 +37,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from .._validate import ConfigError, check_keys, did_you_mean
-from .secrets import redact_mapping, redact_url, register_secret
+from .._redact import redact_mapping, redact_url, register_secret
+from .._validate import check_keys, did_you_mean
+from ..errors import ConfigError, NDVIPluginError
 from .signals import interrupts_deferred
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -52,6 +53,9 @@ __all__ = [
     "GatewayAuthError",
     "GatewayClusterConfig",
     "GatewayClusterFailed",
+    "GatewayClusterNotFound",
+    "GatewayRefused",
+    "GatewayUnreachable",
     "GatewayWorkersTimeout",
     "close_gateway",
     "describe_options",
@@ -67,16 +71,28 @@ _POLL = 0.2  # seconds between checks while waiting
 _STATUS_EVERY = 1.0  # seconds between cluster-status checks while waiting for workers
 
 
-class GatewayAuthError(PermissionError):
+class GatewayAuthError(NDVIPluginError, PermissionError):
     """The gateway rejected the credentials (HTTP 401) or the user's rights (403)."""
 
 
-class GatewayWorkersTimeout(TimeoutError):
+class GatewayWorkersTimeout(NDVIPluginError, TimeoutError):
     """The cluster did not start, or its workers did not arrive, within the timeout."""
 
 
-class GatewayClusterFailed(RuntimeError):
+class GatewayClusterFailed(NDVIPluginError, RuntimeError):
     """The cluster failed or stopped while starting or waiting for workers."""
+
+
+class GatewayUnreachable(NDVIPluginError, ConnectionError):
+    """No dask-gateway answers at the address."""
+
+
+class GatewayRefused(NDVIPluginError, ValueError):
+    """The gateway refused what was asked: a cluster option, the address or the auth set-up."""
+
+
+class GatewayClusterNotFound(NDVIPluginError, LookupError):
+    """No cluster to connect to (``connect: existing`` / ``first``)."""
 
 
 # ----------------------------------------------------------------------------- config
@@ -340,10 +356,12 @@ def _gateway_errors(address: str, user: str) -> Iterator[None]:
         elif exc.status == 403:
             err = GatewayAuthError(f"gateway at {address} refused user {user!r} access (HTTP 403)")
         else:
-            err = RuntimeError(f"gateway at {address} answered HTTP {exc.status}: {exc.message}")
+            err = GatewayClusterFailed(
+                f"gateway at {address} answered HTTP {exc.status}: {exc.message}"
+            )
         raise err from None
     except aiohttp.ClientConnectionError as exc:
-        raise ConnectionError(f"cannot reach the dask-gateway at {address}: {exc}") from None
+        raise GatewayUnreachable(f"cannot reach the dask-gateway at {address}: {exc}") from None
 
 
 def _make_gateway(
@@ -377,7 +395,7 @@ def _make_gateway(
             user = username or (auth_cfg and auth_cfg.username) or kwargs.get("username")
             if password is None and auth_cfg is not None and auth_cfg.password_env:
                 if auth_cfg.password_env not in os.environ:
-                    raise ValueError(
+                    raise GatewayRefused(
                         f"auth.password_env names {auth_cfg.password_env!r}, which is not set"
                     )
                 password = os.environ[auth_cfg.password_env]
@@ -399,7 +417,7 @@ def _make_gateway(
         )
     except ValueError as exc:
         if "address" in str(exc):
-            raise ValueError(
+            raise GatewayRefused(
                 "no dask-gateway address: set `address` in the cluster config, pass "
                 "address=..., or set DASK_GATEWAY__ADDRESS (dask config gateway.address)"
             ) from None
@@ -428,7 +446,7 @@ def _checked_options(gateway: Gateway, cfg: GatewayClusterConfig, where: str) ->
     allowed = tuple(options)
     for name, value in cfg.cluster_options.items():
         if name not in allowed:
-            raise ValueError(
+            raise GatewayRefused(
                 f"unknown cluster option {name!r}{did_you_mean(name, allowed)} for the gateway at "
                 f"{where}; allowed options: {', '.join(allowed)}"
             )
@@ -437,7 +455,9 @@ def _checked_options(gateway: Gateway, cfg: GatewayClusterConfig, where: str) ->
         except (TypeError, ValueError) as exc:
             shown = redact_mapping({name: value})[name]
             detail = "" if shown != value else f": {exc}"
-            raise ValueError(f"cluster option {name!r} = {shown!r} is invalid{detail}") from None
+            raise GatewayRefused(
+                f"cluster option {name!r} = {shown!r} is invalid{detail}"
+            ) from None
     return options
 
 
@@ -485,14 +505,14 @@ def _acquire(
             gateway.get_cluster(name)
         except ValueError:
             running = sorted(r.name for r in gateway.list_clusters())
-            raise LookupError(
+            raise GatewayClusterNotFound(
                 f"no cluster named {name!r} at {where}; active clusters: "
                 f"{', '.join(running) or 'none'}"
             ) from None
     else:  # first
         reports = sorted(gateway.list_clusters(), key=lambda r: (r.start_time, r.name))
         if not reports:
-            raise LookupError(
+            raise GatewayClusterNotFound(
                 f"no active cluster at {where} for user "
                 f"{_auth_user(gateway.auth)!r} to connect to (connect: first)"
             )

@@ -48,7 +48,7 @@ def check_identity(product: Mapping[str, Any], where: str = "run config") -> Non
     """ConfigError (one line) for a ``product`` block that leaves the publisher's identity
     to odc-stats' defaults, i.e. DEA's (its keys and types are checked with the rest of
     the run config)."""
-    from .._validate import ConfigError
+    from ..errors import ConfigError
 
     missing = [k for k in IDENTITY_KEYS if not product.get(k)]
     if missing:

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from .secrets import redact_text, secret_values_from_environ
+from .._redact import redact_text, secret_values_from_environ
 
 __all__ = [
     "REPORT_EVERY_SECONDS",
     "STATUSES",
+    "AllEvents",
+    "ProgressLines",
     "RunEvents",
     "RunObserver",
     "RunReport",
@@ -67,6 +69,8 @@ class TaskOutcome:
     attempts: int = 0
     #: e.g. "kept the other attempt's files", "was incomplete (...): computed again"
     note: str = ""
+    #: inputs left out (``on_bad_input: skip``): ``{id, file, band, reason}`` each
+    skipped_inputs: tuple[dict[str, str], ...] = ()
 
 
 def outcome_of(result: Any) -> TaskOutcome:
@@ -95,6 +99,9 @@ class RunSummary:
     kept_other: list[str] = field(default_factory=list)
     #: attempts made again after a transient failure
     retried: int = 0
+    #: (location, inputs left out) of tasks done without inputs that could not be
+    #: decoded (``on_bad_input: skip``)
+    bad_inputs: list[tuple[str, tuple[dict[str, str], ...]]] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -121,7 +128,15 @@ class RunSummary:
         out += [f"incomplete {loc}: {why}" for loc, why in self.incomplete]
         if self.retried:
             out.append(f"{self.retried} attempt(s) made again after a transient failure")
+        for loc, inputs in self.bad_inputs:
+            listed = ", ".join(f"{i['id']} ({i['file']})" for i in inputs)
+            out.append(f"skipped {len(inputs)} input(s) that cannot be decoded in {loc}: {listed}")
         return out
+
+    @property
+    def skipped_inputs(self) -> int:
+        """Inputs left out of done tasks (``on_bad_input: skip``)."""
+        return sum(len(inputs) for _, inputs in self.bad_inputs)
 
 
 class RunEvents(Protocol):
@@ -132,6 +147,26 @@ class RunEvents(Protocol):
     def task_finished(self, result: Any, summary: RunSummary) -> None: ...
 
     def tick(self, summary: RunSummary) -> None: ...
+
+
+class AllEvents:
+    """Several watchers of a run as one :class:`RunEvents` (``None`` entries are left out):
+    the runner tells one channel, whoever listens is on it."""
+
+    def __init__(self, *watchers: RunEvents | None):
+        self.watchers = [w for w in watchers if w is not None]
+
+    def task_started(self, location: str, datasets: int, attempt: int) -> None:
+        for w in self.watchers:
+            w.task_started(location, datasets, attempt)
+
+    def task_finished(self, result: Any, summary: RunSummary) -> None:
+        for w in self.watchers:
+            w.task_finished(result, summary)
+
+    def tick(self, summary: RunSummary) -> None:
+        for w in self.watchers:
+            w.tick(summary)
 
 
 # -------------------------------------------------------------------------- progress
@@ -363,6 +398,7 @@ class RunReport:
                 "attempts": 0,
                 "error": None,
                 "note": None,
+                "skipped_inputs": [],
             }
         return self._tasks[location]
 
@@ -388,6 +424,9 @@ class RunReport:
             attempts=outcome.attempts or entry["attempts"],
             error=self._redact(result.error),
             note=self._redact(outcome.note) or None,
+            skipped_inputs=[
+                {k: self._redact(v) for k, v in item.items()} for item in outcome.skipped_inputs
+            ],
         )
         self._in_flight.discard(location)
 
@@ -406,6 +445,7 @@ class RunReport:
             totals[status] = sum(t["status"] == status for t in tasks)
         totals["retried_attempts"] = summary.retried
         totals["kept_other_attempts_files"] = len(summary.kept_other)
+        totals["skipped_inputs"] = sum(len(t["skipped_inputs"]) for t in tasks)
         totals["bytes_written"] = sum(t["bytes_written"] or 0 for t in tasks)
         totals["datasets_read"] = sum(
             t["datasets"] or 0 for t in tasks if t["status"] in ("done", "failed")
@@ -439,6 +479,27 @@ class RunReport:
     def write_if_due(self, summary: RunSummary) -> None:
         if time.monotonic() - self._last_write >= REPORT_EVERY_SECONDS:
             self.write(summary, "running")
+
+
+class ProgressLines:
+    """A :class:`RunEvents` that hands one plain progress line per finished task to
+    ``emit`` (``execute(progress=print)``)."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit = emit
+        self.progress = TaskProgress(None, bar=False)
+
+    def set_total(self, total: int | None) -> None:
+        self.progress.set_total(total)
+
+    def task_started(self, location: str, datasets: int, attempt: int) -> None:
+        pass
+
+    def task_finished(self, result: Any, summary: RunSummary) -> None:
+        self.emit(self.progress.line(result, summary))
+
+    def tick(self, summary: RunSummary) -> None:
+        pass
 
 
 class RunObserver:

@@ -1,44 +1,9 @@
-"""Which task failures deserve another attempt in the same run, and which do not.
-
-Retried (the cause is outside the task and may be gone a moment later): a dask worker
-lost while it held the task's work (``KilledWorker``), a broken connection to the
-scheduler or a worker (``CommClosedError``, ``StreamClosedError``, ``ConnectionError``),
-a timeout, and an input read that failed on a timeout or an HTTP 5xx answer.
-
-Not retried (the same input gives the same failure): everything else, in particular an
-:class:`~odc_ndvi_plugin.load.InputReadError` from a file that cannot be decoded, a
-missing file or band, and a failed write (boto3 already retries S3 5xx answers itself).
-"""
+"""Which task failures deserve another attempt in the same run: the rule lives in the
+core (:mod:`odc_ndvi_plugin._transient`, shared with the loader's read retries); this
+module re-exports it for code that imports the old path."""
 
 from __future__ import annotations
 
-from ..load._rio import TRANSIENT_READ  # the loader's own rule: one place
+from .._transient import RETRYABLE_ERROR_TYPES, retry_reason
 
 __all__ = ["RETRYABLE_ERROR_TYPES", "retry_reason"]
-
-#: exception class names (anywhere in the class hierarchy) of transient failures; by
-#: name, because they arrive re-raised from workers and come from several packages
-RETRYABLE_ERROR_TYPES = (
-    "KilledWorker",
-    "CommClosedError",
-    "StreamClosedError",
-    "ConnectionError",
-    "TimeoutError",
-)
-
-
-def retry_reason(error: BaseException) -> str | None:
-    """Why ``error`` is worth another attempt (a few words), or None when it is not."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    for name in RETRYABLE_ERROR_TYPES:
-        if name in names:
-            return {
-                "KilledWorker": "a dask worker was lost",
-                "CommClosedError": "a dask connection closed",
-                "StreamClosedError": "a dask connection closed",
-            }.get(name, name)
-    if "InputReadError" in names:
-        match = TRANSIENT_READ.search(str(error))
-        if match:
-            return f"an input read failed transiently ({match.group(0)})"
-    return None

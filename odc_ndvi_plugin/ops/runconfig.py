@@ -189,8 +189,10 @@ def load_run_config(
         )
     filedb = str(merged.get("filedb") or "")
     if filedb and "://" not in filedb and not Path(filedb).exists():
-        from .taskdb import TaskDbError
+        from ..errors import TaskDbMissing
 
-        raise TaskDbError(f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)")
+        raise TaskDbMissing(
+            f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)"
+        )
     extras = {k: config[k] for k in CLI_ONLY_KEYS if k in config}
     return TaskRunnerConfig(**merged), extras

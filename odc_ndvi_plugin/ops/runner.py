@@ -9,17 +9,20 @@ selection, output naming, COG/STAC sink) with three changes that production need
 * several tasks are kept in flight (``max_in_flight``) so a large cluster is not idle
   between tiles; SQS leases of running tasks are extended, a message is deleted only
   after the task's outputs are complete and released (made visible) on failure;
-* the dask client comes from outside (a gateway cluster) or is a loopback-only
-  ``LocalCluster``; a task's files are staged and then committed together, the STAC item
-  last (``AtomicCOGSink``), so a file under its final name is always whole, the STAC item
+* a task's files are staged and then committed together, the STAC item last
+  (``AtomicCOGSink``), so a file under its final name is always whole, the STAC item
   means "done", and a failed or duplicate attempt never removes another one's outputs.
+
+The runner schedules tasks on the dask client it is given (:meth:`NDVITaskRunner.attach`);
+setting a run up (local cluster, S3 access, output probe, queue, preflight checks) is
+:mod:`.session`'s (:func:`~odc_ndvi_plugin.ops.session.execute`).
 
 Besides: a task whose STAC item exists is skipped only if every file its ``.sha1`` and
 STAC item list is there (``verify``: and matches its digest); an incomplete one is
 computed again (or, with ``incomplete="report"``, only reported). A task that fails for a
-transient reason (:mod:`~odc_ndvi_plugin.ops.retries`) is submitted again, up to
+transient reason (:mod:`~odc_ndvi_plugin._transient`) is submitted again, up to
 ``retries`` times, before it counts as failed. Whoever watches the run (progress, the run
-report) gets :class:`~odc_ndvi_plugin.ops.report.RunEvents`.
+report) gets :class:`~odc_ndvi_plugin.ops.report.RunEvents`, the one channel for them.
 
 Interruption (Ctrl-C/SIGTERM) cancels what is in flight, releases its SQS messages and
 removes its staged files; a rerun then does exactly the missing tasks.
@@ -27,27 +30,25 @@ removes its staged files; a rerun then does exactly the missing tasks.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import xarray as xr
 from distributed import Client, Future, wait
 from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
+from .._transient import retry_reason
+from ..item import persist_with_item_properties
+from ..load import SKIPPED_INPUTS
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
-from .retries import retry_reason
 from .runconfig import load_run_config
-from .signals import interrupts_raise
+from .signals import interrupts_deferred
 from .sink import AtomicCOGSink
 from .sqs import END, SqsTaskSource, lease
 from .taskdb import check_task_db
@@ -95,11 +96,9 @@ class NDVITaskRunner(TaskRunner):
         self,
         cfg: TaskRunnerConfig,
         *,
-        client: Client | None = None,
         from_sqs: str = "",
         max_in_flight: int = 1,
         resolution: tuple[float, float] | None = None,
-        on_result: Callable[[TaskResult, RunSummary], None] | None = None,
         idle_timeout: float | None = None,
         retries: int = DEFAULT_RETRIES,
         verify: bool = False,
@@ -126,14 +125,13 @@ class NDVITaskRunner(TaskRunner):
         self.sink = AtomicCOGSink(
             cog_opts=cfg.cog_opts, acl=cfg.s3_acl, public=cfg.s3_public, overwrite=cfg.overwrite
         )
-        self._client = client
-        self._owns_client = client is None
-        self._workers_ready = False
+        self._client: Client | None = None
         if from_sqs:
             self._close_task_db_before_reopen()
         self.max_in_flight = max(1, int(max_in_flight))
         self.summary = RunSummary()
-        self._on_result = on_result
+        #: the task just handed to the scheduler, until it is among those running
+        self._submitted: _Running | None = None
 
     def _close_task_db_before_reopen(self) -> None:
         """odc-stats opens the message's task db for every SQS message while the previous
@@ -150,95 +148,24 @@ class NDVITaskRunner(TaskRunner):
         rdr.init_from_sqs = reopen
 
     # -- dask ------------------------------------------------------------------------
-    def _init_dask(self) -> Client:
-        """Loopback-only local cluster (odc-stats' default binds its dashboard on 0.0.0.0)."""
-        from dask.utils import parse_bytes
-        from distributed import LocalCluster
-        from odc.stats.proc import S3ClientPlugin
-
-        from .limits import host_resources, read_cgroup_limits, size_local_dask
-
-        cfg = self._cfg
-        size = size_local_dask(
-            read_cgroup_limits(),
-            host_resources(),
-            threads=cfg.threads,
-            memory_limit=parse_bytes(cfg.memory_limit) if cfg.memory_limit else None,
-        )
-        _log.info("Local dask size: %s", size.describe())
-        nthreads = size.threads
-        cluster = LocalCluster(
-            n_workers=1,
-            threads_per_worker=nthreads,
-            processes=False,
-            memory_limit=size.memory_limit,
-            dashboard_address="127.0.0.1:0",
-        )
-        client = Client(cluster)
-        if self._needs_s3():
-            for c in (None, client):
-                self._configure_s3(c)
-        client.register_plugin(S3ClientPlugin())
-        _log.info("Started local dask on 127.0.0.1 with %d threads", nthreads)
-        return client
+    def attach(self, client: Client) -> None:
+        """The client the tasks run on, set up by the session (:mod:`.session`: a local
+        cluster, or a gateway cluster's client with its workers prepared)."""
+        self._client = client
 
     def client(self) -> Client:
-        """The run's client; an outside (gateway) client gets the worker set-up once:
-        odc-stats' S3 writer uses ``worker.s3_client``, which only S3ClientPlugin sets."""
         if self._client is None:
-            self._client = self._init_dask()
-        elif not self._owns_client and not self._workers_ready:
-            from odc.stats.proc import S3ClientPlugin
-
-            if self.product.location.startswith("s3://"):
-                self._client.register_plugin(S3ClientPlugin(), name="odc-stats-s3-client")
-            if self._inputs_maybe_on_s3():
-                self._configure_s3(self._client)  # the gateway's workers read the inputs
-            self._workers_ready = True
+            raise RuntimeError(
+                "NDVITaskRunner runs tasks on the client it is given: "
+                "odc_ndvi_plugin.ops.session.execute sets one up"
+            )
         return self._client
 
-    def _configure_s3(self, client: Client | None) -> None:
-        """S3 reads the ecosystem's way (datacube's configure_s3_access, as odc-stats does):
-        unsigned or with the credentials found here, handed to ``client``'s workers;
-        requester pays when the plugin config asks for it."""
-        from datacube.utils.aws import configure_s3_access
-
-        configure_s3_access(
-            aws_unsigned=self._cfg.aws_unsigned,
-            requester_pays=bool(
-                getattr(getattr(self.proc, "config", None), "requester_pays", False)
-            ),
-            cloud_defaults=True,
-            client=client,
-        )
-
-    def _needs_s3(self) -> bool:
-        """S3 set-up only when something is on S3: it probes for credentials (slowly) and
-        changes GDAL's process-wide settings (unsigned requests break signed ones)."""
-        if self.product.location.startswith("s3://"):
-            return True
-        if self._inputs_maybe_on_s3():
-            return True
-        return not self._cfg.aws_unsigned and any(
-            k in os.environ
-            for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
-        )
-
-    def _inputs_maybe_on_s3(self) -> bool:
-        """Inputs of the first task are on S3 (unknown before the first SQS message: yes)."""
-        ds = first_dataset(self.rdr) if self.rdr is not None else None
-        if ds is None:
-            return True
-        return any(str(uri).startswith("s3://") for uri in ds.uris)
-
     def close(self) -> None:
-        _close_task_db(self.rdr)  # else the next run in this process cannot open it
-        if self._client is not None and self._owns_client:
-            cluster = getattr(self._client, "cluster", None)
-            self._client.close()
-            if cluster is not None:
-                cluster.close()
-        elif self._client is not None:
+        """The task db closed (else the next run in this process cannot open it); the
+        client's futures of this run released (the session closes a client it made)."""
+        _close_task_db(self.rdr)
+        if self._client is not None:
             _wait_for_releases(self._client)
         self._client = None
 
@@ -260,7 +187,7 @@ class NDVITaskRunner(TaskRunner):
         )
         # persist before the sink: it encodes each band as its own graph, so without
         # this every output band re-runs the whole load (measured 7x slower: benchmarks/)
-        ds = self.client().persist(ds)
+        ds = persist_with_item_properties(self.client(), ds)
         aux = None
         if "rgba" in cfg.cog_opts.get("overrides", {}):
             rgba = proc.rgba(ds)
@@ -282,8 +209,6 @@ class NDVITaskRunner(TaskRunner):
         else:
             s.failed += 1
             s.errors.append((result.task.location, str(result.error)))
-        if self._on_result is not None:
-            self._on_result(result, s)
         if self._events is not None:
             self._events.task_finished(result, s)
         return result
@@ -324,11 +249,19 @@ class NDVITaskRunner(TaskRunner):
             if running.redo:
                 notes.append(f"was incomplete: {running.redo}")
                 self.summary.redone.append((task.location, running.redo))
+            props = getattr(rr, "properties", None) or {}
+            bad = tuple(props.get(SKIPPED_INPUTS) or ())
+            if bad:
+                notes.append(f"{len(bad)} input(s) that cannot be decoded skipped")
+                self.summary.bad_inputs.append((task.location, bad))
+                for item in bad:
+                    _log.warning("Task %s: skipped %s", task.location, item["reason"])
             outcome = self._outcome(
                 running,
                 "done",
                 bytes_written=getattr(rr, "bytes_written", None),
                 note="; ".join(notes),
+                skipped_inputs=bad,
             )
             return TaskResult(task, path, meta=outcome)
         self.sink.remove_staged(task, running.attempt)
@@ -349,7 +282,7 @@ class NDVITaskRunner(TaskRunner):
                 first_started=running.first_started,
                 redo=running.redo,
             )
-        _log.error("Task %s failed: %s", task.location, error)
+        _log.log(self._failure_level, "Task %s failed: %s", task.location, error)
         lease(tk, "cancel")
         if running.attempts > 1:
             error = f"{error} (after {running.attempts} attempts)"
@@ -357,10 +290,16 @@ class NDVITaskRunner(TaskRunner):
 
     def _fail_early(self, task: Task, err: Exception) -> TaskResult:
         error = f"{type(err).__name__}: {err}"
-        _log.error("Task %s failed before computing: %s", task.location, error)
+        _log.log(self._failure_level, "Task %s failed before computing: %s", task.location, error)
         lease(task.source, "cancel")
         outcome = TaskOutcome("failed", datasets=len(task.datasets), attempts=1)
         return TaskResult(task, error=error, meta=outcome)
+
+    @property
+    def _failure_level(self) -> int:
+        """A failed task is an error in the log, unless a watcher (the CLI's progress)
+        reports it: then its one line is the watcher's and the log's record is detail."""
+        return logging.INFO if self._events is not None else logging.ERROR
 
     def _cancel_all(self, running: list[_Running]) -> None:
         for r in running:
@@ -407,6 +346,7 @@ class NDVITaskRunner(TaskRunner):
                 finished = self._finish(r)
                 if isinstance(finished, _Running):  # the next attempt, computing
                     running.append(finished)
+                    self._submitted = None
                 else:
                     yield finished
             elif cfg.max_processing_time > 0 and now - r.started > cfg.max_processing_time:
@@ -477,8 +417,9 @@ class NDVITaskRunner(TaskRunner):
     def planned(self, tasks: list[str] | None = None) -> list[str]:
         """Locations of the tasks a task-db run of ``tasks`` (ids, indices or slices as
         ``odc-stats run``; empty = all) will do, in order, without loading them."""
-        from odc.stats._cli_common import parse_all_tasks
         from odc.stats.model import DateTimeRange
+
+        from .._compat import parse_all_tasks
 
         tiles = parse_all_tasks(list(tasks), self.rdr.all_tiles) if tasks else self.rdr.all_tiles
         return [
@@ -511,6 +452,7 @@ class NDVITaskRunner(TaskRunner):
                     yield self._record(started)
                     continue
                 running.append(started)
+                self._submitted = None
                 self.summary.in_flight = len(running)
                 # leases are otherwise renewed only while polling: receiving the next
                 # message and building its graph can outlast a short lease
@@ -519,6 +461,8 @@ class NDVITaskRunner(TaskRunner):
             while running:
                 yield from self._poll_and_record(running)
         except BaseException:
+            if self._submitted is not None and self._submitted not in running:
+                running.append(self._submitted)  # submitted, not yet taken into account
             _log.warning("Interrupted: cancelling %d task(s) in flight", len(running))
             source.release_held()
             self._cancel_all(running)
@@ -537,6 +481,9 @@ class NDVITaskRunner(TaskRunner):
         one whose outputs cannot be checked or graph built comes back as its result, its
         message done or released."""
         redo = ""
+        problem = task_period_problem(self.proc, task.time_range.short)
+        if problem is not None:
+            return self._fail_early(task, ValueError(f"task {task.location}: {problem}"))
         if not self._cfg.overwrite:
             try:
                 audit = self.sink.audit(task, verify=self.verify)
@@ -571,19 +518,25 @@ class NDVITaskRunner(TaskRunner):
             graph = self._graph(task, self._apply_eodatasets3, replace=bool(redo))
         except Exception as err:  # noqa: BLE001 - contained per task by design
             return self._fail_early(task, err)
-        _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
-        if self._events is not None:
-            self._events.task_started(task.location, len(task.datasets), attempts)
         now = time.monotonic()
-        return _Running(
-            task,
-            self.client().compute(graph),
-            now,
-            self.sink.attempt,
-            attempts=attempts,
-            first_started=first_started,
-            redo=redo,
-        )
+        # an interrupt while the graph is handed to the scheduler waits until the task
+        # is known (else its computation would go on, unseen by the cancellation); once
+        # "Submitting" is logged, an interrupt cancels it
+        with interrupts_deferred():
+            started = _Running(
+                task,
+                self.client().compute(graph),
+                now,
+                self.sink.attempt,
+                attempts=attempts,
+                first_started=first_started,
+                redo=redo,
+            )
+            self._submitted = started
+            _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
+            if self._events is not None:
+                self._events.task_started(task.location, len(task.datasets), attempts)
+        return started
 
     def dry_run_states(
         self, tasks: list[str], ds_filters: str | None = None
@@ -676,130 +629,20 @@ def _close_task_db(rdr: Any) -> None:
         cache.close()
 
 
-def check_output_location(location: str) -> None:
-    """Fail before any work if ``location`` cannot be written (names the target)."""
-    parsed = urlparse(location)
-    probe_name = f".odc-ndvi-write-probe-{uuid.uuid4().hex[:8]}"
-    if parsed.scheme == "file":
-        folder = Path(parsed.path)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / probe_name
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise ValueError(f"output_location {location!r} is not writable: {err}") from err
-    elif parsed.scheme == "s3":
-        import boto3
-
-        key = f"{parsed.path.strip('/')}/{probe_name}".lstrip("/")
-        try:
-            s3 = boto3.client("s3")
-            s3.put_object(Bucket=parsed.netloc, Key=key, Body=b"")
-            s3.delete_object(Bucket=parsed.netloc, Key=key)
-        except Exception as err:  # noqa: BLE001 - any failure means "cannot write there"
-            raise ValueError(f"output_location {location!r} is not writable: {err}") from err
+def task_period_problem(proc: Any, period: str) -> str | None:
+    """What the plugin says about a task's period (climatology/anomaly modes need whole
+    blocks / one season; odc-stats does not hand the plugin the period, so the runner asks)."""
+    check = getattr(proc, "period_problem", None)
+    return None if check is None else check(period)
 
 
-def _sqs_queue(name_or_url: str) -> Any:
-    """odc-stats looks a queue up by name only; a queue URL is opened as it is."""
-    if "://" not in name_or_url:
-        return name_or_url
-    import boto3
-
-    return boto3.resource("sqs").Queue(name_or_url)
+#: set-up that moved to :mod:`.session`, still importable from here (old import paths)
+_MOVED_TO_SESSION = ("check_output_location", "execute", "first_dataset", "preflight")
 
 
-def preflight(runner: NDVITaskRunner, *, from_sqs: str = "") -> None:
-    """Checks that fail the whole run before any task: output writable, inputs readable;
-    and a sweep of staged files that killed attempts left behind."""
-    check_output_location(runner.product.location)
-    sweep_stale_staging(runner.product.location)
-    if from_sqs:
-        return
-    validate = getattr(runner.proc, "validate_product", None)
-    ds = first_dataset(runner.rdr)
-    if validate is not None and ds is not None:
-        validate(ds.product)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_SESSION:
+        from . import session
 
-
-def first_dataset(rdr: Any) -> Any:
-    """The first dataset of a task db's first tile, or None; only that one is decoded.
-
-    ``TaskReader.datasets`` decodes every dataset of the tile, and a document can be large
-    (a footprint of thousands of vertices: 38 ms each in bench_round3's UTM world, where
-    two such checks cost 7 s before every run's first task)."""
-    tiles = rdr.all_tiles
-    if not tiles:
-        return None
-    with contextlib.closing(rdr.cache.stream_grid_tile(tiles[0], rdr.grid)) as stream:
-        return next(stream, None)
-
-
-def execute(
-    cfg: TaskRunnerConfig,
-    *,
-    tasks: list[str] | None = None,
-    from_sqs: str = "",
-    client: Client | None = None,
-    max_in_flight: int = 1,
-    dataset_filters: str | None = None,
-    apply_eodatasets3: bool = False,
-    progress: Callable[[str], None] | None = None,
-    idle_timeout: float | None = None,
-    retries: int = DEFAULT_RETRIES,
-    verify: bool = False,
-    incomplete: str = "redo",
-    events: RunEvents | None = None,
-    on_runner: Callable[[NDVITaskRunner], None] | None = None,
-) -> RunSummary:
-    """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue.
-
-    ``progress``: one plain line per finished task (``TaskProgress``'s line); ``events``:
-    everything else that watches the run; ``on_runner``: called with the runner before
-    any task (the CLI plans its progress total and report with it)."""
-    from .report import TaskProgress
-
-    lines = None if progress is None else TaskProgress(None, bar=False)
-
-    def report(result: TaskResult, summary: RunSummary) -> None:
-        if progress is not None and lines is not None:
-            progress(lines.line(result, summary))
-
-    runner = NDVITaskRunner(
-        cfg,
-        client=client,
-        from_sqs=from_sqs,
-        max_in_flight=max_in_flight,
-        on_result=report,
-        idle_timeout=idle_timeout,
-        retries=retries,
-        verify=verify,
-        incomplete=incomplete,
-        events=events,
-    )
-    try:
-        if on_runner is not None:
-            on_runner(runner)
-        if lines is not None and not from_sqs:
-            lines.set_total(len(runner.planned(list(tasks or []))))
-        preflight(runner, from_sqs=from_sqs)
-        results = (
-            runner.run(
-                sqs=_sqs_queue(from_sqs),
-                ds_filters=dataset_filters,
-                apply_eodatasets3=apply_eodatasets3,
-            )
-            if from_sqs
-            else runner.run(
-                tasks=list(tasks or []),
-                ds_filters=dataset_filters,
-                apply_eodatasets3=apply_eodatasets3,
-            )
-        )
-        with interrupts_raise():
-            for _ in results:
-                pass
-    finally:
-        runner.close()
-    return runner.summary
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,17 +13,14 @@ from odc.stats.model import Task
 
 from ..cogs import delayed_ds_to_cog
 from .commit import (
-    _CANCEL_LOCK,
-    _CANCELLED_ATTEMPTS,
-    STAGING_DIR,
     OutputAudit,
     Store,
-    _commit,
-    _delete_s3_prefix,
-    _remove_empty_dir,
-    _stage,
     audit_outputs,
+    commit_staged,
+    discard_attempt,
     driver_store,
+    stage_output,
+    staging_url,
 )
 
 __all__ = ["AtomicCOGSink"]
@@ -58,7 +53,7 @@ class AtomicCOGSink(S3COGSink):
         self._driver_stores: dict[str, Store] = {}
 
     def staging_url(self, location: str, attempt: str) -> str:
-        return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
+        return staging_url(location, attempt)
 
     def _staged_name(self, url: str) -> str:
         root = self._location.rstrip("/") + "/"
@@ -90,7 +85,7 @@ class AtomicCOGSink(S3COGSink):
             raise ValueError(f"output_location: cannot write to {url!r} (file:// or s3:// only)")
         put_args = self._put_args(ContentType) if scheme == "s3" else None
         if url == self._commit_url:
-            return dask.delayed(_commit, name="commit-task", pure=False)(
+            return dask.delayed(commit_staged, name="commit-task", pure=False)(
                 data,
                 url,
                 list(self._staged),
@@ -101,7 +96,7 @@ class AtomicCOGSink(S3COGSink):
             )
         staged = self._staged_name(url)
         self._staged.append((staged, url))
-        return dask.delayed(_stage, name="stage-output", pure=False)(
+        return dask.delayed(stage_output, name="stage-output", pure=False)(
             data, staged, url, with_deps=with_deps, attempt=self.attempt, put_args=put_args
         )
 
@@ -127,17 +122,5 @@ class AtomicCOGSink(S3COGSink):
         """Best-effort removal of what a failed/cancelled attempt staged; its staged writes
         and commit still running in this process will not land afterwards. Files under
         final names are never touched (they may be another attempt's finished task)."""
-        if attempt is None:
-            return
-        with _CANCEL_LOCK:
-            _CANCELLED_ATTEMPTS.add(attempt)
-            url = self.staging_url(task.product.location, attempt)
-            parsed = urlparse(url)
-            try:
-                if parsed.scheme == "file":
-                    shutil.rmtree(parsed.path, ignore_errors=True)
-                    _remove_empty_dir(Path(parsed.path).parent)
-                elif parsed.scheme == "s3":
-                    _delete_s3_prefix(url + "/")
-            except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
-                _log.warning("could not remove staged files under %s", url)
+        if attempt is not None:
+            discard_attempt(task.product.location, attempt)

@@ -7,7 +7,9 @@ exit status 135 and no message. :func:`check_task_db` reads the two LMDB meta pa
 itself (plain file reads, no mapping), checks the magic number and that the file holds
 every page the newest meta page counts, and only then opens the db to check that it is
 an odc-stats task db (``stats/config`` with a grid). Every problem is one
-:class:`TaskDbError` line: ``task db X is corrupt or incomplete: ...``.
+:class:`~odc_ndvi_plugin.errors.TaskDbError` line: ``task db X is corrupt or incomplete:
+...`` (a task db that does not exist: :class:`~odc_ndvi_plugin.errors.TaskDbMissing`, a
+usage error).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-__all__ = ["TaskDbError", "check_task_db"]
+from ..errors import TaskDbError, TaskDbMissing
+
+__all__ = ["TaskDbError", "TaskDbMissing", "check_task_db"]
 
 #: LMDB's MDB_MAGIC, in every meta page
 LMDB_MAGIC = 0xBEEFC0DE
@@ -27,10 +31,6 @@ _PAGE_HEADER = 16
 _META = struct.Struct("<IIQQ I 44x 48x QQ")
 _P_META = 0x08
 _FLAGS_AT = 10
-
-
-class TaskDbError(ValueError):
-    """A task db that cannot be used (missing, not a task db, corrupt or incomplete)."""
 
 
 def _meta(page: bytes) -> tuple[int, int, int, int] | None:
@@ -84,7 +84,9 @@ def check_task_db(filedb: str) -> None:
         return
     path = Path(filedb)
     if not path.exists():
-        raise TaskDbError(f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)")
+        raise TaskDbMissing(
+            f"task db {filedb!r} does not exist (make it with odc-stats save-tasks)"
+        )
     data = path / "data.mdb" if path.is_dir() else path
     if not data.is_file():
         raise TaskDbError(f"task db {filedb!r} is not an odc-stats task db: no LMDB data file")

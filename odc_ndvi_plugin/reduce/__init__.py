@@ -3,13 +3,17 @@ streams them (:mod:`._graph`). Output dtypes and nodata are decided here."""
 
 from ._graph import FOLD_PRIORITY, seasonal_planes, stream_reduce
 from ._kernels import (
+    CLIMATOLOGY_EXTRAS,
+    CLIMATOLOGY_STATISTICS,
     COUNT_DTYPE,
     COUNT_NODATA,
     FLOAT_DTYPE,
     STATISTICS,
     STREAMABLE,
     GroupAccumulator,
+    SeasonClimate,
     StreamState,
+    anomaly_block,
     band_dtype_nodata,
     reduce_block,
     stream_finish,
@@ -18,6 +22,8 @@ from ._kernels import (
 )
 
 __all__ = [
+    "CLIMATOLOGY_EXTRAS",
+    "CLIMATOLOGY_STATISTICS",
     "COUNT_DTYPE",
     "COUNT_NODATA",
     "FLOAT_DTYPE",
@@ -25,7 +31,9 @@ __all__ = [
     "STATISTICS",
     "STREAMABLE",
     "GroupAccumulator",
+    "SeasonClimate",
     "StreamState",
+    "anomaly_block",
     "band_dtype_nodata",
     "reduce_block",
     "seasonal_planes",

@@ -28,15 +28,18 @@ def seasonal_planes(
     n_groups: int,
     statistics: tuple[str, ...],
     min_clear: int,
+    blocks: np.ndarray | None = None,
 ) -> list[da.Array]:
     """``(t, y, x)`` NDVI -> one float32 ``(y, x)`` plane per (season, statistic), group-major:
     streamed when every statistic has a running form (:func:`stream_reduce`), else each
-    reduction block's observations reduced at once (median and std need them all)."""
+    reduction block's observations reduced at once (median and std need them all).
+    ``blocks`` (climatology): each observation's season instance; always streamed, the
+    statistics being over the instances' means (:class:`~._kernels.SeasonClimate`)."""
     kwargs = dict(
         group_index=group_index, n_groups=n_groups, statistics=statistics, min_clear=min_clear
     )
-    if STREAMABLE.issuperset(statistics):
-        return stream_reduce(data, chunks=chunks, **kwargs)
+    if blocks is not None or STREAMABLE.issuperset(statistics):
+        return stream_reduce(data, chunks=chunks, blocks=blocks, **kwargs)
     data = data.rechunk({1: chunks[0], 2: chunks[1]})  # time blocks as they are
     # blockwise with the time index contracted and concatenate=False: the kernel gets each
     # spatial block's observations as a list (the stack is not copied)
@@ -61,6 +64,7 @@ def stream_reduce(
     n_groups: int,
     statistics: tuple[str, ...],
     min_clear: int,
+    blocks: np.ndarray | None = None,
 ) -> list[da.Array]:
     """``(t, y, x)`` -> one ``(y, x)`` array per band, by folding the observations of each reduction
     block (``chunks``, carved out of the loaded blocks without copies) into running
@@ -71,6 +75,11 @@ def stream_reduce(
     labels = np.asarray(group_index)
     t_edges = np.cumsum((0, *data.chunks[0]))
     day_labels = [labels[a:b] for a, b in zip(t_edges[:-1], t_edges[1:], strict=True)]
+    day_blocks = (
+        [None] * len(day_labels)
+        if blocks is None
+        else [np.asarray(blocks)[a:b] for a, b in zip(t_edges[:-1], t_edges[1:], strict=True)]
+    )
     blocks = data.to_delayed(optimize_graph=False)
     # the time block whose fold completes each group (its last observation; block 0 for a
     # group without any): the group's planes are taken out right after that fold
@@ -99,6 +108,7 @@ def stream_reduce(
                         statistics=statistics,
                         min_clear=min_clear,
                         region=(ys, xs),
+                        blocks=day_blocks[it],
                         **first,
                     )
                     states.append(state)
@@ -106,7 +116,11 @@ def stream_reduce(
                 planes = []
                 for g, done_at in enumerate(completes):
                     taken = dask.delayed(stream_take, pure=False)(
-                        states[done_at], g, statistics=statistics, min_clear=min_clear
+                        states[done_at],
+                        g,
+                        statistics=statistics,
+                        min_clear=min_clear,
+                        climate=blocks is not None,
                     )
                     planes += [taken[i] for i in range(len(statistics))]
                 row.append([da.from_delayed(p, shape=shape, dtype=np.float32) for p in planes])

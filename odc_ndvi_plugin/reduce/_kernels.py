@@ -23,13 +23,18 @@ from dask.sizeof import sizeof
 
 __all__ = [
     "COUNT_DTYPE",
+    "CLIMATOLOGY_EXTRAS",
+    "CLIMATOLOGY_STATISTICS",
     "COUNT_NODATA",
+    "COUNT_STATISTICS",
     "FLOAT_DTYPE",
+    "SeasonClimate",
     "STATISTICS",
     "band_dtype_nodata",
     "STREAMABLE",
     "GroupAccumulator",
     "StreamState",
+    "anomaly_block",
     "reduce_block",
     "stream_finish",
     "stream_fold",
@@ -43,9 +48,16 @@ COUNT_DTYPE = np.dtype("uint16")
 COUNT_NODATA = 65535
 
 
+#: statistics written as counts (uint16, nodata 65535)
+COUNT_STATISTICS = frozenset({"count", "years", "baseline_years"})
+#: climatology: the bands every season gets, then the optional ones (of the block means)
+CLIMATOLOGY_STATISTICS = ("mean", "std", "years", "count")
+CLIMATOLOGY_EXTRAS = ("median", "min", "max")
+
+
 def band_dtype_nodata(statistic: str) -> tuple[np.dtype, float | int]:
     """Output dtype and nodata value of a statistic's band."""
-    if statistic == "count":
+    if statistic in COUNT_STATISTICS:
         return COUNT_DTYPE, COUNT_NODATA
     return FLOAT_DTYPE, float("nan")
 
@@ -69,8 +81,8 @@ class GroupAccumulator:
             highest=np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None,
         )
 
-    def add(self, plane: np.ndarray) -> None:
-        """Fold one observation (NaN = not clear) in, in place."""
+    def add(self, plane: np.ndarray, block: int = 0) -> None:
+        """Fold one observation (NaN = not clear) in, in place (``block``: unused here)."""
         valid = ~np.isnan(plane)
         self.count += valid
         if self.total is not None:
@@ -79,6 +91,129 @@ class GroupAccumulator:
             np.fmin(self.lowest, plane, out=self.lowest)  # fmin/fmax ignore NaN
         if self.highest is not None:
             np.fmax(self.highest, plane, out=self.highest)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.count, self.total, self.lowest, self.highest)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def finish(self, statistics: Sequence[str], min_clear: int) -> list[np.ndarray]:
+        return _finish_group(self, statistics, min_clear)
+
+
+@dataclass
+class SeasonClimate:
+    """Running state of one season over a climatology's blocks (season instances).
+
+    Within the open block: the clear observations' float64 sum and count. When the block
+    changes, its mean ``m[k,s]`` (missing with fewer than ``min_clear`` clear observations)
+    is folded into a Welford mean / M2 (float64) and a count of blocks; min/max of the
+    block means are running too. Only ``median`` keeps every block's mean (K planes of
+    float32): mean/std/count hold a fixed number of planes whatever the number of years."""
+
+    min_clear: int
+    block_sum: np.ndarray
+    block_count: np.ndarray
+    years: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    clear: np.ndarray
+    block: int | None = None
+    lowest: np.ndarray | None = None
+    highest: np.ndarray | None = None
+    means: list[np.ndarray] | None = None
+
+    @classmethod
+    def empty(
+        cls, shape: tuple[int, ...], statistics: Sequence[str], min_clear: int
+    ) -> SeasonClimate:
+        return cls(
+            min_clear=max(min_clear, 1),
+            block_sum=np.zeros(shape, dtype=np.float64),
+            block_count=np.zeros(shape, dtype=np.int32),
+            years=np.zeros(shape, dtype=np.int32),
+            mean=np.zeros(shape, dtype=np.float64),
+            m2=np.zeros(shape, dtype=np.float64),
+            clear=np.zeros(shape, dtype=np.int32),
+            lowest=np.full(shape, np.inf, dtype=np.float32) if "min" in statistics else None,
+            highest=np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None,
+            means=[] if "median" in statistics else None,
+        )
+
+    def add(self, plane: np.ndarray, block: int = 0) -> None:
+        """Fold one observation of season instance ``block`` in (blocks arrive in order)."""
+        if self.block is not None and block != self.block:
+            self._close_block()
+        self.block = block
+        valid = ~np.isnan(plane)
+        self.block_count += valid
+        self.clear += valid
+        np.add(self.block_sum, plane, out=self.block_sum, where=valid)
+
+    def _close_block(self) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = self.block_sum / self.block_count
+        ok = self.block_count >= self.min_clear
+        m = np.where(ok, m, np.nan)
+        self.years += ok
+        n = np.maximum(self.years, 1)
+        delta = np.where(ok, m - self.mean, 0.0)
+        self.mean += delta / n
+        self.m2 += np.where(ok, delta * (m - self.mean), 0.0)
+        m32 = m.astype(np.float32)
+        if self.lowest is not None:
+            np.fmin(self.lowest, m32, out=self.lowest)
+        if self.highest is not None:
+            np.fmax(self.highest, m32, out=self.highest)
+        if self.means is not None:
+            self.means.append(m32)
+        self.block_sum[...] = 0.0
+        self.block_count[...] = 0
+        self.block = None
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (
+            self.block_sum,
+            self.block_count,
+            self.years,
+            self.mean,
+            self.m2,
+            self.clear,
+            self.lowest,
+            self.highest,
+            *(self.means or ()),
+        )
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def finish(self, statistics: Sequence[str], min_clear: int) -> list[np.ndarray]:
+        """Planes in ``statistics`` order (mean, std, years, count, then median/min/max)."""
+        if self.block is not None:
+            self._close_block()
+        years = self.years
+        out: list[np.ndarray] = []
+        for stat in statistics:
+            if stat == "mean":
+                value = np.where(years >= 1, self.mean, np.nan)
+            elif stat == "std":  # sample std over blocks (ddof 1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    value = np.where(years >= 2, np.sqrt(self.m2 / (years - 1)), np.nan)
+            elif stat == "years":
+                value = np.minimum(years, COUNT_NODATA - 1)
+            elif stat == "count":
+                value = np.minimum(self.clear, COUNT_NODATA - 1)
+            elif stat == "min":
+                value = np.where(years >= 1, self.lowest, np.nan)
+            elif stat == "max":
+                value = np.where(years >= 1, self.highest, np.nan)
+            elif stat == "median":
+                means = self.means or []
+                stack = np.stack(means) if means else np.empty((0, *years.shape), np.float32)
+                value = np.where(years >= 1, _nanmedian(stack, ~np.isnan(stack), years), np.nan)
+            else:  # pragma: no cover - guarded by config validation
+                raise ValueError(f"unknown climatology statistic {stat!r}")
+            out.append(np.asarray(value).astype(np.float32))
+        return out
 
 
 def _finish_group(
@@ -191,7 +326,7 @@ class StreamState:
 
     shape: tuple[int, ...]
     remaining: list[int]
-    open: dict[int, GroupAccumulator] = field(default_factory=dict)
+    open: dict[int, GroupAccumulator | SeasonClimate] = field(default_factory=dict)
     done: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
 
@@ -210,6 +345,7 @@ def stream_fold(
     group_index: np.ndarray | None = None,
     n_groups: int = 0,
     region: tuple[slice, slice] | None = None,
+    blocks: np.ndarray | None = None,
 ) -> StreamState:
     """Fold a ``(t, y, x)`` block of observations (group ``labels``) into ``state``, *in
     place* (the caller chains folds linearly, so no one else holds ``state``). A group
@@ -219,37 +355,58 @@ def stream_fold(
     ``n_groups``, and starts the state itself (a separate start task would be a root task
     of the graph, which dask schedules after every load and so holds every loaded block).
     ``region`` folds only that ``(y, x)`` part of ``block`` (a view: several chains share
-    one loaded block, which is released once all have folded it)."""
+    one loaded block, which is released once all have folded it). ``blocks``: the
+    climatology block (season instance) of each observation of ``block``; with it each
+    group is a :class:`SeasonClimate` over blocks instead of a plain accumulator."""
     if region is not None:
         block = block[(slice(None), *region)]
     if state is None:
         if group_index is None:
             raise ValueError("the first fold needs group_index and n_groups")
         state = stream_start(block.shape[1:], group_index, n_groups)
-    for plane, g in zip(np.asarray(block, dtype=np.float32), np.asarray(labels), strict=True):
+    instances = np.zeros(len(labels), dtype=np.int64) if blocks is None else np.asarray(blocks)
+    planes = np.asarray(block, dtype=np.float32)
+    for plane, g, k in zip(planes, np.asarray(labels), instances, strict=True):
         g = int(g)
         if g < 0:
             continue
         acc = state.open.get(g)
         if acc is None:
-            acc = state.open[g] = GroupAccumulator.empty(state.shape, statistics)
-        acc.add(plane)
+            acc = state.open[g] = _empty_accumulator(
+                state.shape, statistics, min_clear, climate=blocks is not None
+            )
+        acc.add(plane, int(k))
         state.remaining[g] -= 1
         if state.remaining[g] == 0:
-            state.done[g] = _finish_group(state.open.pop(g), statistics, min_clear)
+            state.done[g] = state.open.pop(g).finish(statistics, min_clear)
     return state
 
 
+def _empty_accumulator(
+    shape: tuple[int, ...], statistics: Sequence[str], min_clear: int, *, climate: bool
+) -> GroupAccumulator | SeasonClimate:
+    if climate:
+        return SeasonClimate.empty(shape, statistics, min_clear)
+    return GroupAccumulator.empty(shape, statistics)
+
+
 def stream_take(
-    state: StreamState, group: int, *, statistics: Sequence[str], min_clear: int = 1
+    state: StreamState,
+    group: int,
+    *,
+    statistics: Sequence[str],
+    min_clear: int = 1,
+    climate: bool = False,
 ) -> list[np.ndarray]:
     """The output planes of one group (``statistics`` order), taken out of ``state`` as soon
     as the fold that completes the group has run: its bands can be encoded while later
     seasons are still being folded. A group without observations gives its empty result."""
     planes = state.done.pop(group, None)
     if planes is None:  # no observations in this group
-        acc = state.open.pop(group, None) or GroupAccumulator.empty(state.shape, statistics)
-        planes = _finish_group(acc, statistics, min_clear)
+        acc = state.open.pop(group, None) or _empty_accumulator(
+            state.shape, statistics, min_clear, climate=climate
+        )
+        planes = acc.finish(statistics, min_clear)
     return planes
 
 
@@ -270,12 +427,41 @@ def _state_nbytes(state: StreamState) -> int:
     # list(): a take may pop a finished group in another thread meanwhile (list() of a
     # dict view is one step under the GIL; iterating the view is not)
     for acc in list(state.open.values()):
-        total += sum(
-            a.nbytes for a in (acc.count, acc.total, acc.lowest, acc.highest) if a is not None
-        )
+        total += acc.nbytes
     for planes in list(state.done.values()):
         total += sum(p.nbytes for p in planes)
     return total + 256
 
 
 sizeof.register(StreamState)(_state_nbytes)
+
+
+def anomaly_block(
+    mean: np.ndarray,
+    base_mean: np.ndarray,
+    base_std: np.ndarray,
+    base_years: np.ndarray,
+    *,
+    min_baseline_years: int,
+) -> np.ndarray:
+    """``(3, y, x)`` float32: ``mean - base_mean``, that over ``base_std``, and the baseline's
+    years. Both anomalies are NaN where ``mean`` is NaN, the baseline counted fewer than
+    ``min_baseline_years`` years, or its std is NaN or 0."""
+    base_years = np.asarray(base_years)
+    usable = (
+        ~np.isnan(mean)
+        & (base_years >= min_baseline_years)
+        & (base_years != COUNT_NODATA)
+        & np.isfinite(base_std)
+        & (base_std != 0)
+    )
+    diff = mean.astype(np.float64) - base_mean.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std_anomaly = diff / base_std.astype(np.float64)
+    return np.stack(
+        [
+            np.where(usable, diff, np.nan).astype(np.float32),
+            np.where(usable, std_anomaly, np.nan).astype(np.float32),
+            base_years.astype(np.float32),
+        ]
+    )

@@ -1,0 +1,129 @@
+"""One error root: the package's own errors under NDVIPluginError (keeping their built-in
+bases), and the command line's contract for them and for everything else (a bug)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from odc_ndvi_plugin import errors
+from odc_ndvi_plugin.cli import main
+from odc_ndvi_plugin.cli._common import one_line_errors, verbose_option
+from odc_ndvi_plugin.dev.index import DatacubeConfigError, EmbeddedPostgresError, IndexingError
+from odc_ndvi_plugin.ops.gateway import (
+    GatewayAuthError,
+    GatewayClusterFailed,
+    GatewayClusterNotFound,
+    GatewayRefused,
+    GatewayUnreachable,
+    GatewayWorkersTimeout,
+)
+
+
+@pytest.mark.parametrize(
+    ("cls", "builtin", "exit_code"),
+    [
+        (errors.ConfigError, ValueError, 2),
+        (errors.InputReadError, RuntimeError, 1),
+        (errors.TaskDbError, ValueError, 1),
+        (errors.TaskDbMissing, ValueError, 2),
+        (errors.MissingExtra, RuntimeError, 1),
+        (errors.OutputLocationError, ValueError, 1),
+        (errors.DatacubeUnavailable, RuntimeError, 1),
+        (errors.S3AccessError, ValueError, 1),
+        (GatewayAuthError, PermissionError, 1),
+        (GatewayWorkersTimeout, TimeoutError, 1),
+        (GatewayClusterFailed, RuntimeError, 1),
+        (GatewayUnreachable, ConnectionError, 1),
+        (GatewayRefused, ValueError, 1),
+        (GatewayClusterNotFound, LookupError, 1),
+        (DatacubeConfigError, RuntimeError, 1),
+        (EmbeddedPostgresError, RuntimeError, 1),
+        (IndexingError, RuntimeError, 1),
+    ],
+)
+def test_every_error_has_the_root_and_keeps_its_builtin_base(cls, builtin, exit_code):
+    assert issubclass(cls, errors.NDVIPluginError) and issubclass(cls, builtin)
+    assert cls.exit_code == exit_code
+
+
+def test_old_homes_still_export_the_errors():
+    from odc_ndvi_plugin._extras import MissingExtra
+    from odc_ndvi_plugin._validate import ConfigError
+    from odc_ndvi_plugin.load import InputReadError
+    from odc_ndvi_plugin.ops.taskdb import TaskDbError
+
+    assert (ConfigError, InputReadError, TaskDbError, MissingExtra) == (
+        errors.ConfigError,
+        errors.InputReadError,
+        errors.TaskDbError,
+        errors.MissingExtra,
+    )
+
+
+def _command(error: Exception) -> click.Group:
+    @click.command("boom")
+    @verbose_option
+    @one_line_errors
+    def boom() -> None:
+        raise error
+
+    group = click.Group("odc-ndvi", commands=[boom])
+    return group
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            errors.ConfigError("run config: threads", "expected an integer"),
+            2,
+            "run config: threads",
+        ),
+        (errors.TaskDbMissing("task db 'x.db' does not exist"), 2, "task db 'x.db' does not"),
+        (errors.OutputLocationError("output_location 'file:///x' is not writable"), 1, "output"),
+        (KeyError("seasons"), 1, "unexpected error (a bug, please report it): KeyError: 'seasons'"),
+        (ValueError("odd"), 1, "unexpected error (a bug, please report it): ValueError: odd"),
+    ],
+)
+def test_the_cli_prints_one_line_and_calls_anything_else_a_bug(error, code, line):
+    group = _command(error)
+    quiet = CliRunner().invoke(group, ["boom"])
+    assert quiet.exit_code == code
+    assert isinstance(quiet.exception, SystemExit)
+    (message,) = quiet.output.strip().splitlines()
+    assert message.startswith(f"Error: {line}"), message
+    assert message.endswith("(-v: traceback)") == (not isinstance(error, errors.NDVIPluginError))
+    verbose = CliRunner().invoke(group, ["boom", "-v"])
+    assert verbose.exit_code == code
+    assert "Traceback (most recent call last)" in verbose.output
+    assert "(-v: traceback)" not in verbose.output
+
+
+def test_every_command_takes_the_shared_verbose_option():
+    ctx = click.Context(main)
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
+        assert "verbose" in {p.name for p in command.params}, name
+
+
+def test_a_queue_that_cannot_be_used_is_one_line_naming_it(monkeypatch):
+    """odc-stats' queue lookup fails with botocore's errors (no such queue, no region or
+    credentials): one line of ours, not 'a bug'."""
+    import odc.aws.queue
+    from botocore.exceptions import ClientError, NoRegionError
+
+    from odc_ndvi_plugin.ops.sqs import QueueUnavailable, SqsTaskSource
+
+    for error in (
+        ClientError({"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}, "GetQueueUrl"),
+        NoRegionError(),
+    ):
+
+        def lookup(name, error=error):
+            raise error
+
+        monkeypatch.setattr(odc.aws.queue, "get_queue", lookup)
+        with pytest.raises(QueueUnavailable, match="SQS queue 'ndvi-tasks' cannot be used: "):
+            SqsTaskSource("ndvi-tasks", None)
