@@ -447,7 +447,10 @@ def _way_profile(ctx: dict[str, Any], tmp: Path) -> dict[str, Any]:
     tasks = _task_ctxs(ctx, db)
     rdr = TaskReader(str(db))
     biggest = max(tasks, key=lambda t: len(rdr.datasets(parse_task(t["task"]))))
-    res = bp._case_profile({"usgs_c2": biggest, "threads": 1}, tmp / "out")
+    # the runner opens its own copy: LMDB refuses a second open of a file in one process
+    copy = tmp / "tasks-profile.db"
+    shutil.copyfile(db, copy)
+    res = bp._case_profile({"usgs_c2": {**biggest, "db": str(copy)}, "threads": 1}, tmp / "out")
     res["task"] = biggest["task"]
     res["job_s"] = res["wall_s"]
     return res
