@@ -34,12 +34,14 @@ is then not applied (odc-stats' own encoding is used).
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from functools import cache, partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import dask
 from odc.stats.plugins._base import StatsPluginInterface
 from odc.stats.plugins._registry import register
 
@@ -129,14 +131,17 @@ def encode_cogs_on_workers() -> bool:
 
 
 def name_baselines_in_stac_items() -> bool:
-    """Make odc-stats' sink (and ours, a subclass) add the baseline of an anomaly task to
-    the STAC item it renders: the reduced Dataset carries it in ``attrs`` (odc-stats hands
-    ``dump`` that Dataset, and renders the item from the task alone). Once per process;
-    only odc-stats' own method is wrapped."""
+    """Make odc-stats' sink (and ours, a subclass) put into the STAC item it renders what
+    the reduced Dataset carries in ``attrs`` (odc-stats hands ``dump`` that Dataset, and
+    renders the item from the task alone): an anomaly task's baseline, and properties
+    computed with the task (:mod:`odc_ndvi_plugin.item`: the item is then rendered on a
+    worker; odc-stats' eodatasets3 writer refuses them). Once per process; only
+    odc-stats' own methods are wrapped."""
     from odc.stats.io import S3COGSink
 
     from .baseline import BASELINE_ATTR
     from .cogs import with_baseline
+    from .item import item_properties, refuse_with_eodatasets3
 
     current = S3COGSink.__dict__.get("dump_with_pystac")
     if getattr(current, "__wrapped_by_odc_ndvi__", False):
@@ -145,16 +150,71 @@ def name_baselines_in_stac_items() -> bool:
         _log.info("odc-stats' STAC rendering is not the one this plugin knows: left as it is")
         return False
     original = current
+    eodatasets3 = S3COGSink.dump_with_eodatasets3
 
     def dump_with_pystac(self: Any, task: Any, proc: Any, ds: Any, aux: Any = None):
         baseline = ds.attrs.get(BASELINE_ATTR)
         if baseline:
             task = with_baseline(task, baseline)
+        if item_properties(ds):
+            return _dump_with_item_properties(self, task, proc, ds, aux)
         return original(self, task, proc, ds, aux)
+
+    def dump_with_eodatasets3(self: Any, task: Any, proc: Any, ds: Any, aux: Any = None):
+        refuse_with_eodatasets3(ds)
+        return eodatasets3(self, task, proc, ds, aux)
 
     dump_with_pystac.__wrapped_by_odc_ndvi__ = True  # type: ignore[attr-defined]
     S3COGSink.dump_with_pystac = dump_with_pystac
+    S3COGSink.dump_with_eodatasets3 = dump_with_eodatasets3
     return True
+
+
+def _render_item(meta: dict[str, Any], names: tuple[str, ...], *values: Any) -> bytes:
+    from odc.stats.io import dump_json
+
+    doc = copy.deepcopy(meta)
+    doc.setdefault("properties", {}).update(zip(names, values, strict=True))
+    return dump_json(doc).encode("utf8")
+
+
+def _item_write_result(url: str, data: bytes) -> Any:
+    from odc.stats.io import WriteResult, mk_sha1
+
+    return WriteResult(url, mk_sha1(data), None)
+
+
+def _dump_with_item_properties(sink: Any, task: Any, proc: Any, ds: Any, aux: Any = None) -> Any:
+    """odc-stats' PySTAC write of one task (COGs, ``.sha1``, STAC item last) with the
+    item rendered on a worker, ``ds``'s extra properties (:func:`item_properties`) in
+    its ``properties``. The ``.sha1`` lists the item's digest, as odc-stats' does."""
+    from odc.stats.io import _sha1_digest
+
+    from .item import item_properties
+
+    json_url = task.metadata_path("absolute", ext=sink._stac_meta_ext)
+    meta = task.render_metadata(
+        ext=sink._band_ext, use_center_time=getattr(proc, "CENTER_TIMERANGE", False)
+    )
+    props = item_properties(ds)
+    # values as arguments of their own: a persisted Delayed inside a dict argument loses
+    # its future (the scheduler then cancels the write for "lost dependencies")
+    json_data = dask.delayed(_render_item, pure=True)(meta, tuple(props), *props.values())
+    meta_sha1 = dask.delayed(_item_write_result, pure=True)(json_url, json_data)
+    cogs = sink._ds_to_cog(ds, task.paths("absolute", ext=sink._band_ext))
+    if aux is not None:
+        aux_paths = {
+            k: task.aux_path(k, relative_to="absolute", ext=sink._band_ext) for k in aux.data_vars
+        }
+        cogs.extend(sink._ds_to_cog(aux, aux_paths))
+    # raises if a write failed: the item is then never written
+    sha1_digest = _sha1_digest(meta_sha1, *cogs)
+    sha1_done = sink._write_blob(
+        sha1_digest, task.metadata_path("absolute", ext="sha1"), ContentType="text/plain"
+    )
+    return sink._write_blob(
+        json_data, json_url, ContentType=sink._stac_meta_contentype, with_deps=sha1_done
+    )
 
 
 def cogs_encoded_on_workers() -> bool:

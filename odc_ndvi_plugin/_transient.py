@@ -56,4 +56,6 @@ def retry_reason(error: BaseException) -> str | None:
         match = TRANSIENT_READ.search(str(error))
         if match:
             return f"an input read failed transiently ({match.group(0)})"
+        if getattr(error, "transient", False):  # e.g. a header cut by a dropped connection
+            return "an input read failed transiently (after a dropped connection)"
     return None

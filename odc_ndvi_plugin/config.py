@@ -41,6 +41,8 @@ RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "averag
 #: ``odc-stats``: odc-stats' ``load_with_native_transform`` with our native transform.
 LOADERS = ("direct", "odc-stats")
 MASK_FILTER_OPS = ("opening", "closing", "dilation", "erosion")
+#: what a scene that cannot be decoded does to its task (``NDVIConfig.on_bad_input``)
+ON_BAD_INPUT = ("fail", "skip")
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,12 @@ class NDVIConfig:
     min_baseline_years: int = DEFAULT_MIN_BASELINE_YEARS
     """``season_mode: anomaly``: where the baseline counted fewer years (``clear_years``)
     the anomalies are NaN."""
+    on_bad_input: str = "fail"
+    """A scene that cannot be decoded (truncated, missing, a band absent or unreadable):
+    ``fail`` its task (default), or ``skip`` it: the task is computed without that
+    scene and its STAC item lists it under ``odc_ndvi:skipped_inputs`` (dataset id,
+    file, why). A transient read error (5xx, timeout, dropped connection) is never
+    skipped: it is retried, then fails the task. ``skip`` needs ``loader: direct``."""
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -331,7 +339,16 @@ class NDVIConfig:
             ndvi_adjust=_ndvi_adjust(cfg.get("ndvi_adjust")),
             baseline=_baseline(cfg.get("baseline"), mode),
             min_baseline_years=min_years,
+            on_bad_input=_choice(
+                "on_bad_input", cfg.get("on_bad_input", cls.default("on_bad_input")), ON_BAD_INPUT
+            ),
         )
+        if config.on_bad_input == "skip" and config.loader != "direct":
+            raise _fail(
+                "on_bad_input",
+                f"skip needs loader: direct (loader: {config.loader} reads with odc-stats' "
+                f"loader, which cannot leave a scene out)",
+            )
         if len({config.red_band, config.nir_band, config.mask_band}) != 3:
             raise _fail(
                 "red_band", "red_band, nir_band and mask_band must be three different bands"

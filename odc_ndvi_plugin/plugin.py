@@ -72,8 +72,14 @@ class NDVISeasonal(StatsPluginInterface):
         does not patch odc-stats; ``odc-ndvi run`` calls this, plain ``odc-stats run``
         reaches it through :attr:`dask_worker_plugin`."""
         encode_cogs_on_workers()
-        if self.config.seasons.mode == "anomaly":
-            name_baselines_in_stac_items()
+        cfg = self.config
+        if cfg.seasons.mode == "anomaly" or cfg.on_bad_input == "skip":
+            if not name_baselines_in_stac_items() and cfg.on_bad_input == "skip":
+                # the skipped inputs would go unlisted: refuse rather than lose them
+                raise RuntimeError(
+                    "plugin_config.on_bad_input: skip lists skipped inputs in the STAC item "
+                    "through odc-stats 1.9's writer, which this odc-stats does not have"
+                )
 
     @property
     def dask_worker_plugin(self) -> Any:
@@ -118,6 +124,7 @@ class NDVISeasonal(StatsPluginInterface):
             resampling=cfg.resampling,
             mask_filters=cfg.mask_filters,
             read_env=cfg.read_env,
+            on_bad_input=cfg.on_bad_input,
         )
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:

@@ -666,3 +666,101 @@ def test_an_attempt_outlived_by_a_duplicate_leaves_its_files_alone(bench, ending
     assert all(f.parent == r["dir"] for f in files)  # B left nothing staged
     assert r["after"] == files  # A removed, replaced or added nothing
     assert (r["rerun"].skipped, r["rerun"].done) == (1, 0)
+
+
+# -- on_bad_input: skip | fail ------------------------------------------------------------------
+def _cut_in_half(path: Path) -> None:
+    """Header whole, image data cut: opens, then fails while decoding."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_skip_leaves_a_truncated_scene_out_and_the_item_names_it(bench, tmp_path):
+    """``on_bad_input: skip``: the task completes without the scene, its outputs equal the
+    truth computed without it, its STAC item lists it, the summary and report count it,
+    and the run exits 0."""
+    from odc_ndvi_plugin.load import SKIPPED_INPUTS
+    from tests.helpers.truth import CLEAR_RULES, nan_stat, truth_days
+
+    tile, period = bench.tiles[0], PERIODS[1]
+    victim = bench.scenes((3,))[0]
+    red = band_file(victim, "red")
+    config = write_run_config(
+        tmp_path / "skip.yaml", SEASONAL_RUN, plugin_config={"on_bad_input": "skip"}
+    )
+    out, plain = bench.out("skip"), bench.out("skip-odc-stats")
+    report = tmp_path / "report.json"
+    task_id = bench.task_id(tile, period)
+    with restored(red):
+        _cut_in_half(red)
+        result, summary = cli_run(config, bench.db, out, task_id, opts=("--report", str(report)))
+        # plain odc-stats run: the plugin's sink patch renders the item with the list too
+        cmd = [sys.executable, "-m", "odc.stats", "run", "--config", str(config), "--threads"]
+        cmd += ["2", "--location", f"file://{plain}", str(bench.db), task_id]
+        proc = subprocess.run(
+            cmd, env=bench.environ(), capture_output=True, text=True, timeout=150, check=False
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result.exit_code == 0, result.output
+    assert (summary.done, summary.failed) == (1, 0)
+    ((location, inputs),) = summary.bad_inputs
+    assert [i["id"] for i in inputs] == [_dataset_id(victim)]
+    assert f"{_dataset_id(victim)} ({red.as_uri()})" in result.output  # the summary's note
+    for item_path in (*stac_items(out), *stac_items(plain)):
+        (listed,) = json.loads(item_path.read_text())["properties"][SKIPPED_INPUTS]
+        assert listed["id"] == _dataset_id(victim) and listed["file"] == red.as_uri()
+        assert listed["band"] == "red"
+    assert len(stac_items(plain)) == 1
+    for ours in files_in(task_dir(out, tile, period)):
+        if ours.suffix == ".tif":
+            theirs = task_dir(plain, tile, period) / ours.name
+            with rasterio.open(ours) as a, rasterio.open(theirs) as b:
+                np.testing.assert_array_equal(a.read(), b.read(), err_msg=ours.name)
+    doc = json.loads(report.read_text())
+    assert doc["totals"]["skipped_inputs"] == 1
+    assert doc["tasks"][0]["skipped_inputs"][0]["id"] == _dataset_id(victim)
+    geobox = bench.archive.tiles()[tile]
+    rule = CLEAR_RULES["usgs_c2"]
+    months = (3, 4, 5)
+
+    def season(days) -> np.ndarray:
+        return np.stack([v for d, v in days if d.astype(object).month in months])
+
+    without = season(truth_days(bench.archive, geobox, rule, without=frozenset({victim.name})))
+    full = season(truth_days(bench.archive, geobox, rule))
+    task = task_dir(out, tile, period)
+    with rasterio.open(next(task.glob("*_clear_count.tif"))) as src:
+        count = src.read(1)
+    with rasterio.open(next(task.glob("*_ndvi_mean.tif"))) as src:
+        mean = src.read(1)
+    np.testing.assert_array_equal(count, nan_stat(without, "count"))
+    np.testing.assert_allclose(mean, nan_stat(without, "mean"), atol=1e-5, equal_nan=True)
+    # the scene mattered: with it, hundreds of pixels would count one more observation
+    assert (nan_stat(full, "count") != count).sum() > 100
+
+
+def test_fail_fails_the_task_with_one_line_and_no_traceback(bench, tmp_path):
+    """``on_bad_input: fail`` (the default) as before: the task fails naming the dataset
+    and file; the real ``odc-ndvi`` prints one line for the failed task and no traceback
+    (rasterio's unpicklable error no longer turns into 'Failed to deserialize')."""
+    tile = bench.tiles[0]
+    victim = bench.scenes((3,))[0]
+    red = band_file(victim, "red")
+    out = bench.out("fail")
+    task = bench.task_id(tile, PERIODS[1])
+    cmd = [str(Path(sys.executable).with_name("odc-ndvi")), "run", "--config", str(SEASONAL_RUN)]
+    cmd += ["--location", f"file://{out}", "--threads", "2", str(bench.db), task]
+    with restored(red):
+        _cut_in_half(red)
+        proc = subprocess.run(
+            cmd, env=bench.environ(), capture_output=True, text=True, timeout=120, check=False
+        )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    # the task's progress line while the run goes (and its entry in the closing list)
+    summary_at = proc.stderr.index("\n  failed ")
+    lines = [ln for ln in proc.stderr[:summary_at].splitlines() if _dataset_id(victim) in ln]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "distributed." not in proc.stderr, proc.stderr[-3000:]
+    assert "InputReadError" in lines[0] and red.name in lines[0], lines
+    assert files_in(task_dir(out, tile, PERIODS[1])) == []

@@ -193,6 +193,7 @@ class RunOptions:
 @one_line_errors
 def run_command(verbose: bool, **params: Any) -> None:
     """Run tasks (all, or TASKS: ids, indices or slices as odc-stats run) from FILEDB or SQS."""
+    from ..ops.logs import quiet_libraries
     from ..ops.signals import interrupts_raise
 
     options = RunOptions(**{**params, "tasks": tuple(params["tasks"])})
@@ -203,7 +204,8 @@ def run_command(verbose: bool, **params: Any) -> None:
         for problem in options.problems():
             raise click.UsageError(problem)
         try:
-            _run(options)
+            with quiet_libraries(verbose):
+                _run(options)
         except KeyboardInterrupt:
             click.echo(
                 "interrupted: tasks in flight were cancelled; rerun to finish the rest",

@@ -9,15 +9,13 @@ Everything lives under one work directory; rerunning skips what is already there
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import logging
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +25,7 @@ import yaml
 
 from .._shipped import cfg_dir
 from ..errors import DatacubeUnavailable
+from ..ops.logs import quiet_libraries
 from ..ops.report import RunSummary
 from ..ops.runconfig import load_run_config
 from ..ops.session import execute
@@ -45,8 +44,6 @@ _INFO_LOG_LINE = re.compile(r"^\[[^]]*\] \{[^}]*\} INFO - ")
 #: save-tasks' lines that say what it found and wrote (the rest - query timings, digests,
 #: dots - is passed on with -v only)
 _SAVE_TASKS_RESULT = re.compile(r"^(Total of |Saving tasks|Writing summary|\.\.writing to )")
-#: libraries whose INFO records (scheduler/worker start and stop, dashboards) are for -v
-_CHATTY_LOGGERS = ("distributed", "bokeh", "tornado")
 
 _RUN_CONFIG = {"usgs_c2": "run-usgs-c2-year.yaml", "dea_ard": "run-dea-ard-year.yaml"}
 _SAVE_TASKS_CONFIG = {
@@ -170,30 +167,6 @@ def _save_tasks_line(line: str, progress: Callable[[str], None], verbose: bool) 
         progress(f"      {line}")
 
 
-@contextlib.contextmanager
-def _warnings_only(names: tuple[str, ...]) -> Iterator[None]:
-    """Hold the named loggers (and their descendants that were set lower) at WARNING,
-    restoring their levels after. distributed sets its own level to INFO when it is first
-    imported, so it is imported here first."""
-    import distributed  # noqa: F401 - its import configures its loggers
-
-    loggers = [logging.getLogger(n) for n in names]
-    loggers += [
-        logger
-        for name, logger in logging.Logger.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger) and name.split(".")[0] in names
-    ]
-    saved = {logger: logger.level for logger in loggers}
-    for logger in saved:
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in saved.items():
-            logger.setLevel(level)
-
-
 def run_demo(
     workdir: Path,
     *,
@@ -289,7 +262,7 @@ def run_demo(
     )
     tasks = TaskProgress(None)
     observer = RunObserver(tasks)
-    quiet = contextlib.nullcontext() if verbose else _warnings_only(_CHATTY_LOGGERS)
+    quiet = quiet_libraries(verbose)
     try:
         with quiet:
             summary = execute(

@@ -5,12 +5,21 @@ wins), :mod:`._rio` the reads (rasterio), :mod:`._windows` the window maths (no 
 (odc-stats' ``load_with_native_transform``).
 """
 
-from ._direct import SolarDay, group_by_solar_day, load_ndvi_direct, measurement_uri
+from ._direct import (
+    SKIPPED_INPUTS,
+    SkippedInput,
+    SolarDay,
+    group_by_solar_day,
+    load_ndvi_direct,
+    measurement_uri,
+)
 from ._odc_stats import load_by_crs, native_ndvi
 from ._rio import InputReadError, SceneRead, read_scene
 from ._windows import MAX_LOAD_BLOCK_PX
 
 __all__ = [
+    "SKIPPED_INPUTS",
+    "SkippedInput",
     "MAX_LOAD_BLOCK_PX",
     "InputReadError",
     "SceneRead",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import dask
 import dask.array as da
@@ -35,11 +36,20 @@ from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.xr import xr_coords
 
 from .._portable import travels
+from .._redact import redact_url
+from ..item import add_item_properties
 from ..ndvi import NDVIInputs, ndvi_where
-from ._rio import _Source, read_scene
+from ._rio import InputReadError, _Source, read_scene
 from ._windows import MAX_LOAD_BLOCK_PX
 
-__all__ = ["SolarDay", "group_by_solar_day", "load_ndvi_direct", "measurement_uri"]
+__all__ = [
+    "SKIPPED_INPUTS",
+    "SkippedInput",
+    "SolarDay",
+    "group_by_solar_day",
+    "load_ndvi_direct",
+    "measurement_uri",
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,34 @@ def _scene_ndvi_on(
     return out, (slice(0, ny), slice(0, nx))
 
 
+@dataclass(frozen=True)
+class SkippedInput:
+    """A scene left out of its task (``on_bad_input: skip``): it could not be decoded."""
+
+    dataset_id: str
+    file: str  #: the file that failed (or the dataset document, for a band it lacks)
+    band: str
+    reason: str
+
+    def as_property(self) -> dict[str, str]:
+        """Its entry in the STAC item's ``odc_ndvi:skipped_inputs``."""
+        return {"id": self.dataset_id, "file": self.file, "band": self.band, "reason": self.reason}
+
+
+#: the STAC item property listing a task's skipped inputs (see :class:`SkippedInput`)
+SKIPPED_INPUTS = "odc_ndvi:skipped_inputs"
+
+
+@dataclass(frozen=True)
+class _DayPiece:
+    """A day block read with ``on_bad_input: skip``: its values, the scenes left out and
+    the scenes whose pixels it holds."""
+
+    values: np.ndarray
+    skipped: tuple[SkippedInput, ...]
+    used: frozenset[str]
+
+
 @travels  # errors arrive at the client as raised (rasterio's causes cannot be pickled)
 def _day_block(
     sources: tuple[_Source, ...],
@@ -133,9 +171,12 @@ def _day_block(
     resampling: str,
     mask_filters: tuple[tuple[str, int], ...],
     read_env: tuple[tuple[str, str], ...] = (),
-) -> np.ndarray:
+    skip: bool = False,
+) -> np.ndarray | _DayPiece:
     """One solar day on one load block: first clear value across the day's scenes (a later
     scene reads only the blocks where earlier ones left a gap, and fills only those).
+    ``skip``: a scene that cannot be decoded is left out (the day fused again without
+    it) and the result is a :class:`_DayPiece` saying so.
 
     Reads run under the S3/GDAL settings the process was given the ecosystem's way
     (``datacube.utils.aws.configure_s3_access``: odc-stats run, ``odc-ndvi run`` and a
@@ -145,7 +186,81 @@ def _day_block(
 
     activate_from_config()
     with rasterio.Env(**dict(read_env)):
-        return _fuse_day(sources, dst, resampling, mask_filters)
+        if not skip:
+            return _fuse_day(sources, dst, resampling, mask_filters)
+        return _fuse_day_skipping(sources, dst, resampling, mask_filters)
+
+
+def _fuse_day_skipping(
+    sources: tuple[_Source, ...],
+    dst: GeoBox,
+    resampling: str,
+    mask_filters: tuple[tuple[str, int], ...],
+    skipped: tuple[SkippedInput, ...] = (),
+) -> _DayPiece:
+    """:func:`_fuse_day` leaving out the scenes in ``skipped`` and every scene that cannot
+    be decoded; never one whose read failed transiently (that error is raised: the
+    task is tried again, the scene is not lost)."""
+    skipped_list = list(skipped)
+    while True:
+        gone = {s.dataset_id for s in skipped_list}
+        used: set[str] = set()
+        try:
+            values = _fuse_day(
+                tuple(s for s in sources if s.dataset_id not in gone),
+                dst,
+                resampling,
+                mask_filters,
+                used=used,
+            )
+        except InputReadError as err:
+            if err.transient or not err.dataset_id or err.dataset_id in gone:
+                raise
+            skipped_list.append(SkippedInput(err.dataset_id, err.url, err.band, str(err)))
+            continue
+        return _DayPiece(values, tuple(skipped_list), frozenset(used))
+
+
+def _piece_values(piece: _DayPiece) -> np.ndarray:
+    return piece.values
+
+
+def _piece_skipped(piece: _DayPiece) -> tuple[SkippedInput, ...]:
+    return piece.skipped
+
+
+def _union_skipped(*groups: tuple[SkippedInput, ...]) -> tuple[SkippedInput, ...]:
+    seen: dict[str, SkippedInput] = {}
+    for group in groups:
+        for item in group:
+            seen.setdefault(item.dataset_id, item)
+    return tuple(seen.values())
+
+
+@travels
+def _reconciled(
+    piece: _DayPiece,
+    day_skipped: tuple[SkippedInput, ...],
+    sources: tuple[_Source, ...],
+    dst: GeoBox,
+    resampling: str,
+    mask_filters: tuple[tuple[str, int], ...],
+    read_env: tuple[tuple[str, str], ...] = (),
+) -> _DayPiece:
+    """A day block again without the scenes another block of the same day could not
+    decode, if it used any of them: a scene is left out of the whole task or not at all."""
+    if not piece.used & {s.dataset_id for s in day_skipped}:
+        return piece
+    from datacube.utils.rio import activate_from_config
+
+    activate_from_config()
+    with rasterio.Env(**dict(read_env)):
+        return _fuse_day_skipping(sources, dst, resampling, mask_filters, day_skipped)
+
+
+def _skipped_inputs(*groups: tuple[SkippedInput, ...]) -> list[dict[str, str]]:
+    """The value of the STAC item's ``odc_ndvi:skipped_inputs``: one entry per dataset."""
+    return [s.as_property() for s in sorted(_union_skipped(*groups), key=lambda s: s.dataset_id)]
 
 
 def _fuse_day(
@@ -153,6 +268,7 @@ def _fuse_day(
     dst: GeoBox,
     resampling: str,
     mask_filters: tuple[tuple[str, int], ...],
+    used: set[str] | None = None,
 ) -> np.ndarray:
     out = np.full((1, *dst.shape.yx), np.nan, dtype=np.float32)
     day = out[0]
@@ -164,6 +280,8 @@ def _fuse_day(
         )
         if piece is None:
             continue
+        if used is not None:
+            used.add(source.dataset_id)
         values, where = piece
         if first:
             day[where] = values
@@ -183,33 +301,65 @@ def load_ndvi_direct(
     resampling: str = "nearest",
     mask_filters: tuple[tuple[str, int], ...] = (),
     read_env: tuple[tuple[str, str], ...] = (),
+    on_bad_input: str = "fail",
 ) -> xr.Dataset:
     """Lazy NDVI stack of ``datasets`` on ``geobox`` as ``Dataset({"ndvi": (spec, y, x)})``;
-    ``read_env``: GDAL options for the reads (see :func:`_day_block`)."""
+    ``read_env``: GDAL options for the reads (see :func:`_day_block`).
+
+    ``on_bad_input="skip"``: scenes that cannot be decoded are left out of the whole task
+    and listed (lazily) in the result's STAC item properties (:data:`SKIPPED_INPUTS`,
+    see :mod:`odc_ndvi_plugin.item`)."""
+    skip = on_bad_input == "skip"
     days = group_by_solar_day(datasets, geobox)
-    day_sources = [tuple(_source(ds, inputs_for(ds)) for ds in day.datasets) for day in days]
+    day_sources = []
+    known_bad: list[SkippedInput] = []  # a band its document lacks: known before any read
+    for day in days:
+        sources = []
+        for ds in day.datasets:
+            inputs = inputs_for(ds)
+            try:
+                sources.append(_source(ds, inputs))
+            except KeyError as err:
+                if not skip:
+                    raise
+                uri = ds.uris[0] if ds.uris else ""
+                band = next((b for b in inputs.bands if f"'{b}'" in str(err)), "")
+                known_bad.append(SkippedInput(str(ds.id), redact_url(uri), band, err.args[0]))
+        day_sources.append(tuple(sources))
     # load blocks: the whole tile (each scene opened and decoded once per task, no block
     # decoded twice at chunk edges), split only when a side exceeds MAX_LOAD_BLOCK_PX
     ly, lx = (-(-n // -(-n // MAX_LOAD_BLOCK_PX)) for n in geobox.shape.yx)
     tiles = GeoboxTiles(geobox, (ly, lx))
     ny_t, nx_t = tiles.shape.yx
     rows = []
+    day_skips = []  # skip: per day, the scenes left out (delayed)
     for day_index, sources in enumerate(day_sources):
-        row_blocks = []
-        for iy in range(ny_t):
-            col_blocks = []
-            for ix in range(nx_t):
-                sub = tiles[iy, ix]
-                # days load in date order, the order a streaming reduction folds them in
-                with dask.annotate(priority=-day_index):
-                    block = dask.delayed(_day_block, pure=True)(
-                        sources, sub, resampling, mask_filters, read_env
+        blocks = {}
+        # days load in date order, the order a streaming reduction folds them in
+        with dask.annotate(priority=-day_index):
+            for iy in range(ny_t):
+                for ix in range(nx_t):
+                    blocks[iy, ix] = dask.delayed(_day_block, pure=True)(
+                        sources, tiles[iy, ix], resampling, mask_filters, read_env, skip
                     )
-                col_blocks.append(
-                    da.from_delayed(block, shape=(1, *sub.shape.yx), dtype=np.float32)
+            if skip:
+                blocks, skipped = _skip_consistently(
+                    blocks, sources, tiles, resampling, mask_filters, read_env
                 )
-            row_blocks.append(col_blocks)
-        rows.append(da.block(row_blocks))
+                day_skips.append(skipped)
+        rows.append(
+            da.block(
+                [
+                    [
+                        da.from_delayed(
+                            blocks[iy, ix], shape=(1, *tiles[iy, ix].shape.yx), dtype=np.float32
+                        )
+                        for ix in range(nx_t)
+                    ]
+                    for iy in range(ny_t)
+                ]
+            )
+        )
     if rows:
         # load blocks as they are: the reduction carves its own blocks out of them
         data = da.concatenate(rows, axis=0)
@@ -220,4 +370,32 @@ def load_ndvi_direct(
     ndvi = xr.DataArray(
         data, dims=("spec", "y", "x"), coords=coords, attrs={"nodata": np.nan, "units": "1"}
     )
-    return xr.Dataset({"ndvi": ndvi})
+    out = xr.Dataset({"ndvi": ndvi})
+    if skip:
+        listed = dask.delayed(_skipped_inputs, pure=True)(tuple(known_bad), *day_skips)
+        out = add_item_properties(out, {SKIPPED_INPUTS: listed})
+    return out
+
+
+def _skip_consistently(
+    blocks: dict[tuple[int, int], Any],
+    sources: tuple[_Source, ...],
+    tiles: GeoboxTiles,
+    resampling: str,
+    mask_filters: tuple[tuple[str, int], ...],
+    read_env: tuple[tuple[str, str], ...],
+) -> tuple[dict[tuple[int, int], Any], Any]:
+    """One day's load blocks read with skip: the values of each block (delayed) and the
+    day's skipped scenes. With several blocks (tiles wider than MAX_LOAD_BLOCK_PX), a
+    scene one block could not decode is left out of the day's other blocks too."""
+    skipped = {k: dask.delayed(_piece_skipped, pure=True)(b) for k, b in blocks.items()}
+    day_skipped = dask.delayed(_union_skipped, pure=True)(*skipped.values())
+    if len(blocks) > 1:
+        blocks = {
+            k: dask.delayed(_reconciled, pure=True)(
+                b, day_skipped, sources, tiles[k], resampling, mask_filters, read_env
+            )
+            for k, b in blocks.items()
+        }
+    values = {k: dask.delayed(_piece_values, pure=True)(b) for k, b in blocks.items()}
+    return values, day_skipped

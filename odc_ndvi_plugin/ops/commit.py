@@ -67,6 +67,8 @@ class CommitResult(NamedTuple):
     kept_other: bool = False
     #: bytes this commit put under final names (staged files and the STAC item)
     bytes_written: int = 0
+    #: the committed STAC item's ``properties`` (e.g. ``odc_ndvi:skipped_inputs``)
+    properties: dict | None = None
 
 
 _log = logging.getLogger(__name__)
@@ -180,6 +182,7 @@ def commit_staged(
     (``with_deps``)."""
     data = _as_bytes(data)
     digest = hashlib.sha1(data).hexdigest()
+    props = _item_properties(data)
     try:
         if url.startswith("s3://"):
             if _cancelled(attempt):  # interrupted meanwhile: its staged files are going
@@ -191,19 +194,27 @@ def commit_staged(
                 staged,
                 overwrite=overwrite,
             )
-            return CommitResult(url, digest, None, written is None, written or 0)
+            return CommitResult(url, digest, None, written is None, written or 0, props)
         path = urlparse(url).path
         with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
             if _cancelled(attempt):
                 return CommitResult(path, digest, "Cancelled")
             written = _commit_files(store_for(url), data, url, staged, overwrite=overwrite)
             _remove_empty_staging(staged)
-        return CommitResult(path, digest, None, written is None, written or 0)
+        return CommitResult(path, digest, None, written is None, written or 0, props)
     except Exception as err:  # noqa: BLE001 - reported as a failed write of this task
         if (transient := _as_transient(err, f"cannot commit {url}")) is not None:
             raise transient from None  # no STAC item yet: the task is tried again
         _log.exception("failed to commit %s", url)
         return CommitResult(url, digest, "Failed Write")
+
+
+def _item_properties(item: bytes) -> dict | None:
+    try:
+        props = json.loads(item).get("properties")
+    except (ValueError, AttributeError):
+        return None
+    return props if isinstance(props, dict) else None
 
 
 def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:

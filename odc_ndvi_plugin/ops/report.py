@@ -69,6 +69,8 @@ class TaskOutcome:
     attempts: int = 0
     #: e.g. "kept the other attempt's files", "was incomplete (...): computed again"
     note: str = ""
+    #: inputs left out (``on_bad_input: skip``): ``{id, file, band, reason}`` each
+    skipped_inputs: tuple[dict[str, str], ...] = ()
 
 
 def outcome_of(result: Any) -> TaskOutcome:
@@ -97,6 +99,9 @@ class RunSummary:
     kept_other: list[str] = field(default_factory=list)
     #: attempts made again after a transient failure
     retried: int = 0
+    #: (location, inputs left out) of tasks done without inputs that could not be
+    #: decoded (``on_bad_input: skip``)
+    bad_inputs: list[tuple[str, tuple[dict[str, str], ...]]] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -123,7 +128,15 @@ class RunSummary:
         out += [f"incomplete {loc}: {why}" for loc, why in self.incomplete]
         if self.retried:
             out.append(f"{self.retried} attempt(s) made again after a transient failure")
+        for loc, inputs in self.bad_inputs:
+            listed = ", ".join(f"{i['id']} ({i['file']})" for i in inputs)
+            out.append(f"skipped {len(inputs)} input(s) that cannot be decoded in {loc}: {listed}")
         return out
+
+    @property
+    def skipped_inputs(self) -> int:
+        """Inputs left out of done tasks (``on_bad_input: skip``)."""
+        return sum(len(inputs) for _, inputs in self.bad_inputs)
 
 
 class RunEvents(Protocol):
@@ -385,6 +398,7 @@ class RunReport:
                 "attempts": 0,
                 "error": None,
                 "note": None,
+                "skipped_inputs": [],
             }
         return self._tasks[location]
 
@@ -410,6 +424,9 @@ class RunReport:
             attempts=outcome.attempts or entry["attempts"],
             error=self._redact(result.error),
             note=self._redact(outcome.note) or None,
+            skipped_inputs=[
+                {k: self._redact(v) for k, v in item.items()} for item in outcome.skipped_inputs
+            ],
         )
         self._in_flight.discard(location)
 
@@ -428,6 +445,7 @@ class RunReport:
             totals[status] = sum(t["status"] == status for t in tasks)
         totals["retried_attempts"] = summary.retried
         totals["kept_other_attempts_files"] = len(summary.kept_other)
+        totals["skipped_inputs"] = sum(len(t["skipped_inputs"]) for t in tasks)
         totals["bytes_written"] = sum(t["bytes_written"] or 0 for t in tasks)
         totals["datasets_read"] = sum(
             t["datasets"] or 0 for t in tasks if t["status"] in ("done", "failed")

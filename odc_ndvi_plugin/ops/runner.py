@@ -43,9 +43,12 @@ from odc.stats.model import Task, TaskResult, TaskRunnerConfig
 from odc.stats.proc import TaskRunner
 
 from .._transient import retry_reason
+from ..item import persist_with_item_properties
+from ..load import SKIPPED_INPUTS
 from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
 from .runconfig import load_run_config
+from .signals import interrupts_deferred
 from .sink import AtomicCOGSink
 from .sqs import END, SqsTaskSource, lease
 from .taskdb import check_task_db
@@ -127,6 +130,8 @@ class NDVITaskRunner(TaskRunner):
             self._close_task_db_before_reopen()
         self.max_in_flight = max(1, int(max_in_flight))
         self.summary = RunSummary()
+        #: the task just handed to the scheduler, until it is among those running
+        self._submitted: _Running | None = None
 
     def _close_task_db_before_reopen(self) -> None:
         """odc-stats opens the message's task db for every SQS message while the previous
@@ -182,7 +187,7 @@ class NDVITaskRunner(TaskRunner):
         )
         # persist before the sink: it encodes each band as its own graph, so without
         # this every output band re-runs the whole load (measured 7x slower: benchmarks/)
-        ds = self.client().persist(ds)
+        ds = persist_with_item_properties(self.client(), ds)
         aux = None
         if "rgba" in cfg.cog_opts.get("overrides", {}):
             rgba = proc.rgba(ds)
@@ -244,11 +249,19 @@ class NDVITaskRunner(TaskRunner):
             if running.redo:
                 notes.append(f"was incomplete: {running.redo}")
                 self.summary.redone.append((task.location, running.redo))
+            props = getattr(rr, "properties", None) or {}
+            bad = tuple(props.get(SKIPPED_INPUTS) or ())
+            if bad:
+                notes.append(f"{len(bad)} input(s) that cannot be decoded skipped")
+                self.summary.bad_inputs.append((task.location, bad))
+                for item in bad:
+                    _log.warning("Task %s: skipped %s", task.location, item["reason"])
             outcome = self._outcome(
                 running,
                 "done",
                 bytes_written=getattr(rr, "bytes_written", None),
                 note="; ".join(notes),
+                skipped_inputs=bad,
             )
             return TaskResult(task, path, meta=outcome)
         self.sink.remove_staged(task, running.attempt)
@@ -269,7 +282,7 @@ class NDVITaskRunner(TaskRunner):
                 first_started=running.first_started,
                 redo=running.redo,
             )
-        _log.error("Task %s failed: %s", task.location, error)
+        _log.log(self._failure_level, "Task %s failed: %s", task.location, error)
         lease(tk, "cancel")
         if running.attempts > 1:
             error = f"{error} (after {running.attempts} attempts)"
@@ -277,10 +290,16 @@ class NDVITaskRunner(TaskRunner):
 
     def _fail_early(self, task: Task, err: Exception) -> TaskResult:
         error = f"{type(err).__name__}: {err}"
-        _log.error("Task %s failed before computing: %s", task.location, error)
+        _log.log(self._failure_level, "Task %s failed before computing: %s", task.location, error)
         lease(task.source, "cancel")
         outcome = TaskOutcome("failed", datasets=len(task.datasets), attempts=1)
         return TaskResult(task, error=error, meta=outcome)
+
+    @property
+    def _failure_level(self) -> int:
+        """A failed task is an error in the log, unless a watcher (the CLI's progress)
+        reports it: then its one line is the watcher's and the log's record is detail."""
+        return logging.INFO if self._events is not None else logging.ERROR
 
     def _cancel_all(self, running: list[_Running]) -> None:
         for r in running:
@@ -327,6 +346,7 @@ class NDVITaskRunner(TaskRunner):
                 finished = self._finish(r)
                 if isinstance(finished, _Running):  # the next attempt, computing
                     running.append(finished)
+                    self._submitted = None
                 else:
                     yield finished
             elif cfg.max_processing_time > 0 and now - r.started > cfg.max_processing_time:
@@ -432,6 +452,7 @@ class NDVITaskRunner(TaskRunner):
                     yield self._record(started)
                     continue
                 running.append(started)
+                self._submitted = None
                 self.summary.in_flight = len(running)
                 # leases are otherwise renewed only while polling: receiving the next
                 # message and building its graph can outlast a short lease
@@ -440,6 +461,8 @@ class NDVITaskRunner(TaskRunner):
             while running:
                 yield from self._poll_and_record(running)
         except BaseException:
+            if self._submitted is not None and self._submitted not in running:
+                running.append(self._submitted)  # submitted, not yet taken into account
             _log.warning("Interrupted: cancelling %d task(s) in flight", len(running))
             source.release_held()
             self._cancel_all(running)
@@ -495,19 +518,25 @@ class NDVITaskRunner(TaskRunner):
             graph = self._graph(task, self._apply_eodatasets3, replace=bool(redo))
         except Exception as err:  # noqa: BLE001 - contained per task by design
             return self._fail_early(task, err)
-        _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
-        if self._events is not None:
-            self._events.task_started(task.location, len(task.datasets), attempts)
         now = time.monotonic()
-        return _Running(
-            task,
-            self.client().compute(graph),
-            now,
-            self.sink.attempt,
-            attempts=attempts,
-            first_started=first_started,
-            redo=redo,
-        )
+        # an interrupt while the graph is handed to the scheduler waits until the task
+        # is known (else its computation would go on, unseen by the cancellation); once
+        # "Submitting" is logged, an interrupt cancels it
+        with interrupts_deferred():
+            started = _Running(
+                task,
+                self.client().compute(graph),
+                now,
+                self.sink.attempt,
+                attempts=attempts,
+                first_started=first_started,
+                redo=redo,
+            )
+            self._submitted = started
+            _log.info("Submitting %s (%d datasets)", task.location, len(task.datasets))
+            if self._events is not None:
+                self._events.task_started(task.location, len(task.datasets), attempts)
+        return started
 
     def dry_run_states(
         self, tasks: list[str], ds_filters: str | None = None

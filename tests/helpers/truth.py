@@ -79,14 +79,22 @@ def _scenes_by_solar_day(truth) -> dict[dt.date, list]:
 
 
 def truth_days(
-    archive, geobox, clear_fn, *, bad_filter: BadFilter | None = None
+    archive,
+    geobox,
+    clear_fn,
+    *,
+    bad_filter: BadFilter | None = None,
+    without: frozenset[str] = frozenset(),
 ) -> list[tuple[np.datetime64, np.ndarray]]:
     """Per solar day, in date order: the first clear NDVI of the day's scenes taken in
-    (centre time, dataset id) order, NaN where none is clear (see the module docstring)."""
+    (centre time, dataset id) order, NaN where none is clear (see the module docstring);
+    ``without``: names of scenes left out (as ``on_bad_input: skip`` leaves them out)."""
     out = []
     for day, scenes in _scenes_by_solar_day(archive.truth(geobox)).items():
         fused = np.full(geobox.shape, np.nan)
         for scene in scenes:
+            if scene.scene.name in without:
+                continue
             ndvi = clear_ndvi(scene, clear_fn, bad_filter)
             gap = np.isnan(fused)
             fused[gap] = ndvi[gap]
