@@ -69,7 +69,8 @@ def anomaly_request(plugin_config: Mapping[str, Any]) -> tuple[dict[str, Any], A
         )
     location = baseline if isinstance(baseline, str) else _IN_MEMORY
     config = NDVIConfig.from_plugin_config({**cfg, "baseline": location})
-    compute = {k: v for k, v in cfg.items() if k != "min_baseline_years"}
+    # the anomaly's own keys (checked above) mean nothing to the task-mode computation
+    compute = {k: v for k, v in cfg.items() if k not in ("min_baseline_years", "preview_band")}
     compute.update(season_mode="task", statistics=["mean", "count"])
     return compute, AnomalyRequest(
         config, config.baseline if isinstance(baseline, str) else baseline

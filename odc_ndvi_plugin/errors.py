@@ -23,6 +23,7 @@ __all__ = [
     "MissingExtra",
     "NDVIPluginError",
     "OutputLocationError",
+    "S3AccessError",
     "TaskDbError",
     "TaskDbMissing",
 ]
@@ -96,6 +97,10 @@ class MissingExtra(NDVIPluginError, RuntimeError):
 
 class OutputLocationError(NDVIPluginError, ValueError):
     """The output location cannot be written (checked before any work)."""
+
+
+class S3AccessError(NDVIPluginError, ValueError):
+    """S3 access cannot be set up for a run (no credentials found, a bad profile...)."""
 
 
 class DatacubeUnavailable(NDVIPluginError, RuntimeError):

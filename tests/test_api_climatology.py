@@ -242,16 +242,12 @@ def test_an_anomaly_against_a_climatology_location_equals_the_truth(world, basel
     truth = climatology_truth(
         _between(world.days, BASELINE_YEARS), DEFAULT_SEASONS, shape=world.request.shape.yx
     )
+    # the shipped anomaly config's plugin_config as keywords (preview_band and all)
+    shipped = yaml.safe_load((CFG_DIR / "run-usgs-c2-anomaly.yaml").read_text())["plugin_config"]
+    shipped.update(baseline=f"file://{baseline_location}", min_baseline_years=MIN_YEARS)
     with world.env.datacube() as dc:
         lazy = seasonal_ndvi(
-            dc,
-            product=PRODUCT,
-            time=SEASON,
-            like=world.request,
-            tile_px=48,
-            season_mode="anomaly",
-            baseline=f"file://{baseline_location}",
-            min_baseline_years=MIN_YEARS,
+            dc, product=PRODUCT, time=SEASON, like=world.request, tile_px=48, **shipped
         )
         assert lazy.attrs["baseline"] == f"file://{baseline_location}"
         _check_anomaly(world, lazy.compute(), truth)

@@ -31,6 +31,7 @@ from odc_ndvi_plugin.ops.gateway import (
         (errors.MissingExtra, RuntimeError, 1),
         (errors.OutputLocationError, ValueError, 1),
         (errors.DatacubeUnavailable, RuntimeError, 1),
+        (errors.S3AccessError, ValueError, 1),
         (GatewayAuthError, PermissionError, 1),
         (GatewayWorkersTimeout, TimeoutError, 1),
         (GatewayClusterFailed, RuntimeError, 1),
@@ -105,3 +106,24 @@ def test_every_command_takes_the_shared_verbose_option():
     for name in main.list_commands(ctx):
         command = main.get_command(ctx, name)
         assert "verbose" in {p.name for p in command.params}, name
+
+
+def test_a_queue_that_cannot_be_used_is_one_line_naming_it(monkeypatch):
+    """odc-stats' queue lookup fails with botocore's errors (no such queue, no region or
+    credentials): one line of ours, not 'a bug'."""
+    import odc.aws.queue
+    from botocore.exceptions import ClientError, NoRegionError
+
+    from odc_ndvi_plugin.ops.sqs import QueueUnavailable, SqsTaskSource
+
+    for error in (
+        ClientError({"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}, "GetQueueUrl"),
+        NoRegionError(),
+    ):
+
+        def lookup(name, error=error):
+            raise error
+
+        monkeypatch.setattr(odc.aws.queue, "get_queue", lookup)
+        with pytest.raises(QueueUnavailable, match="SQS queue 'ndvi-tasks' cannot be used: "):
+            SqsTaskSource("ndvi-tasks", None)

@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import enum
 import inspect
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,8 @@ class ModuleMap(SphinxDirective):
 
 
 def _inline(text: str) -> list[nodes.Node]:
-    """``literal`` spans as literals, the rest as text."""
+    """``literal`` spans and :role:`target` references as literals, the rest as text."""
+    text = re.sub(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`", r"``\1``", text)
     parts = text.split("``")
     return [nodes.literal(p, p) if i % 2 else nodes.Text(p) for i, p in enumerate(parts) if p]
 

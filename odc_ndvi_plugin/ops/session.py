@@ -20,7 +20,7 @@ from typing import Any
 from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
-from ..errors import ConfigError, OutputLocationError
+from ..errors import ConfigError, OutputLocationError, S3AccessError
 from ..storage import sqs_resource, store_for
 from .commit import sweep_stale_staging
 from .limits import DaskSizing
@@ -75,10 +75,14 @@ def start_local_dask(runner: NDVITaskRunner) -> Client:
         dashboard_address="127.0.0.1:0",
     )
     client = Client(cluster)
-    if _needs_s3(runner):
-        for c in (None, client):
-            _configure_s3(runner, c)
-    client.register_plugin(S3ClientPlugin())
+    try:
+        if _needs_s3(runner):
+            for c in (None, client):
+                _configure_s3(runner, c)
+        client.register_plugin(S3ClientPlugin())
+    except BaseException:
+        _close_local_dask(client)  # nobody else holds it yet
+        raise
     _log.info("Started local dask on 127.0.0.1 with %d threads", size.threads)
     return client
 
@@ -107,12 +111,20 @@ def _configure_s3(runner: NDVITaskRunner, client: Client | None) -> None:
     requester pays when the plugin config asks for it."""
     from datacube.utils.aws import configure_s3_access
 
-    configure_s3_access(
-        aws_unsigned=runner._cfg.aws_unsigned,
-        requester_pays=bool(getattr(getattr(runner.proc, "config", None), "requester_pays", False)),
-        cloud_defaults=True,
-        client=client,
-    )
+    try:
+        configure_s3_access(
+            aws_unsigned=runner._cfg.aws_unsigned,
+            requester_pays=bool(
+                getattr(getattr(runner.proc, "config", None), "requester_pays", False)
+            ),
+            cloud_defaults=True,
+            client=client,
+        )
+    except ValueError as err:  # datacube: "Couldn't get credentials"
+        raise S3AccessError(
+            f"S3 access cannot be set up: {err} (give AWS credentials, or aws_unsigned: true "
+            "in the run config for public buckets)"
+        ) from err
 
 
 def _needs_s3(runner: NDVITaskRunner) -> bool:

@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["END", "QueueDepth", "SqsTaskSource", "lease"]
+from .._redact import redact_text
+from ..errors import NDVIPluginError
+
+__all__ = ["END", "QueueDepth", "QueueUnavailable", "SqsTaskSource", "lease"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +46,24 @@ END = object()
 #: a runner stops taking work when one message comes back to it more often than this
 #: (a deletion ends a message's life, so it came back because it failed every time)
 MAX_RECEIVES_PER_RUN = 3
+
+
+class QueueUnavailable(NDVIPluginError, RuntimeError):
+    """The SQS queue named for a run cannot be found or reached (the message says why)."""
+
+
+def _resolve_queue(name: str) -> Any:
+    """odc-stats' lookup of a queue by name; its failures (no such queue, no credentials
+    or region, no endpoint) are one line naming the queue."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from odc.aws.queue import get_queue
+
+    try:
+        return get_queue(name)
+    except (BotoCoreError, ClientError) as err:
+        raise QueueUnavailable(
+            f"SQS queue {name!r} cannot be used: {redact_text(str(err))}"
+        ) from err
 
 
 def lease(token: Any, op: str, *args: Any) -> bool:
@@ -91,9 +112,7 @@ class SqsTaskSource:
         poll_seconds: float = 2.0,
         on_failure: Callable[[str, str], None] | None = None,
     ):
-        from odc.aws.queue import get_queue
-
-        self.queue = get_queue(queue) if isinstance(queue, str) else queue
+        self.queue = _resolve_queue(queue) if isinstance(queue, str) else queue
         self.reader = reader
         self.product = product
         self.lease_seconds = int(lease_seconds)
