@@ -224,6 +224,7 @@ def execute(
     incomplete: str = "redo",
     events: RunEvents | None = None,
     on_runner: Callable[[NDVITaskRunner], None] | None = None,
+    resolution: tuple[float, float] | None = None,
 ) -> RunSummary:
     """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue.
 
@@ -231,7 +232,8 @@ def execute(
     preflight checks and closed at the end); ``progress``: one plain line per finished
     task (:class:`~odc_ndvi_plugin.ops.report.ProgressLines`); ``events``: everything else
     that watches the run; ``on_runner``: called with the runner before any task (the CLI
-    plans its progress total and report with it)."""
+    plans its progress total and report with it); ``resolution``: the output resolution
+    instead of the task db grid's (odc-stats' ``--resolution``: a compatible one)."""
     lines = None if progress is None else ProgressLines(progress)
     runner = NDVITaskRunner(
         cfg,
@@ -242,6 +244,7 @@ def execute(
         verify=verify,
         incomplete=incomplete,
         events=AllEvents(events, lines),
+        resolution=resolution,
     )
     local = None
     try:
