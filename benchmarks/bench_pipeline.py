@@ -462,7 +462,9 @@ PROFILE_STAGES = {
 }
 
 
-def _floor_day(sources: Any, dst: Any, resampling: str, mask_filters: Any, read_env=()) -> Any:
+def _floor_day(
+    sources: Any, dst: Any, resampling: str, mask_filters: Any, read_env=(), skip=False
+) -> Any:
     """Stands in for ``load._day_block`` in case c: the same reads (``load.read_scene``: the
     mask band, then red/NIR in the file blocks with a clear pixel still wanted), summed
     instead of turned into NDVI. The result has the day block's shape (its sum in [0, 0, 0])

@@ -7,7 +7,9 @@ private modules, and why:
   no public name for it) and ``odc.stats.plugins._registry.register``: the short name
   ``plugin: ndvi-seasonal``;
 * ``odc.stats._cli_common.parse_all_tasks``: ``odc-stats run``'s task selection (ids,
-  indices, slices), so ``odc-ndvi run TASKS`` selects the same tasks;
+  indices, slices), so ``odc-ndvi run TASKS`` selects the same tasks; with
+  ``parse_resolution`` and ``odc.stats._text``'s YAML readers, ``odc-ndvi run`` reads
+  ``--resolution`` and ``--config``/``--plugin-config``/``--cog-config`` as odc-stats does;
 * ``odc.stats._sqs.SQSWorkToken``: the lease of an SQS message, as odc-stats renews it;
 * ``odc.algo._masking.mask_cleanup_np``: the bad-pixel mask clean-up odc-stats' own
   plugins apply (``mask_filters``);
@@ -53,8 +55,10 @@ __all__ = [
     "name_baselines_in_stac_items",
     "odc_stats_supported",
     "parse_all_tasks",
+    "parse_resolution",
     "register",
     "sqs_work_token",
+    "yaml_option",
 ]
 
 _log = logging.getLogger(__name__)
@@ -88,6 +92,27 @@ def parse_all_tasks(tasks: list[str], tiles: list[Any]) -> list[Any]:
     from odc.stats._cli_common import parse_all_tasks as parse
 
     return parse(list(tasks), tiles)
+
+
+def parse_resolution(text: str) -> tuple[float, float]:
+    """``odc-stats run --resolution``'s reading of ``text`` ("30" or "-30,30")."""
+    from odc.stats._cli_common import parse_resolution as parse
+
+    return parse(text)
+
+
+def yaml_option(text: str) -> Any:
+    """``odc-stats run``'s reading of a YAML option (``--config``, ``--plugin-config``,
+    ``--cog-config``): a URL (s3://, https://) read remotely, else a file if one exists
+    there, else the text itself as inline YAML."""
+    from urllib.parse import urlparse
+
+    from odc.stats._text import load_yaml_remote, parse_yaml_file_or_inline
+
+    url = urlparse(text)
+    if url.scheme and url.netloc:
+        return load_yaml_remote(text)
+    return parse_yaml_file_or_inline(text)
 
 
 def sqs_work_token(message: Any, lease_seconds: int) -> Any:

@@ -6,9 +6,13 @@ lost while it held the task's work (``KilledWorker``), a broken connection to th
 scheduler or a worker (``CommClosedError``, ``StreamClosedError``, ``ConnectionError``),
 a timeout, and an input read that failed on a timeout or an HTTP 5xx answer.
 
+Also retried: an output write to S3 that still failed on a 5xx/throttling answer or a
+dropped connection after boto3's own retries (``ops.commit.TransientWriteError``, a
+``ConnectionError``).
+
 Not retried (the same input gives the same failure): everything else, in particular an
 :class:`~odc_ndvi_plugin.load.InputReadError` from a file that cannot be decoded, a
-missing file or band, and a failed write (boto3 already retries S3 5xx answers itself).
+missing file or band, and any other failed write (a refused or local one).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,18 @@ def test_the_development_page_maps_every_module(built_guide):
         rel = path.relative_to(package)
         name = f"{rel.parent}/" if rel.name == "__init__.py" and rel.parent.name else str(rel)
         assert f'<span class="pre">{name}</span>' in page, name
+
+
+def test_the_readme_is_a_front_page_whose_links_hold():
+    """The two commands first, one picture, at most ~150 lines, and every relative link to
+    a file that exists (Sphinx does not read README.md, so its links are checked here)."""
+    text = (REPO / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 150, len(lines)
+    commands = [line.split()[0] for line in lines[1:5] if line.startswith("    ")]
+    assert commands == ["scripts/demo", "scripts/test"], lines[:5]
+    assert len(re.findall(r"!\[[^]]*\]\(", text)) == 1  # one picture
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert targets
+    missing = [t for t in targets if "://" not in t and not (REPO / t).exists()]
+    assert not missing, missing

@@ -100,6 +100,11 @@ def test_the_embedded_wheel_still_works_with_no_configuration(tmp_path):
         if not server.postgis:
             with pytest.raises(EmbeddedPostgresError, match="postgresql-15-postgis-3"):
                 server.datacube_env(index_driver="postgis")
+            # and odc-ndvi serve says the same before starting anything
+            from odc_ndvi_plugin.dev.serve import ServeError, prepare_services
+
+            with pytest.raises(ServeError, match="no PostGIS.*postgresql-15-postgis-3"):
+                prepare_services(env, tmp_path / "ows_cfg.json", [])
     # a data directory keeps the server of its own version, whatever the default now is
     with embedded_postgres(tmp_path / "pg", durable=False) as again:
         assert again.binaries == server.binaries

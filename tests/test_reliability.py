@@ -144,6 +144,16 @@ def stac_items(out: Path) -> list[Path]:
     return sorted(out.rglob("*.stac-item.json")) if out.exists() else []
 
 
+def live_glob(root: Path, pattern: str) -> list[Path]:
+    """``root.rglob(pattern)`` while a runner works under ``root``: a folder it removes
+    during the walk (a finished attempt's staging) makes the walk start again."""
+    while True:
+        try:
+            return list(root.rglob(pattern))
+        except FileNotFoundError:
+            continue
+
+
 def files_in(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
 
@@ -366,7 +376,7 @@ def scenario_sigterm(bench: Bench, delay: float = 0.5, write_delay: float = 0.5)
         started = reader.wait_for(" done", timeout=90)
         deadline, in_stac_write = time.monotonic() + 30, False
         while started and not in_stac_write and time.monotonic() < deadline:
-            in_stac_write = bool(list(out.rglob(".*.stac-item.json.*.part")))
+            in_stac_write = bool(live_glob(out, ".*.stac-item.json.*.part"))
             time.sleep(0.02)
         t_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)

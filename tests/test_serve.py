@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -55,6 +56,10 @@ def served(tmp_path_factory, seasonal_world):
     with serve(world.env, runs, world.out, workdir, progress=lambda line: None) as s:
         yield {"s": s, "out": world.out, "archive": world.archive,
                "product": mapping["product"]["name"]}  # fmt: skip
+    # leaving serve() (as Ctrl-C does in odc-ndvi serve) stops all three servers
+    for url in (f"{s.ows}/ping", f"{s.explorer}/products", s.map_page):
+        with pytest.raises(urllib.error.URLError):
+            _get(url)
 
 
 def _get(url: str, **params) -> bytes:

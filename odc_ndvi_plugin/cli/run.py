@@ -28,8 +28,8 @@ __all__ = ["RunOptions", "run_command"]
 class RunOptions:
     """What ``odc-ndvi run`` was asked to do (its command line, as given)."""
 
-    #: the odc-stats run config (YAML file)
-    config_path: str
+    #: the odc-stats run config: a YAML file, a URL or inline YAML (None: only options)
+    config_path: str | None = None
     #: the task db from ``odc-stats save-tasks`` ("" with ``from_sqs``)
     filedb: str = ""
     #: the tasks to run (ids, indices or slices as odc-stats run); empty: all
@@ -64,6 +64,25 @@ class RunOptions:
     report_path: str | None = None
     #: list the tasks and the state of their outputs, compute nothing
     dryrun: bool = False
+    # -- odc-stats run's options, with its meaning (the run config keys they override)
+    #: the plugin (``plugin``)
+    plugin: str | None = None
+    #: YAML (file, URL or inline) merged into ``plugin_config``
+    plugin_config: str | None = None
+    #: YAML (file, URL or inline) replacing ``cog_opts``
+    cog_config: str | None = None
+    #: ``plugin_config.resampling``
+    resampling: str | None = None
+    #: output resolution ("30" or "-30,30"), compatible with the task db's grid
+    resolution: str | None = None
+    #: liveness file written while the run goes (``heartbeat_filepath``)
+    heartbeat_filepath: str | None = None
+    #: JSON dataset filters, '|' = or (the config's ``dataset_filters``)
+    dataset_filters: str | None = None
+    #: outputs readable by anyone (``s3_acl: public-read``); None: the config's
+    public: bool | None = None
+    #: metadata written with eodatasets3 (the config's ``apply_eodatasets3``)
+    apply_eodatasets3: bool = False
 
     def problems(self) -> list[str]:
         """Every conflict between the options, as the one line a user reads (none: [])."""
@@ -122,7 +141,11 @@ class RunOptions:
 
 
 @click.command("run")
-@click.option("--config", "config_path", required=True, help="odc-stats run config (YAML file).")
+@click.option(
+    "--config",
+    "config_path",
+    help="odc-stats run config: a YAML file, a URL (s3://, https://) or inline YAML.",
+)
 @click.option("--location", help="Output location: file:///path or s3://bucket/prefix.")
 @click.option("--from-sqs", default="", help="Take tasks from this SQS queue (name or URL).")
 @click.option("--gateway-config", help="Run on a dask-gateway cluster described by this YAML file.")
@@ -187,6 +210,34 @@ class RunOptions:
     "error), also when it is interrupted.",
 )
 @click.option("--dryrun", is_flag=True, help="List the tasks and the state of their outputs.")
+@click.option("--plugin", help="The stats plugin (run config key plugin).")
+@click.option(
+    "--plugin-config",
+    help="YAML (file, URL or inline, e.g. '{min_clear: 2}') merged into plugin_config.",
+)
+@click.option("--cog-config", help="YAML (file, URL or inline) replacing cog_opts.")
+@click.option("--resampling", help="Input resampling (plugin_config.resampling), e.g. nearest.")
+@click.option(
+    "--resolution", help="Output resolution, e.g. 30 or -30,30 (compatible with the grid)."
+)
+@click.option(
+    "--heartbeat-filepath",
+    help="Liveness file, its UTC time rewritten while the run goes (for Kubernetes probes).",
+)
+@click.option(
+    "--dataset-filters",
+    help="""Datasets to use: JSON of properties, '|' = or (e.g. '{"landsat:wrs_path": 90}').""",
+)
+@click.option(
+    "--public/--no-public",
+    default=None,
+    help="Outputs readable by anyone (s3_acl: public-read) [default: the config's].",
+)
+@click.option(
+    "--apply_eodatasets3",
+    is_flag=True,
+    help="Write the metadata with eodatasets3 (default: PySTAC, as odc-stats).",
+)
 @verbose_option
 @click.argument("filedb", required=False, default="")
 @click.argument("tasks", nargs=-1)
@@ -225,15 +276,18 @@ def _run(options: RunOptions) -> None:
     tasks = list(o.tasks)
     incomplete = o.incomplete or "redo"
     cfg, extras = load_run_config(
-        read_yaml(o.config_path, "run config"),
+        _config_with_options(o),
         filedb=o.filedb,
         output_location=o.location,
         threads=o.threads,
         memory_limit=o.memory_limit,
         overwrite=o.overwrite,
         max_processing_time=o.max_processing_time,
+        plugin=o.plugin,
+        s3_acl="public-read" if o.public else None,
+        heartbeat_filepath=o.heartbeat_filepath,
     )
-    plugin_of(cfg, o.config_path)  # a bad plugin_config fails here, before any work
+    plugin_of(cfg, o.config_path or "--plugin")  # a bad plugin_config fails here
     gateway_cfg = None
     if o.gateway_config:
         require("ops", "odc-ndvi run --gateway-config")
@@ -242,12 +296,12 @@ def _run(options: RunOptions) -> None:
         gateway_cfg = GatewayClusterConfig.from_yaml(o.gateway_config)
     if cfg.filedb:
         check_task_db(cfg.filedb)  # before a gateway cluster is paid for
-    dataset_filters = extras.get("dataset_filters")
+    dataset_filters = _dataset_filters(o, extras)
+    resolution = _resolution(o.resolution)
     retry_count = DEFAULT_RETRIES if o.retries is None else o.retries
     if o.dryrun:
-        _dry_run(
-            NDVITaskRunner(cfg, verify=o.verify, incomplete=incomplete), tasks, dataset_filters
-        )
+        runner = NDVITaskRunner(cfg, verify=o.verify, incomplete=incomplete, resolution=resolution)
+        _dry_run(runner, tasks, dataset_filters)
         return
 
     progress = TaskProgress(None)
@@ -277,7 +331,8 @@ def _run(options: RunOptions) -> None:
         tasks=tasks,
         from_sqs=o.from_sqs,
         dataset_filters=dataset_filters,
-        apply_eodatasets3=bool(extras.get("apply_eodatasets3", False)),
+        apply_eodatasets3=o.apply_eodatasets3 or bool(extras.get("apply_eodatasets3", False)),
+        resolution=resolution,
         idle_timeout=o.idle_timeout,
         retries=retry_count,
         verify=o.verify,
@@ -316,6 +371,59 @@ def _run(options: RunOptions) -> None:
         click.echo(f"Report: {o.report_path}")
     if summary.failed or summary.incomplete:
         sys.exit(EXIT_FAILED)
+
+
+def _yaml(text: str, what: str) -> dict[str, Any]:
+    """A YAML option read as odc-stats reads it (file, URL or inline); one line if not."""
+    from .._compat import yaml_option
+    from ..errors import ConfigError
+
+    if "://" not in text and "\n" not in text and ":" not in text:
+        return read_yaml(text, what)  # a plain path: our messages (missing, not YAML)
+    try:
+        doc = yaml_option(text)
+    except Exception as err:  # noqa: BLE001 - odc-stats' readers raise many kinds
+        raise ConfigError(f"{what} {text!r}", f"cannot read it: {err}") from err
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{what} {text!r}", "must be a YAML mapping of keys to values")
+    return doc
+
+
+def _config_with_options(o: RunOptions) -> dict[str, Any]:
+    """The run config with odc-stats run's overrides of its sub-mappings applied as
+    odc-stats applies them: ``--plugin-config`` merged into ``plugin_config``,
+    ``--resampling`` into it, ``--cog-config`` replacing ``cog_opts``."""
+    doc = _yaml(o.config_path, "run config") if o.config_path else {}
+    if o.plugin_config is not None:
+        merged = dict(doc.get("plugin_config") or {})
+        merged.update(_yaml(o.plugin_config, "--plugin-config"))
+        doc["plugin_config"] = merged
+    if o.resampling:
+        doc["plugin_config"] = {**(doc.get("plugin_config") or {}), "resampling": o.resampling}
+    if o.cog_config is not None:
+        doc["cog_opts"] = _yaml(o.cog_config, "--cog-config")
+    return doc
+
+
+def _dataset_filters(o: RunOptions, extras: dict[str, Any]) -> str | None:
+    """``--dataset-filters`` (checked as the config key is), else the config's."""
+    if o.dataset_filters is None:
+        return extras.get("dataset_filters")
+    from ..ops.runconfig import check_run_config_values
+
+    check_run_config_values({"dataset_filters": o.dataset_filters}, "command line")
+    return o.dataset_filters
+
+
+def _resolution(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    from .._compat import parse_resolution
+
+    try:
+        return parse_resolution(text)
+    except ValueError as err:
+        raise click.UsageError(f"--resolution {text!r}: {err}") from err
 
 
 def _report_header(cfg: Any, config_path: str, from_sqs: str, retries: int) -> dict:

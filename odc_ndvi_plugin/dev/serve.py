@@ -171,34 +171,59 @@ def _run(cmd: list[str], env: dict[str, str], what: str, timeout: float = 600) -
     _LOG.info("%s took %.1fs", what, time.monotonic() - t0)
 
 
-def _check_postgis(env: DatacubeEnv) -> None:
+def _ensure_postgis(env: DatacubeEnv) -> bool:
+    """Refuse an index without PostGIS; True if the extension is (now) in the database."""
     import sqlalchemy
     from datacube.cfg import psql_url_from_config
 
     engine = sqlalchemy.create_engine(psql_url_from_config(env.odc_environment()))
     try:
         with engine.connect() as conn:
-            found = conn.execute(
+            available = conn.execute(
                 sqlalchemy.text("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
             ).first()
+            if available is None:
+                raise ServeError(
+                    f"the datacube at {env.display_url} has no PostGIS, which datacube-ows "
+                    "and datacube-explorer need: install postgresql-15-postgis-3 "
+                    "(scripts/bootstrap does) and start a new workdir, or point at a "
+                    "PostGIS-enabled datacube"
+                )
+            try:
+                conn.execute(sqlalchemy.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+                conn.commit()
+            except sqlalchemy.exc.DBAPIError:  # not ours to create: the services try
+                conn.rollback()
+                return False
+            return True
     finally:
         engine.dispose()
-    if found is None:
-        raise ServeError(
-            f"the datacube at {env.display_url} has no PostGIS, which datacube-ows and "
-            "datacube-explorer need: install postgresql-15-postgis-3 (scripts/bootstrap does) "
-            "and start a new workdir, or point at a PostGIS-enabled datacube"
-        )
 
 
 def prepare_services(env: DatacubeEnv, ows_cfg: Path, products: Sequence[str]) -> None:
     """OWS schema + ranges and Explorer's schema + summaries of ``products``, over what is
     indexed now (other products of the datacube are left to their own schedule)."""
-    _check_postgis(env)
+    from concurrent.futures import ThreadPoolExecutor
+
+    installed = _ensure_postgis(env)
     senv = _service_env(env, ows_cfg)
-    _run([str(_BIN / "datacube-ows-update"), "--schema"], senv, "datacube-ows-update --schema")
-    _run([str(_BIN / "datacube-ows-update"), *products], senv, "datacube-ows-update (ranges)")
-    _run([str(_BIN / "cubedash-gen"), "--init", *products], senv, "cubedash-gen --init")
+
+    def ows() -> None:
+        _run([str(_BIN / "datacube-ows-update"), "--schema"], senv, "datacube-ows-update --schema")
+        _run([str(_BIN / "datacube-ows-update"), *products], senv, "datacube-ows-update (ranges)")
+
+    def explorer() -> None:
+        _run([str(_BIN / "cubedash-gen"), "--init", *products], senv, "cubedash-gen --init")
+
+    if not installed:  # both would try CREATE EXTENSION: one after the other
+        ows()
+        explorer()
+        return
+    # separate schemas (ows, cubedash): side by side
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(explorer)
+        ows()
+        pending.result()
 
 
 def free_port() -> int:

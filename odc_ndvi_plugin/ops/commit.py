@@ -42,6 +42,7 @@ __all__ = [
     "STAGING_DIR",
     "STALE_STAGING_SECONDS",
     "CommitResult",
+    "TransientWriteError",
     "OutputAudit",
     "Store",
     "audit_outputs",
@@ -99,6 +100,40 @@ def _as_bytes(data: bytes | str) -> bytes:
     return data.encode("utf8") if isinstance(data, str) else data
 
 
+class TransientWriteError(ConnectionError):
+    """An output could not be written to S3 for a reason that may be gone a moment later
+    (an HTTP 5xx or throttling answer, a dropped or timed-out connection) after boto3's own
+    retries: the runner computes the task again (``--retries``) instead of failing it and
+    spending one of its SQS message's receives. Carries the cause's text only (picklable
+    on its own, as every error a worker raises)."""
+
+
+#: S3 error codes worth another attempt (besides any HTTP 5xx answer)
+_TRANSIENT_S3_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+)
+
+
+def _transient_write(err: Exception) -> bool:
+    """Whether a failed S3 write deserves another attempt (see :class:`TransientWriteError`);
+    by class name, as botocore's connection errors have no common base of their own."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if names & {"ConnectionError", "HTTPClientError", "ReadTimeoutError", "TimeoutError"}:
+        return True
+    response = getattr(err, "response", None)
+    if names & {"ClientError"} and isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = response.get("Error", {}).get("Code", "")
+        return int(status) >= 500 or code in _TRANSIENT_S3_CODES
+    return False
+
+
+def _as_transient(err: Exception, what: str) -> TransientWriteError | None:
+    if not _transient_write(err):
+        return None
+    return TransientWriteError(f"{what}: {type(err).__name__}: {err}")
+
+
 # plain module functions (wrapped in dask.delayed where the graph is built, not decorated):
 # distributed pickles them by reference, so a worker in this process sees this process'
 # cancel registry and lock (a decorated function is pickled by value, lock and all, and fails)
@@ -125,7 +160,9 @@ def stage_output(
                 if _cancelled(attempt):
                     Path(urlparse(staged).path).unlink(missing_ok=True)
                     return WriteResult(final_path, digest, "Cancelled")
-    except Exception:  # noqa: BLE001 - reported as a failed write of this task
+    except Exception as err:  # noqa: BLE001 - reported as a failed write of this task
+        if (transient := _as_transient(err, f"cannot write {final}")) is not None:
+            raise transient from None  # the task is tried again (not counted as written)
         _log.exception("failed to write %s", final)
         return WriteResult(final_path, digest, "Failed Write")
     return WriteResult(final_path, digest, None)
@@ -148,6 +185,8 @@ def commit_staged(
     props = _item_properties(data)
     try:
         if url.startswith("s3://"):
+            if _cancelled(attempt):  # interrupted meanwhile: its staged files are going
+                return CommitResult(url, digest, "Cancelled")
             written = _commit_files(
                 store_for(url, s3=_worker_s3(), put_args=put_args),
                 data,
@@ -163,7 +202,9 @@ def commit_staged(
             written = _commit_files(store_for(url), data, url, staged, overwrite=overwrite)
             _remove_empty_staging(staged)
         return CommitResult(path, digest, None, written is None, written or 0, props)
-    except Exception:  # noqa: BLE001 - reported as a failed write of this task
+    except Exception as err:  # noqa: BLE001 - reported as a failed write of this task
+        if (transient := _as_transient(err, f"cannot commit {url}")) is not None:
+            raise transient from None  # no STAC item yet: the task is tried again
         _log.exception("failed to commit %s", url)
         return CommitResult(url, digest, "Failed Write")
 

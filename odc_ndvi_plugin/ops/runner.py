@@ -31,10 +31,12 @@ removes its staged files; a rerun then does exactly the missing tasks.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import xarray as xr
@@ -361,10 +363,29 @@ class NDVITaskRunner(TaskRunner):
                 )
             else:
                 self._renew_lease(r)
-        if cfg.heartbeat_filepath is not None:
-            self._register_heartbeat(cfg.heartbeat_filepath)
+        self._beat()
         if self._events is not None:
             self._events.tick(self.summary)
+
+    def _beat(self) -> None:
+        """The liveness file (``heartbeat_filepath``, odc-stats' format: the UTC time)
+        written again: while tasks compute (every poll) and while the runner waits for or
+        takes tasks, so a Kubernetes probe of its age sees a live runner, never a half
+        written file (a temporary file renamed over it)."""
+        path = self._cfg.heartbeat_filepath
+        if not path:
+            return
+        import datetime as dt
+
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(stamp, encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as err:  # a probe then restarts the pod: say why
+            _log.warning("Cannot write the heartbeat file %s: %s", path, err)
 
     def run(
         self,
@@ -439,6 +460,7 @@ class NDVITaskRunner(TaskRunner):
             while True:
                 while len(running) >= self.max_in_flight:
                     yield from self._poll_and_record(running)
+                self._beat()  # also while waiting for an SQS message
                 task = source.receive(busy=bool(running))
                 if task is END:
                     break

@@ -29,6 +29,7 @@ from .runner import DEFAULT_RETRIES, NDVITaskRunner, task_period_problem
 from .signals import interrupts_raise
 
 __all__ = [
+    "check_credentials",
     "check_output_location",
     "execute",
     "first_dataset",
@@ -111,6 +112,8 @@ def _configure_s3(runner: NDVITaskRunner, client: Client | None) -> None:
     requester pays when the plugin config asks for it."""
     from datacube.utils.aws import configure_s3_access
 
+    if not runner._cfg.aws_unsigned:
+        check_credentials(_s3_location(runner))
     try:
         configure_s3_access(
             aws_unsigned=runner._cfg.aws_unsigned,
@@ -125,6 +128,37 @@ def _configure_s3(runner: NDVITaskRunner, client: Client | None) -> None:
             f"S3 access cannot be set up: {err} (give AWS credentials, or aws_unsigned: true "
             "in the run config for public buckets)"
         ) from err
+
+
+def _s3_location(runner: NDVITaskRunner) -> str:
+    """What on S3 the run reads or writes (for messages): the first input, else the output."""
+    ds = first_dataset(runner.rdr) if runner.rdr is not None else None
+    uris = [str(u) for u in (ds.uris if ds is not None else ())]
+    return next((u for u in uris if u.startswith("s3://")), runner.product.location)
+
+
+def check_credentials(location: str) -> None:
+    """Fail in seconds, naming ``location`` and where credentials were looked for, when
+    there are none (datacube's own lookup tries 10 times with growing sleeps: ~36 s,
+    then "Couldn't get credentials" naming nothing). One look-up through botocore's
+    chain, the instance metadata service asked once with a 1 s timeout."""
+    import botocore.session
+
+    from .._redact import redact_url
+
+    session = botocore.session.Session()
+    session.set_config_variable("metadata_service_timeout", 1)
+    session.set_config_variable("metadata_service_num_attempts", 1)
+    if session.get_credentials() is not None:
+        return
+    resolver = session.get_component("credential_provider")
+    tried = [getattr(p, "METHOD", type(p).__name__) for p in resolver.providers]
+    raise S3AccessError(
+        f"S3 access for {redact_url(location)}: no AWS credentials found (looked in: "
+        f"{', '.join(tried)}); give credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+        "AWS_PROFILE, a web identity token...) or set aws_unsigned: true in the run "
+        "config for public buckets"
+    )
 
 
 def _needs_s3(runner: NDVITaskRunner) -> bool:
@@ -224,6 +258,7 @@ def execute(
     incomplete: str = "redo",
     events: RunEvents | None = None,
     on_runner: Callable[[NDVITaskRunner], None] | None = None,
+    resolution: tuple[float, float] | None = None,
 ) -> RunSummary:
     """Run tasks from a task db (``tasks``: ids/indices/slices, empty = all) or an SQS queue.
 
@@ -231,7 +266,8 @@ def execute(
     preflight checks and closed at the end); ``progress``: one plain line per finished
     task (:class:`~odc_ndvi_plugin.ops.report.ProgressLines`); ``events``: everything else
     that watches the run; ``on_runner``: called with the runner before any task (the CLI
-    plans its progress total and report with it)."""
+    plans its progress total and report with it); ``resolution``: the output resolution
+    instead of the task db grid's (odc-stats' ``--resolution``: a compatible one)."""
     lines = None if progress is None else ProgressLines(progress)
     runner = NDVITaskRunner(
         cfg,
@@ -242,6 +278,7 @@ def execute(
         verify=verify,
         incomplete=incomplete,
         events=AllEvents(events, lines),
+        resolution=resolution,
     )
     local = None
     try:

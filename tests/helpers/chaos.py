@@ -78,6 +78,7 @@ __all__ = [
     "copy_logs",
     "make_world",
     "soak",
+    "world_environ",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,6 +181,15 @@ def make_world(root: Path, dc_env: Any, moto: MotoServer, *, tiles: int = 2) -> 
         poisoned=poisoned,
         input_keys=tuple(input_keys),
     )
+
+
+def world_environ(world: ChaosWorld, moto: MotoServer, gate: S3Gate, **extra: str) -> dict:
+    """A child's environment for the world: its index, moto's credentials and region, S3
+    (boto3 and GDAL) through the gate, SQS direct to moto."""
+    env = child_env(**moto.environ(), **world.dc_environ, **extra)
+    env.update(gate.gdal_environ())
+    env["AWS_ENDPOINT_URL_S3"] = gate.endpoint
+    return env
 
 
 # ------------------------------------------------------------------------ the schedule
@@ -344,11 +354,7 @@ class _Soak:
 
     # -- environment, configs -------------------------------------------------------------
     def environ(self, **extra: str) -> dict[str, str]:
-        """Moto's environment with S3 (boto3 and GDAL) through the gate, SQS direct."""
-        env = child_env(**self.moto.environ(), **self.world.dc_environ, **extra)
-        env.update(self.gate.gdal_environ())
-        env["AWS_ENDPOINT_URL_S3"] = self.gate.endpoint
-        return env
+        return world_environ(self.world, self.moto, self.gate, **extra)
 
     def run_config(self, name: str) -> Path:
         doc = yaml.safe_load(SEASONAL_RUN.read_text())
