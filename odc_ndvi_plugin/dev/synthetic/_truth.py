@@ -22,8 +22,23 @@ from ._spec import ArchiveSpec, _date, _same_crs
 # --- truth -------------------------------------------------------------------------------------
 
 
+class _ConditionPlane:
+    """Which pixels hold data and which are clear, from a ``condition`` plane of
+    :class:`Condition` codes (shared by a scene's truth and a day's)."""
+
+    condition: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.condition != Condition.NODATA
+
+    def clear(self, bad: Iterable[Condition]) -> np.ndarray:
+        """Valid pixels whose condition is not in ``bad``."""
+        return self.valid & ~np.isin(self.condition, [int(c) for c in bad])
+
+
 @dataclass(frozen=True, eq=False)
-class SceneTruth:
+class SceneTruth(_ConditionPlane):
     """What one scene stores on an output geobox.
 
     ``red``/``nir`` are the decoded stored reflectances (DN * scale + offset, float64) and NaN
@@ -41,17 +56,9 @@ class SceneTruth:
     def solar_date(self) -> dt.date:
         return self.scene.solar_date
 
-    @property
-    def valid(self) -> np.ndarray:
-        return self.condition != Condition.NODATA
-
-    def clear(self, bad: Iterable[Condition]) -> np.ndarray:
-        """Valid pixels whose condition is not in ``bad``."""
-        return self.valid & ~np.isin(self.condition, [int(c) for c in bad])
-
 
 @dataclass(frozen=True, eq=False)
-class DayTruth:
+class DayTruth(_ConditionPlane):
     """All scenes of one solar day fused: where footprints overlap, the earliest scene by
     (centre time, dataset id). Overlaps store identical values unless the spec opts in to
     ``same_day_spread`` or ``band_nodata_fraction``; then judge per scene
@@ -63,13 +70,6 @@ class DayTruth:
     nir: np.ndarray
     condition: np.ndarray
     water: np.ndarray
-
-    @property
-    def valid(self) -> np.ndarray:
-        return self.condition != Condition.NODATA
-
-    def clear(self, bad: Iterable[Condition]) -> np.ndarray:
-        return self.valid & ~np.isin(self.condition, [int(c) for c in bad])
 
 
 @dataclass(frozen=True, eq=False)
