@@ -583,7 +583,15 @@ def _prime_page_cache(ctx: dict[str, Any]) -> float:
     return time.monotonic() - t0
 
 
-def run_series(scale: float, repeats: int, ways: list[str], compare: bool) -> dict[str, Any]:
+def run_series(
+    scale: float,
+    repeats: int,
+    ways: list[str],
+    compare: bool,
+    checkpoint: Any = None,
+) -> dict[str, Any]:
+    """Run the ways round-robin; ``checkpoint(body)``, if given, gets the runs so far after
+    each run (a full-size series takes over an hour: an interrupted one keeps its runs)."""
     from odc_ndvi_plugin.dev.index import open_index
 
     ctx = load_ctx(scale)
@@ -632,6 +640,8 @@ def run_series(scale: float, repeats: int, ways: list[str], compare: bool) -> di
                     flush=True,
                 )
                 shutil.rmtree(tmp, ignore_errors=True)
+                if checkpoint is not None:
+                    checkpoint({"ctx": ctx, "runs": runs, "summary": summarise(ctx, runs)})
     body: dict[str, Any] = {"ctx": ctx, "runs": runs, "summary": summarise(ctx, runs)}
     if compare:
         try:
@@ -821,7 +831,13 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args.scale)
     elif args.cmd == "run":
         ways = [w for w in args.ways.split(",") if w]
-        body = run_series(args.scale, args.repeats, ways, not args.no_compare)
+        partial = RESULTS / f"tutorial_s{args.scale:g}_partial.json"
+
+        def checkpoint(body: dict[str, Any]) -> None:
+            write_results(f"tutorial_s{args.scale:g}", {**body, "partial": True}, partial, RESULTS)
+
+        body = run_series(args.scale, args.repeats, ways, not args.no_compare, checkpoint)
+        partial.unlink(missing_ok=True)
         body["uptime_after"] = os.getloadavg()
         path = write_results(f"tutorial_s{args.scale:g}", body, args.out, RESULTS)
         print(report([path], None))
