@@ -27,6 +27,7 @@ from .reduce import (
     band_dtype_nodata,
 )
 from .seasons import SEASON_MODES, Seasons, band_name
+from .storage import is_store_url
 
 __all__ = ["ANOMALY_STATISTICS", "LOADERS", "NDVIConfig", "OutputBand"]
 
@@ -142,7 +143,7 @@ def _baseline(value: Any, mode: str) -> str | None:
         if value is not None:
             raise _fail("baseline", "only used with season_mode: anomaly")
         return None
-    if not isinstance(value, str) or not value.startswith(("file://", "s3://", "/")):
+    if not isinstance(value, str) or not (is_store_url(value) or value.startswith("/")):
         raise _fail(
             "baseline",
             "season_mode anomaly needs the location a climatology run wrote to "

@@ -90,7 +90,7 @@ def test_sweep_removes_only_stale_attempt_folders(tmp_path, files, ages, removed
         if folder.exists():
             os.utime(folder, (time.time() - max(ages),) * 2)
     got = sweep_stale_staging(tmp_path.as_uri())
-    assert (got == [str(attempt)]) is removed
+    assert (got == [attempt.as_uri()]) is removed
     assert attempt.exists() is not removed
 
 

@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from .._redact import redact_text
 from ..errors import NDVIPluginError
+from ..storage import is_s3
 
 __all__ = ["END", "QueueDepth", "QueueUnavailable", "SqsTaskSource", "lease"]
 
@@ -244,7 +244,7 @@ class SqsTaskSource:
 
     def _local_task_db(self, filedb: str) -> str:
         """The task db a message names, downloaded once if it is on S3 (as odc-stats)."""
-        if urlparse(filedb).scheme != "s3":
+        if not is_s3(filedb):
             return filedb
         from odc.aws import s3_url_parse
 
