@@ -124,7 +124,7 @@ def test_demo_with_an_unreachable_database_fails_first_without_the_password(tmp_
     result = CliRunner().invoke(main, ["demo", "--size", "tiny", "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 1
     assert (
-        "datacube index postgresql+psycopg2://someone:***@127.0.0.1:1/nodb cannot be used"
+        "datacube index postgresql+psycopg2://someone:***@127.0.0.1:1/nodb cannot be reached"
         in result.output
     )
     assert "Connection refused" in result.output
