@@ -46,7 +46,7 @@ def test_run_config_is_valid_and_its_product_definition_is_shipped(name):
         ),
         (
             {"plugin_config": {"seasons": {"a": [13]}}},
-            "plugin_config.seasons.a: month 13 is outside 1-12",
+            "plugin_config.seasons.a: expected an integer in 1..12, got 13",
         ),
         ({"colour": "red"}, "run config: unknown key 'colour'"),
         ({"output_location": "ftp://x"}, "must start with file:// or s3://"),
