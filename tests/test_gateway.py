@@ -429,7 +429,7 @@ def test_cluster_is_shut_down_after_ctrl_c_while_waiting(gateway_env, monkeypatc
 
 @pytest.mark.servers
 def test_password_from_environment_config_is_used_and_registered(gateway_env):
-    from odc_ndvi_plugin.ops.secrets import redact_text
+    from odc_ndvi_plugin._redact import redact_text
 
     with open_gateway_cluster(_cfg(workers=0)) as (cluster, _):
         assert cluster.gateway.auth.username == gateway_env.username

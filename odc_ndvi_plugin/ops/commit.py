@@ -23,10 +23,7 @@ from typing import Any, NamedTuple
 from odc.stats.io import WriteResult
 
 from .._redact import redact_url
-from ..storage import LocalStore, Store, is_store_url, path_or_url, store_for
-
-#: the local store's old name here (tests, other branches)
-_LocalStore = LocalStore
+from ..storage import Store, is_store_url, path_or_url, store_for
 
 __all__ = [
     "STAGING_DIR",

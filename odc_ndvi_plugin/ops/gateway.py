@@ -20,7 +20,7 @@ Errors say what went wrong and where, without secrets: wrong credentials raise
 workers that never come raise :class:`GatewayWorkersTimeout` ("0 of 2 workers after
 30 s on cluster NAME at X"), a cluster that fails raises :class:`GatewayClusterFailed`.
 Option values are shown through :func:`describe_options`, which redacts secrets with
-:mod:`odc_ndvi_plugin.ops.secrets`.
+:mod:`odc_ndvi_plugin._redact`.
 """
 
 from __future__ import annotations
