@@ -479,10 +479,14 @@ class NDVITaskRunner(TaskRunner):
                     self._renew_lease(r)
             while running:
                 yield from self._poll_and_record(running)
-        except BaseException:
+        except BaseException as err:
             if self._submitted is not None and self._submitted not in running:
                 running.append(self._submitted)  # submitted, not yet taken into account
-            _log.warning("Interrupted: cancelling %d task(s) in flight", len(running))
+            # an error (e.g. the queue gone) is said by the caller; only a signal interrupts
+            why = (
+                f"Stopping on {type(err).__name__}" if isinstance(err, Exception) else "Interrupted"
+            )
+            _log.warning("%s: cancelling %d task(s) in flight", why, len(running))
             source.release_held()
             self._cancel_all(running)
             running.clear()
