@@ -24,7 +24,9 @@ __all__ = ["FOLD_PRIORITY", "LOAD_AHEAD", "seasonal_planes", "stream_reduce"]
 
 
 #: dask priority of the streaming reduction's tasks (and of the load's splits into
-#: reduction blocks): above the loads' default 0
+#: reduction blocks): above the loads' default 0. Only a hint: dask 2025.7 drops the
+#: annotations of an array graph it fuses (the default), so on the scheduler every task
+#: has priority 0; :data:`LOAD_AHEAD` is what bounds the loads
 FOLD_PRIORITY = 10
 
 #: how many time blocks may be loaded ahead of the last one every chain has folded:
