@@ -263,6 +263,7 @@ def read_scene(
         read_at = scene.box_window()
         mask = files.read(MASK, read_at, inputs.mask_nodata)
         good = scene.good = clear_pixels(mask, inputs, bad_filter=bad_filter)
+        del mask  # not held while red and NIR are read
         need = good
         if aligned and wanted is not None:
             # the window is dst grown by pad; pad pixels never need red/NIR

@@ -20,6 +20,7 @@ from typing import Any
 from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
+from .._memory import MemoryHygiene
 from ..errors import ConfigError, OutputLocationError, S3AccessError
 from ..storage import is_s3, is_store_url, sqs_resource, store_for
 from .commit import sweep_stale_staging
@@ -81,6 +82,7 @@ def start_local_dask(runner: NDVITaskRunner) -> Client:
             for c in (None, client):
                 _configure_s3(runner, c)
         client.register_plugin(S3ClientPlugin())
+        client.register_plugin(MemoryHygiene())
     except BaseException:
         _close_local_dask(client)  # nobody else holds it yet
         raise
@@ -100,6 +102,7 @@ def prepare_outside_client(runner: NDVITaskRunner, client: Client) -> None:
     ``worker.s3_client``, which only S3ClientPlugin sets; S3 reads configured."""
     from odc.stats.proc import S3ClientPlugin
 
+    client.register_plugin(MemoryHygiene())
     if is_s3(runner.product.location):
         client.register_plugin(S3ClientPlugin(), name="odc-stats-s3-client")
     if _inputs_maybe_on_s3(runner):
