@@ -32,7 +32,8 @@ from odc_ndvi_plugin.dev.demo import CFG_DIR, save_tasks
 from odc_ndvi_plugin.dev.index import add_products, index_datasets, init_index, open_index
 from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from odc_ndvi_plugin.mosaic import write_mosaics
-from odc_ndvi_plugin.ops.runner import execute, load_run_config
+from odc_ndvi_plugin.ops.runner import load_run_config
+from odc_ndvi_plugin.ops.session import execute
 
 CLIMATOLOGY = "2012-12--P8Y"  # Dec 2012 .. Nov 2020: 8 blocks, DJF first
 SEASON = "2020-12--P3M"  # DJF 2020/21, after the baseline

@@ -28,6 +28,7 @@ __all__ = [
     "check_date",
     "check_int",
     "check_keys",
+    "check_list",
     "check_mapping",
     "check_number",
     "check_str",
@@ -73,11 +74,27 @@ def check_mapping(value: Any, where: str, *, what: str = "a mapping") -> Mapping
     return value
 
 
-def check_str(value: Any, where: str, *, empty: bool = False) -> str:
+def check_list(
+    value: Any, where: str, *, what: str = "a list", length: int | None = None, empty: bool = True
+) -> Sequence[Any]:
+    """A list (a YAML sequence; a string is not one) of ``length`` items if given, or
+    non-empty unless ``empty``; ``what`` describes it in the message."""
+    if (
+        isinstance(value, str | bytes | Mapping)
+        or not isinstance(value, Sequence)
+        or (length is not None and len(value) != length)
+        or (not empty and not value)
+    ):
+        raise ConfigError(where, f"expected {what}, got {shown(value)}")
+    return value
+
+
+def check_str(value: Any, where: str, *, empty: bool = False, what: str = "") -> str:
+    """A string, non-empty unless ``empty``; ``what`` describes it in the message
+    (default: a (non-empty) string)."""
     if not isinstance(value, str) or (not empty and not value):
-        raise ConfigError(
-            where, f"expected a {'' if empty else 'non-empty '}string, got {shown(value)}"
-        )
+        what = what or f"a {'' if empty else 'non-empty '}string"
+        raise ConfigError(where, f"expected {what}, got {shown(value)}")
     return value
 
 

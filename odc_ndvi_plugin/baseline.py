@@ -27,6 +27,8 @@ import dask.array as da
 import numpy as np
 from odc.geo.geobox import GeoBox
 
+from .storage import as_url, path_or_url, store_for
+
 __all__ = [
     "BASELINE_ATTR",
     "BaselineError",
@@ -126,21 +128,20 @@ def _overlaps(grid: GeoBox, geobox: GeoBox) -> bool:
 
 
 def _list_items(location: str) -> list[tuple[str, dict[str, Any], GeoBox]]:
-    import json
-
     from affine import Affine
 
-    from .mosaic import read_text, stac_item_urls
+    from .mosaic import read_json, stac_item_urls
 
     out = []
+    store = store_for(as_url(location))
     try:
-        urls = list(stac_item_urls(location))
+        urls = list(stac_item_urls(location, store=store))
     except ValueError as err:
         raise BaselineMissingError(
             f"baseline: cannot list {location} ({err}); run the climatology first"
         ) from err
     for url in urls:
-        doc = json.loads(read_text(url))
+        doc = read_json(url, store=store)
         props = doc.get("properties", {})
         try:
             crs = props["proj:code"] if "proj:code" in props else f"EPSG:{props['proj:epsg']}"
@@ -172,7 +173,7 @@ class _RasterWindows:
 
         rows, cols = key
         activate_from_config()
-        path = _rio_path(self.url)
+        path = path_or_url(self.url)
         window = Window.from_slices(rows, cols, height=self.shape[0], width=self.shape[1])
         try:
             with rasterio.Env(**dict(self.read_env)), rasterio.open(path) as src:
@@ -186,15 +187,6 @@ class _RasterWindows:
             # GDAL's words in the text; no rasterio cause, which does not survive the trip
             # from a worker (the client would get a bare Exception)
             raise BaselineError(f"baseline: cannot read {self.url}: {err}") from None
-
-
-def _rio_path(url: str) -> str:
-    """What rasterio opens for an item's asset URL (file URLs are percent-encoded)."""
-    if url.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        return unquote(urlparse(url).path)
-    return url
 
 
 def baseline_bands(

@@ -26,7 +26,6 @@ from ._portable import travels
 __all__ = [
     "add_baseline_lineage",
     "delayed_ds_to_cog",
-    "encode_cogs_on_workers",
     "name_baselines_in_stac_items",
     "with_baseline",
 ]
@@ -51,14 +50,6 @@ def delayed_ds_to_cog(sink: Any, ds: xr.Dataset, paths: dict[str, str]) -> list[
         cog = dask.delayed(_to_cog, pure=True)(dv, **sink.cog_opts(str(band)))
         out.append(sink._write_blob(cog, url, ContentType="image/tiff"))
     return out
-
-
-def encode_cogs_on_workers() -> bool:
-    """:func:`odc_ndvi_plugin._compat.encode_cogs_on_workers` (moved there with every
-    other touch of odc-stats' private parts)."""
-    from ._compat import encode_cogs_on_workers as patch
-
-    return patch()
 
 
 def add_baseline_lineage(meta: dict[str, Any], baseline: dict[str, str]) -> dict[str, Any]:

@@ -16,7 +16,16 @@ from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from ._validate import check_bool, check_choice, check_int, check_keys
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_keys,
+    check_list,
+    check_mapping,
+    check_number,
+    check_str,
+)
 from .errors import ConfigError
 from .masking import ClearRule, compile_clear_rule
 from .presets import NO_PRESET, PRESETS
@@ -27,6 +36,7 @@ from .reduce import (
     band_dtype_nodata,
 )
 from .seasons import SEASON_MODES, Seasons, band_name
+from .storage import is_store_url
 
 __all__ = ["ANOMALY_STATISTICS", "LOADERS", "NDVIConfig", "OutputBand"]
 
@@ -56,57 +66,55 @@ class OutputBand:
     nodata: float | int
 
 
+def _where(key: str) -> str:
+    return f"plugin_config.{key}"
+
+
 def _fail(key: str, msg: str) -> ConfigError:
-    return ConfigError(f"plugin_config.{key}", msg)
+    return ConfigError(_where(key), msg)
 
 
 def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
-    return check_choice(value, f"plugin_config.{key}", allowed)
+    return check_choice(value, _where(key), allowed)
 
 
 def _band(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(key, f"expected a band name, got {value!r}")
-    return value
+    return check_str(value, _where(key), what="a band name")
 
 
 def _per_band_numbers(key: str, value: Any) -> Mapping[str, float]:
     if value is None:
         return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        raise _fail(key, f"expected a mapping band -> number, got {value!r}")
-    out = {}
-    for band, number in value.items():
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise _fail(f"{key}.{band}", f"expected a number, got {number!r}")
-        out[str(band)] = float(number)
-    return MappingProxyType(out)
+    check_mapping(value, _where(key), what="a mapping band -> number")
+    return MappingProxyType(
+        {str(band): float(check_number(n, _where(f"{key}.{band}"))) for band, n in value.items()}
+    )
 
 
 def _mask_filters(value: Any) -> tuple[tuple[str, int], ...]:
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise _fail("mask_filters", f"expected a list of [operation, radius], got {value!r}")
+    where = _where("mask_filters")
+    check_list(value, where, what="a list of [operation, radius]")
     out = []
-    for item in value:
-        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
-            raise _fail("mask_filters", f"expected [operation, radius], got {item!r}")
-        op, radius = item
-        _choice("mask_filters", op, MASK_FILTER_OPS)
-        if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-            raise _fail("mask_filters", f"radius of {op!r} must be an integer >= 1, got {radius!r}")
-        out.append((op, radius))
+    for i, item in enumerate(value):
+        op, radius = check_list(item, f"{where}[{i}]", what="[operation, radius]", length=2)
+        out.append(
+            (
+                check_choice(op, f"{where}[{i}]", MASK_FILTER_OPS),
+                check_int(radius, f"{where}[{i}] radius", minimum=1),
+            )
+        )
     return tuple(out)
 
 
 def _statistics(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, Sequence) or not value:
-        raise _fail("statistics", f"expected a non-empty list; allowed: {', '.join(STATISTICS)}")
+    where = _where("statistics")
+    check_list(value, where, what=f"a non-empty list of {', '.join(STATISTICS)}", empty=False)
     for stat in value:
-        _choice("statistics", stat, STATISTICS)
+        check_choice(stat, where, STATISTICS)
     if len(set(value)) != len(value):
         raise _fail("statistics", f"duplicate entries in {list(value)!r}")
     return tuple(value)
@@ -116,24 +124,15 @@ def _ndvi_adjust(value: Any) -> Mapping[str, tuple[float, float]]:
     """``{product: [slope, intercept]}``: NDVI' = slope * NDVI + intercept per product."""
     if value is None:
         return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        raise _fail(
-            "ndvi_adjust", f"expected a mapping product -> [slope, intercept], got {value!r}"
-        )
+    check_mapping(value, _where("ndvi_adjust"), what="a mapping product -> [slope, intercept]")
     out = {}
     for product, pair in value.items():
-        ok = (
-            not isinstance(pair, (str, bytes))
-            and isinstance(pair, Sequence)
-            and len(pair) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        where = _where(f"ndvi_adjust.{product}")
+        slope, intercept = check_list(pair, where, what="[slope, intercept]", length=2)
+        out[str(product)] = (
+            float(check_number(slope, f"{where} slope", positive=True)),
+            float(check_number(intercept, f"{where} intercept")),
         )
-        if not ok or not float(pair[0]) > 0:
-            raise _fail(
-                f"ndvi_adjust.{product}",
-                f"expected [slope, intercept] with a positive slope, got {pair!r}",
-            )
-        out[str(product)] = (float(pair[0]), float(pair[1]))
     return MappingProxyType(out)
 
 
@@ -142,7 +141,7 @@ def _baseline(value: Any, mode: str) -> str | None:
         if value is not None:
             raise _fail("baseline", "only used with season_mode: anomaly")
         return None
-    if not isinstance(value, str) or not value.startswith(("file://", "s3://", "/")):
+    if not isinstance(value, str) or not (is_store_url(value) or value.startswith("/")):
         raise _fail(
             "baseline",
             "season_mode anomaly needs the location a climatology run wrote to "
@@ -152,15 +151,20 @@ def _baseline(value: Any, mode: str) -> str | None:
 
 
 def _chunks(value: Any) -> Mapping[str, int]:
-    if not isinstance(value, Mapping) or set(value) - {"x", "y"}:
-        raise _fail("chunks", f"expected {{x: int, y: int}} (-1 = whole tile), got {value!r}")
-    out = {}
-    for ax in ("y", "x"):
-        n = value.get(ax, -1)
-        if isinstance(n, bool) or not isinstance(n, int) or (n < 1 and n != -1):
-            raise _fail(f"chunks.{ax}", f"expected a positive integer or -1, got {n!r}")
-        out[ax] = n
-    return MappingProxyType(out)
+    check_mapping(value, _where("chunks"), what="{x: int, y: int} (-1 = whole tile)")
+    check_keys(value, ("x", "y"), _where("chunks"))
+    return MappingProxyType(
+        {
+            ax: check_int(
+                value.get(ax, -1),
+                _where(f"chunks.{ax}"),
+                minimum=1,
+                also=(-1,),
+                meaning="-1 = whole tile",
+            )
+            for ax in ("y", "x")
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -284,10 +288,9 @@ class NDVIConfig:
                 )
         mask_band = _band("mask_band", cfg.get("mask_band", preset and preset.mask_band))
         flags = cfg.get("good_pixel_flags", preset and preset.good_pixel_flags)
-        if not isinstance(flags, Mapping) or not flags:
-            raise _fail(
-                "good_pixel_flags", f"expected a non-empty mapping flag -> value, got {flags!r}"
-            )
+        check_mapping(flags, _where("good_pixel_flags"), what="a non-empty mapping flag -> value")
+        if not flags:
+            raise _fail("good_pixel_flags", "expected a non-empty mapping flag -> value, got {}")
         min_clear = check_int(
             cfg.get("min_clear", cls.default("min_clear")), "plugin_config.min_clear", minimum=1
         )

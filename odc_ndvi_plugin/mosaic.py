@@ -16,17 +16,20 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlparse
+from typing import Any
+from urllib.parse import urljoin
 
 import numpy as np
 from affine import Affine
+
+from .storage import Store, as_url, is_store_url, path_or_url, store_for
 
 __all__ = [
     "DEFAULT_MAX_PX",
     "Mosaic",
     "TaskOutput",
     "find_outputs",
-    "read_text",
+    "read_json",
     "mosaic_figure",
     "read_mosaic",
     "render_mosaic",
@@ -75,54 +78,27 @@ class TaskOutput:
         )
 
 
-def _local_root(location: str) -> Path | None:
-    if location.startswith("file://"):
-        return Path(unquote(urlparse(location).path))
-    if "://" not in location:
-        return Path(location)
-    return None
-
-
-def stac_item_urls(location: str) -> Iterator[str]:
-    """URLs of the STAC items under ``location``; staging folders (``.staging/``, any
-    hidden folder) hold unfinished attempts and are skipped."""
-    root = _local_root(location)
-    if root is not None:
-        if not root.is_dir():
-            raise ValueError(f"{location}: not a directory")
-        for path in sorted(root.rglob(f"*{_STAC_SUFFIX}")):
-            if not any(part.startswith(".") for part in path.relative_to(root).parts):
-                yield path.resolve().as_uri()
-        return
-    parsed = urlparse(location)
-    if parsed.scheme != "s3":
+def stac_item_urls(location: str, *, store: Store | None = None) -> Iterator[str]:
+    """URLs of the STAC items under ``location`` (``store``: the location's, if the
+    caller keeps one); staging folders (``.staging/``, any hidden folder) hold unfinished
+    attempts and are skipped."""
+    url = as_url(location)
+    if not is_store_url(url):
         raise ValueError(f"{location}: expected a local path, file:// or s3:// location")
-    from .storage import s3_client, split_s3_url
-
-    bucket, prefix = split_s3_url(location)
-    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    pages = s3_client().get_paginator("list_objects_v2")
-    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            hidden = any(part.startswith(".") for part in key[len(prefix) :].split("/"))
-            if key.endswith(_STAC_SUFFIX) and not hidden:
-                yield f"s3://{bucket}/{key}"
+    yield from (store or store_for(url)).walk(url.rstrip("/"), _STAC_SUFFIX)
 
 
-def read_text(url: str) -> str:
-    if url.startswith("file://"):
-        return Path(unquote(urlparse(url).path)).read_text()
-    from .storage import s3_client, split_s3_url
-
-    bucket, key = split_s3_url(url)
-    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+def read_json(url: str, *, store: Store | None = None) -> Any:
+    """The JSON document at ``url`` (a STAC item)."""
+    return json.loads((store or store_for(url)).read(url))
 
 
 def find_outputs(location: str) -> list[TaskOutput]:
     """Every finished task under ``location`` (a task without its STAC item is not done)."""
+    store = store_for(as_url(location))
     return [
-        TaskOutput.from_item(url, json.loads(read_text(url))) for url in stac_item_urls(location)
+        TaskOutput.from_item(url, read_json(url, store=store))
+        for url in stac_item_urls(location, store=store)
     ]
 
 
@@ -144,10 +120,6 @@ class Mosaic:
     nodata: float | int | None
     decimation: int
     tiles: int
-
-
-def _rio_url(url: str) -> str:
-    return unquote(urlparse(url).path) if url.startswith("file://") else url
 
 
 def read_mosaic(
@@ -179,7 +151,7 @@ def read_mosaic(
     out: np.ndarray | None = None
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         for tile in tiles:
-            url = _rio_url(tile.assets[band])
+            url = path_or_url(tile.assets[band])
             with rasterio.open(url) as src:
                 levels = [f for f in src.overviews(1) if f <= factor]
                 nodata = src.nodata

@@ -83,10 +83,15 @@ class NDVISeasonal(StatsPluginInterface):
 
     @property
     def dask_worker_plugin(self) -> Any:
-        """What the run's dask workers need from the plugin (nothing). odc-stats' runner
-        asks when it starts its cluster, i.e. when a plain ``odc-stats run`` starts: the
-        run is starting (:meth:`run_starting`)."""
+        """What the run's dask workers need from the plugin: their memory kept to what is
+        alive (:class:`~._memory.MemoryHygiene`), unless another worker plugin was set.
+        odc-stats' runner asks when it starts its cluster, i.e. when a plain ``odc-stats
+        run`` starts: the run is starting (:meth:`run_starting`)."""
         self.run_starting()
+        if self._dask_worker_plugin is None:
+            from ._memory import MemoryHygiene  # distributed: only when a run starts
+
+            return MemoryHygiene()
         return self._dask_worker_plugin
 
     @dask_worker_plugin.setter

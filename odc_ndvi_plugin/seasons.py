@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import check_choice, check_int, check_list, check_mapping
+from .errors import ConfigError
+
 __all__ = [
     "DEFAULT_SEASONS",
     "PER_SEASON_MODES",
@@ -83,44 +86,38 @@ class Seasons:
         cls, seasons: Mapping[str, Sequence[int]] | None, *, mode: str = "task"
     ) -> Seasons:
         """Validate a ``seasons`` mapping; errors name the ``plugin_config`` key."""
-        if mode not in SEASON_MODES:
-            raise ValueError(
-                f"plugin_config.season_mode: {mode!r} is not allowed; allowed: {', '.join(SEASON_MODES)}"
-            )
+        check_choice(mode, "plugin_config.season_mode", SEASON_MODES)
         if seasons is None:
             seasons = DEFAULT_SEASONS
-        if not isinstance(seasons, Mapping) or not seasons:
-            raise ValueError(
-                "plugin_config.seasons: expected a non-empty mapping of season name -> list of months"
-            )
+        what = "a non-empty mapping of season name -> list of months"
+        if not check_mapping(seasons, "plugin_config.seasons", what=what):
+            raise ConfigError("plugin_config.seasons", f"expected {what}, got {{}}")
         owner: dict[int, str] = {}
         names, months = [], []
         for name, mm in seasons.items():
             if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(
-                    f"plugin_config.seasons: season name {name!r} must be an identifier (letters, digits, _)"
+                raise ConfigError(
+                    "plugin_config.seasons",
+                    f"season name {name!r} must be an identifier (letters, digits, _)",
                 )
-            if isinstance(mm, (str, bytes)) or not isinstance(mm, Sequence) or len(mm) == 0:
-                raise ValueError(
-                    f"plugin_config.seasons.{name}: expected a non-empty list of months 1-12, got {mm!r}"
-                )
+            where = f"plugin_config.seasons.{name}"
+            check_list(mm, where, what="a non-empty list of months 1-12", empty=False)
             for m in mm:
-                if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= 12:
-                    raise ValueError(
-                        f"plugin_config.seasons.{name}: month {m!r} is outside 1-12 (allowed: 1..12)"
-                    )
+                check_int(int(m) if isinstance(m, np.integer) else m, where, minimum=1, maximum=12)
                 if int(m) in owner:
-                    raise ValueError(
-                        f"plugin_config.seasons.{name}: month {m} is already in season {owner[int(m)]!r};"
-                        " a month may belong to one season only"
+                    raise ConfigError(
+                        where,
+                        f"month {m} is already in season {owner[int(m)]!r}; a month may "
+                        "belong to one season only",
                     )
                 owner[int(m)] = name
             names.append(name)
             months.append(tuple(int(m) for m in mm))
             if mode in ("climatology", "anomaly") and not _consecutive(months[-1]):
-                raise ValueError(
-                    f"plugin_config.seasons.{name}: season_mode {mode} needs consecutive months "
-                    f"in calendar order (e.g. [12, 1, 2]), got {list(mm)!r}"
+                raise ConfigError(
+                    where,
+                    f"season_mode {mode} needs consecutive months in calendar order "
+                    f"(e.g. [12, 1, 2]), got {list(mm)!r}",
                 )
         return cls(names=tuple(names), months=tuple(months), mode=mode)
 

@@ -6,7 +6,7 @@ PostgreSQL. The climatology of the first two years is the baseline of JJA 2020, 
 the in-memory Dataset and as the location a real ``odc-stats save-tasks --frequency all``
 + runner climatology run wrote to. The request is 100 x 50 px, 9 rows and 13 columns into
 the region, cut into tiles of 48 px: no request tile is a baseline tile. Truth: the
-archive's per-day clear NDVI (tests/truth.py) through the rules of tests/truth_clim.py.
+archive's per-day clear NDVI (tests/helpers/truth.py) through the rules of tests/truth_clim.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from odc_ndvi_plugin.dev.synthetic import ArchiveSpec, generate_archive
 from odc_ndvi_plugin.seasons import DEFAULT_SEASONS
 from tests.conftest import CFG_DIR
 from tests.fixtures.archives import add_and_index
-from tests.truth import CLEAR_RULES, truth_days
+from tests.helpers.truth import CLEAR_RULES, truth_days
 from tests.truth_clim import anomaly_truth, climatology_truth
 
 pytestmark = pytest.mark.integration
@@ -220,7 +220,8 @@ def test_windows_baselines_and_grids_that_cannot_be_used_are_refused(world, clim
 def baseline_location(world):
     """The climatology as a batch run writes it: save-tasks --frequency all + the runner."""
     from odc_ndvi_plugin.dev.demo import save_tasks
-    from odc_ndvi_plugin.ops.runner import execute, load_run_config
+    from odc_ndvi_plugin.ops.runner import load_run_config
+    from odc_ndvi_plugin.ops.session import execute
 
     db = save_tasks(  # frequency: all -> one task per tile over the whole range
         world.env.environ(),

@@ -16,9 +16,9 @@ import sys
 import pytest
 import yaml
 
+from odc_ndvi_plugin._transient import retry_reason
 from odc_ndvi_plugin.ops import commit
 from odc_ndvi_plugin.ops.commit import TransientWriteError
-from odc_ndvi_plugin.ops.retries import retry_reason
 from tests.helpers.chaos import SEASONAL_RUN, copy_logs, make_world, soak, world_environ
 from tests.helpers.fleet import SLOW_RUNNER
 

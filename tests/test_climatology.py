@@ -216,7 +216,10 @@ def test_anomaly_task_must_be_one_season():
 def test_ndvi_adjust_is_validated_and_applied():
     from odc_ndvi_plugin.ndvi import BandEncoding, NDVIInputs, ndvi_where
 
-    with pytest.raises(ValueError, match=r"^plugin_config.ndvi_adjust.ls7: expected \[slope"):
+    with pytest.raises(
+        ValueError,
+        match=r"^plugin_config.ndvi_adjust.ls7 slope: expected a positive number, got 0$",
+    ):
         NDVIConfig.from_plugin_config({"ndvi_adjust": {"ls7": [0, 1]}})
     cfg = NDVIConfig.from_plugin_config({"ndvi_adjust": {"ls7": [1.1, -0.02]}})
     assert dict(cfg.ndvi_adjust) == {"ls7": (1.1, -0.02)}

@@ -1,7 +1,7 @@
 """Climatology and anomaly end to end (issue 19): a synthetic multi-year world (Landsat 8
 and a Landsat 7 whose NDVI is biased), indexed in a real datacube, tasks from the real
 ``odc-stats save-tasks``, runs through plain ``odc-stats run`` and ``odc-ndvi run``, every
-band compared with numpy truth (tests/truth_clim.py on tests/truth.py's per-day NDVI).
+band compared with numpy truth (tests/truth_clim.py on tests/helpers/truth.py's per-day NDVI).
 
 The world (one 64 px tile, 2014-12 .. 2021-02, a date every 30 days per sensor):
 

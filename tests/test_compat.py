@@ -36,7 +36,8 @@ def test_only_a_run_starting_patches_odc_stats():
         assert result.exit_code == 0, result.output
         plugin = NDVISeasonal(preset="usgs_c2")
         assert plugin.measurements and not cogs_encoded_on_workers()
-        assert plugin.dask_worker_plugin is None  # odc-stats' TaskRunner._init_dask
+        # odc-stats' TaskRunner._init_dask registers what it gets: the workers' memory care
+        assert type(plugin.dask_worker_plugin).__name__ == "MemoryHygiene"
         assert cogs_encoded_on_workers()
         print("ok")
     """)

@@ -46,7 +46,7 @@ def test_run_config_is_valid_and_its_product_definition_is_shipped(name):
         ),
         (
             {"plugin_config": {"seasons": {"a": [13]}}},
-            "plugin_config.seasons.a: month 13 is outside 1-12",
+            "plugin_config.seasons.a: expected an integer in 1..12, got 13",
         ),
         ({"colour": "red"}, "run config: unknown key 'colour'"),
         ({"output_location": "ftp://x"}, "must start with file:// or s3://"),
@@ -124,7 +124,7 @@ def test_demo_with_an_unreachable_database_fails_first_without_the_password(tmp_
     result = CliRunner().invoke(main, ["demo", "--size", "tiny", "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 1
     assert (
-        "datacube index postgresql+psycopg2://someone:***@127.0.0.1:1/nodb cannot be used"
+        "datacube index postgresql+psycopg2://someone:***@127.0.0.1:1/nodb cannot be reached"
         in result.output
     )
     assert "Connection refused" in result.output

@@ -127,3 +127,74 @@ def test_a_queue_that_cannot_be_used_is_one_line_naming_it(monkeypatch):
         monkeypatch.setattr(odc.aws.queue, "get_queue", lookup)
         with pytest.raises(QueueUnavailable, match="SQS queue 'ndvi-tasks' cannot be used: "):
             SqsTaskSource("ndvi-tasks", None)
+
+
+# -- library errors deep in a run, met for real ----------------------------------------------
+
+
+@pytest.mark.servers
+def test_a_queue_url_with_no_queue_behind_it_ends_the_run_in_one_line(
+    moto_env, sqs_queue, tmp_path
+):
+    """botocore's QueueDoesNotExist at the first receive (the URL is opened lazily): one
+    line naming the queue, exit 1; not 'a bug'. A child process: the run's S3 set-up
+    changes GDAL's process-wide settings (unsigned reads), which must not reach other tests."""
+    from tests.helpers.ops_bench import SEASONAL_RUN, odc_ndvi
+
+    wrong = sqs_queue.url.rsplit("/", 1)[0] + "/no-such-queue"
+    result = odc_ndvi(
+        "run", "--config", str(SEASONAL_RUN), "--location", tmp_path.as_uri(),
+        "--from-sqs", wrong, "--threads", "1",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    said = [line for line in result.stderr.splitlines() if "WARNING" in line or "Error" in line]
+    assert said[-1] == (
+        f"Error: SQS queue {wrong} cannot be received from: QueueDoesNotExist: An error "
+        "occurred (AWS.SimpleQueueService.NonExistentQueue) when calling the ReceiveMessage "
+        "operation: The specified queue does not exist."
+    ), result.stderr
+    assert said[-2].endswith("Stopping on QueueUnavailable: cancelling 0 task(s) in flight")
+    assert "Traceback" not in result.stderr and "Interrupted" not in result.stderr
+
+
+@pytest.mark.servers
+def test_an_sqs_endpoint_that_does_not_answer_is_one_line_naming_the_queue(moto_env, monkeypatch):
+    from odc_ndvi_plugin.ops.sqs import QueueUnavailable, SqsTaskSource
+    from odc_ndvi_plugin.storage import sqs_resource
+    from tests.fixtures.servers import free_port
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    url = f"{moto_env.endpoint}/123456789012/ndvi-tasks"
+    source = SqsTaskSource(sqs_resource().Queue(url), None)
+    with pytest.raises(QueueUnavailable) as got:
+        source.receive(busy=False)
+    assert str(got.value).startswith(
+        f"SQS queue {url} cannot be received from: EndpointConnectionError: "
+    ), got.value
+    assert "\n" not in str(got.value) and got.value.exit_code == 1
+
+
+def _dead_database() -> str:
+    from tests.fixtures.servers import free_port
+
+    return f"postgresql+psycopg2://odc:s3cret-pw@127.0.0.1:{free_port()}/datacube"
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_naming_it():
+    """A dead PostgreSQL port under datacube's index connection: DatacubeUnavailable naming
+    the database (password redacted), from every index use of the dev tooling (the demo's
+    one line: tests/test_configs.py::test_demo_with_an_unreachable_database_...)."""
+    from odc_ndvi_plugin.dev.index import DatacubeEnv, init_index
+
+    url = _dead_database()
+    env = DatacubeEnv(db_url=url, source="test")
+    for attempt in (lambda: init_index(env), env.datacube):
+        with pytest.raises(errors.DatacubeUnavailable) as got:
+            attempt()
+        text = str(got.value)
+        assert text.startswith(
+            f"datacube index {url.replace('s3cret-pw', '***')} cannot be reached: "
+            "OperationalError: connection to server at "
+        ), text
+        assert "s3cret" not in text and "\n" not in text

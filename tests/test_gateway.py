@@ -96,19 +96,23 @@ def test_yaml_loads_with_documented_defaults():
         ({"wokers": 2}, "unknown key 'wokers' (did you mean 'workers'?); allowed keys: address"),
         ({"adapt": {"min": 1}}, "adapt: unknown key 'min' (did you mean 'minimum'?)"),
         ({"auth": {"password": "x"}}, "auth: unknown key 'password'"),
-        ({"connect": "any"}, "connect must be one of new, existing, first"),
+        ({"connect": "any"}, "connect: 'any' is not allowed; allowed: new, existing, first"),
+        ({"connect": "exsting"}, "connect: 'exsting' is not allowed (did you mean 'existing'?)"),
         ({"connect": "existing"}, "connect: existing needs cluster_name"),
         ({"cluster_name": "abc"}, "cluster_name is only used with connect: existing"),
         ({"workers": 2, "adapt": {"minimum": 1}}, "either workers or adapt"),
-        ({"workers": -1}, "workers must be >= 0"),
-        ({"workers": True}, "workers must be an integer"),
-        ({"workers": "2"}, "workers must be an integer"),
+        ({"workers": -1}, "workers: expected an integer >= 0, got -1"),
+        ({"workers": True}, "workers: expected an integer >= 0, got True"),
+        ({"workers": "2"}, "workers: expected an integer >= 0, got '2'"),
         ({"adapt": {"minimum": 3, "maximum": 2}}, "smaller than adapt.minimum"),
-        ({"wait_timeout": 0}, "wait_timeout must be a positive"),
-        ({"wait_timeout": "soon"}, "wait_timeout must be a positive"),
+        ({"wait_timeout": 0}, "wait_timeout (seconds): expected a positive number, got 0"),
+        ({"wait_timeout": "soon"}, "wait_timeout (seconds): expected a positive number"),
         ({"cluster_options": {"worker_cores": [1]}}, "'worker_cores' must be a string, number"),
-        ({"cluster_options": ["worker_cores"]}, "cluster_options must be a mapping"),
-        ({"shutdown_on_exit": "yes"}, "shutdown_on_exit must be true or false"),
+        (
+            {"cluster_options": ["worker_cores"]},
+            "cluster_options: expected a mapping of option name to value",
+        ),
+        ({"shutdown_on_exit": "yes"}, "shutdown_on_exit: expected true or false, got 'yes'"),
     ],
 )
 def test_config_errors_name_the_key(data, message):
@@ -425,7 +429,7 @@ def test_cluster_is_shut_down_after_ctrl_c_while_waiting(gateway_env, monkeypatc
 
 @pytest.mark.servers
 def test_password_from_environment_config_is_used_and_registered(gateway_env):
-    from odc_ndvi_plugin.ops.secrets import redact_text
+    from odc_ndvi_plugin._redact import redact_text
 
     with open_gateway_cluster(_cfg(workers=0)) as (cluster, _):
         assert cluster.gateway.auth.username == gateway_env.username

@@ -20,6 +20,7 @@ import psutil
 import pytest
 import yaml
 
+from odc_ndvi_plugin import _redact
 from odc_ndvi_plugin.dev import index as idx
 from odc_ndvi_plugin.dev.index import (
     DatacubeEnv,
@@ -32,7 +33,6 @@ from odc_ndvi_plugin.dev.index import (
     open_index,
     redact_url,
 )
-from odc_ndvi_plugin.ops import secrets
 
 PRODUCT = "ndvi_index_test"
 X0, Y0 = 1_500_000.0, -3_900_000.0  # EPSG:3577 (Australian Albers), somewhere in NSW
@@ -115,8 +115,8 @@ def test_redact_url() -> None:
     )
     env = DatacubeEnv(db_url="postgresql+psycopg2://u:hunter2@h/dc")
     assert "hunter2" not in repr(env) and "hunter2" not in env.display_url
-    # one place for redaction rules: the index room uses the core's redact_url (ops.secrets re-exports it)
-    assert redact_url is secrets.redact_url
+    # one place for redaction rules: the index room uses the core's redact_url
+    assert redact_url is _redact.redact_url
     for bad in ("mysql://u:hunter2@h/dc", "host=h password=hunter2"):
         with pytest.raises(ValueError, match="not a postgresql URL") as err:
             DatacubeEnv(db_url=bad)

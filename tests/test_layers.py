@@ -159,6 +159,69 @@ def test_odc_stats_private_parts_are_touched_in_compat_only():
     assert found and all(f.startswith(f"{PACKAGE}/_compat.py:") for f in found), found
 
 
+#: the one module that tells file:// from s3:// (its Store backends and URL questions)
+SCHEME_OWNERS = (f"{PACKAGE}/storage.py",)
+_SCHEMES = ("s3", "file")
+
+
+def _is_scheme(node: ast.AST) -> bool:
+    """A literal scheme name (``"s3"``) or URL prefix (``"file://..."``), or a tuple of them."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_is_scheme(e) for e in node.elts)
+    return isinstance(node, ast.Constant) and (
+        node.value in _SCHEMES or str(node.value).startswith(tuple(f"{s}://" for s in _SCHEMES))
+    )
+
+
+def scheme_branches(root: Path = ROOT) -> list[str]:
+    """Places outside :data:`SCHEME_OWNERS` that ask which scheme a URL has: a comparison
+    with a scheme literal (``== "s3"``, ``in ("file", "s3")``) or a ``startswith`` /
+    ``removeprefix`` of one."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        where = str(path.relative_to(root.parent))
+        if where in SCHEME_OWNERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare):
+                hit = any(_is_scheme(n) for n in (node.left, *node.comparators))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                hit = node.func.attr in ("startswith", "removeprefix") and any(
+                    _is_scheme(a) for a in node.args
+                )
+            else:
+                hit = False
+            if hit:
+                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_only_storage_tells_file_from_s3():
+    """The issue's "one storage abstraction": the commit, the staging sweep, the output
+    probe and the readers of finished outputs go through ``storage.Store``; everything
+    else asks ``storage`` (``is_s3``, ``is_store_url``, ``local_path``...)."""
+    assert scheme_branches() == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'def f(url):\n    return url.startswith("s3://")',
+        'def f(url):\n    return urlparse(url).scheme == "file"',
+        'def f(scheme):\n    return scheme not in ("file", "s3")',
+        'def f(url):\n    return url.startswith(("file://", "s3://", "/"))',
+    ],
+)
+def test_the_scheme_rule_catches_a_branch(tmp_path, source):
+    path = tmp_path / PACKAGE / "mosaic.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(source + "\n")
+    (tmp_path / PACKAGE / "storage.py").write_text(
+        'def is_s3(u):\n    return u.startswith("s3://")\n'
+    )
+    assert len(scheme_branches(tmp_path / PACKAGE)) == 1
+
+
 def test_the_cli_starts_without_dev_but_still_offers_its_commands():
     edges = [e for e in all_edges() if layer(e.importer) == "cli" and layer(e.target) == "dev"]
     assert edges and all(e.in_function for e in edges)

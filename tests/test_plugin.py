@@ -65,7 +65,10 @@ def test_accepts_odc_stats_resampling_override():
             {"seasons": {"a": [1, 2], "b": [2]}},
             "plugin_config.seasons.b: month 2 is already in season 'a'",
         ),
-        ({"seasons": {"a": [0, 1]}}, "plugin_config.seasons.a: month 0 is outside 1-12"),
+        (
+            {"seasons": {"a": [0, 1]}},
+            "plugin_config.seasons.a: expected an integer in 1..12, got 0",
+        ),
         (
             {"season_mode": "monthly"},
             "plugin_config.season_mode: 'monthly' is not allowed; allowed: task, year",
@@ -79,10 +82,17 @@ def test_accepts_odc_stats_resampling_override():
         ({"nir_band": "red"}, "must be three different bands"),
         (
             {"mask_filters": [["blur", 2]]},
-            "plugin_config.mask_filters: 'blur' is not allowed; allowed: opening, closing, dilation, erosion",
+            "plugin_config.mask_filters[0]: 'blur' is not allowed; allowed: opening, closing, dilation, erosion",
         ),
-        ({"mask_filters": [["opening", 0]]}, "radius of 'opening' must be an integer >= 1"),
-        ({"chunks": {"x": 0}}, "plugin_config.chunks.x: expected a positive integer or -1"),
+        (
+            {"mask_filters": [["opening", 0]]},
+            "plugin_config.mask_filters[0] radius: expected an integer >= 1, got 0",
+        ),
+        (
+            {"chunks": {"x": 0}},
+            "plugin_config.chunks.x: expected an integer >= 1 or -1 (-1 = whole tile), got 0",
+        ),
+        ({"chunks": {"X": 1}}, "plugin_config.chunks: unknown key 'X' (did you mean 'x'?)"),
         ({"scale_factor": {"red": "big"}}, "plugin_config.scale_factor.red: expected a number"),
         (
             {"loader": "fast"},

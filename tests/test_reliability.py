@@ -603,7 +603,7 @@ def test_sigterm_stops_promptly_and_rerun_does_exactly_the_rest(bench):
         ),
         (
             {"plugin_config": {"season_mode": "year", "seasons": {"a": [13]}}},
-            "plugin_config.seasons.a: month 13 is outside 1-12",
+            "plugin_config.seasons.a: expected an integer in 1..12, got 13",
         ),
         ({"plugin_config": {"statistics": ["mode"]}}, "plugin_config.statistics: 'mode'"),
         ({"threads_per_worker": 2}, "run config: unknown key 'threads_per_worker'"),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from odc_ndvi_plugin.ops.commit import STAGING_DIR, _commit_files, _LocalStore, sweep_stale_staging
+from odc_ndvi_plugin.ops.commit import STAGING_DIR, _commit_files, sweep_stale_staging
+from odc_ndvi_plugin.storage import LocalStore
 
 DAY = 24 * 3600
 
@@ -41,7 +42,7 @@ def test_commit_moves_staged_files_or_keeps_a_finished_task(
         (tmp_path / "x" / "t_band.tif").write_bytes(b"old")
         item.write_bytes(b"item-old")
     staged = _staged(tmp_path, "a1", {"t_band.tif": b"new"})
-    _commit_files(_LocalStore(), b"item-new", item.as_uri(), staged, overwrite=overwrite)
+    _commit_files(LocalStore(), b"item-new", item.as_uri(), staged, overwrite=overwrite)
     assert (tmp_path / "x" / "t_band.tif").read_bytes() == expect_tif
     assert item.read_bytes() == expect_item
     assert not list((tmp_path / STAGING_DIR).rglob("*.part"))  # staged files moved or dropped
@@ -57,7 +58,7 @@ def test_a_commit_cut_short_leaves_no_stac_item(tmp_path, existing):
     staged = _staged(tmp_path, "a1", {"t_a.tif": b"a", "t_b.tif": b"b"})
     Path(staged[1][0].removeprefix("file://")).unlink()  # e.g. removed by a cleanup
     with pytest.raises(FileNotFoundError):
-        _commit_files(_LocalStore(), b"item-new", item.as_uri(), staged, overwrite=True)
+        _commit_files(LocalStore(), b"item-new", item.as_uri(), staged, overwrite=True)
     assert not item.exists()  # not "done": a rerun computes the task again
     assert not list(item.parent.glob(".*"))
 
@@ -90,7 +91,7 @@ def test_sweep_removes_only_stale_attempt_folders(tmp_path, files, ages, removed
         if folder.exists():
             os.utime(folder, (time.time() - max(ages),) * 2)
     got = sweep_stale_staging(tmp_path.as_uri())
-    assert (got == [str(attempt)]) is removed
+    assert (got == [attempt.as_uri()]) is removed
     assert attempt.exists() is not removed
 
 

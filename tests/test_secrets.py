@@ -1,4 +1,4 @@
-"""odc_ndvi_plugin.ops.secrets: the naming rule, mappings, URLs, text and log records."""
+"""odc_ndvi_plugin._redact: the naming rule, mappings, URLs, text and log records."""
 
 from __future__ import annotations
 

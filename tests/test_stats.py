@@ -175,5 +175,46 @@ def test_a_reduction_state_reports_its_arrays_to_dask():
     state = stream_fold(
         None, obs[:3], groups[:3], statistics=("mean", "count"), group_index=groups, n_groups=2
     )
-    # group 0 done (mean + count planes, float32), group 1 open (int32 count + float64 sum)
-    assert sizeof(state) >= 2 * 50 * 40 * 4 + 50 * 40 * (4 + 8)
+    # group 0 done (mean + count planes, float32), group 1 open (uint16 count + float64 sum)
+    assert sizeof(state) >= 2 * 50 * 40 * 4 + 50 * 40 * (2 + 8)
+    assert state.open[1].count.dtype == np.uint16
+
+
+# -- accumulators against float64 truth at adversarial sizes -----------------------------------
+def _adversarial(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` observations of 6 pixels: near +1 (a big sum), near +-1 alternating (the sum
+    cancels), 1.0 among tiny values, a mixed range, mostly cloud, and every value one
+    float32 step below 1."""
+    near_one = (1 - rng.integers(1, 64, n) * 2.0**-24).astype(np.float32)
+    signs = np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.float32)
+    obs = np.empty((n, 2, 3), np.float32)
+    obs[:, 0, 0] = near_one
+    obs[:, 0, 1] = signs * near_one
+    obs[:, 0, 2] = np.where(np.arange(n) % 97 == 0, 1.0, 1e-7)
+    obs[:, 1, 0] = rng.uniform(-1, 1, n)
+    obs[:, 1, 1] = np.where(rng.random(n) < 0.9, np.nan, rng.uniform(-1, 1, n))
+    obs[:, 1, 2] = np.nextafter(np.float32(1), np.float32(0))
+    return obs
+
+
+@pytest.mark.parametrize("n", [65_535, 70_001])  # the uint16 counter's limit, and past it
+def test_streamed_mean_and_count_stay_within_1e_6_of_float64_truth(n):
+    obs = _adversarial(n, np.random.default_rng(n))
+    groups = np.zeros(n, int)
+    stats = ("mean", "count")
+    state = None
+    for a in range(0, n, 10_000):  # time blocks of 10,000 observations
+        first = {"group_index": groups, "n_groups": 1} if state is None else {}
+        state = stream_fold(
+            state, obs[a : a + 10_000], groups[a : a + 10_000], statistics=stats, **first
+        )
+    mean, count = stream_finish(state, statistics=stats)
+    truth = np.nanmean(obs.astype(np.float64), axis=0)  # numpy, float64, the whole stack
+    assert np.abs(mean.astype(np.float64) - truth).max() <= 1e-6
+    expected = np.minimum((~np.isnan(obs)).sum(0), COUNT_NODATA - 1)
+    np.testing.assert_array_equal(count, expected)
+    # the inputs have teeth: a float32 running sum (no compensation) is off by more
+    running = np.zeros((2, 3), np.float32)
+    for plane in obs:
+        np.add(running, plane, out=running, where=~np.isnan(plane))
+    assert np.abs(running / (~np.isnan(obs)).sum(0) - truth).max() > 1e-6

@@ -189,15 +189,14 @@ def serve_command(
 
 
 def _local_path(location: str) -> Path:
-    from urllib.parse import unquote, urlparse
+    from ..storage import local_path
 
-    if location.startswith("file://"):
-        return Path(unquote(urlparse(location).path))
-    if "://" in location:
+    path = local_path(location)
+    if path is None:
         raise click.UsageError(
             f"--location {location}: serve reads local outputs (file:// or a folder)"
         )
-    return Path(location)
+    return path
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -235,12 +234,11 @@ def sweep_staging_command(location: str, older_than: str, dry_run: bool) -> None
     s3://, the product's output location). Files under final names and STAC items are never
     touched; ``odc-ndvi run`` does the same with 24h before it starts."""
     from ..ops.commit import sweep_stale_staging
+    from ..storage import as_url
 
     max_age = _duration(older_than)
     setup_logging(False)
-    if "://" not in location:
-        location = Path(location).resolve().as_uri()
-    swept = sweep_stale_staging(location, max_age=max_age, dry_run=dry_run)
+    swept = sweep_stale_staging(as_url(location), max_age=max_age, dry_run=dry_run)
     for url in swept:
         click.echo(f"{'would remove' if dry_run else 'removed'} {url}")
     verb = "would be removed" if dry_run else "removed"

@@ -24,7 +24,7 @@ import rasterio
 import yaml
 
 from .._shipped import cfg_dir
-from ..errors import DatacubeUnavailable
+from ..errors import DatacubeUnavailable, NDVIPluginError
 from ..ops.logs import quiet_libraries
 from ..ops.report import RunSummary
 from ..ops.runconfig import load_run_config
@@ -203,6 +203,8 @@ def run_demo(
         # the index first: an unreachable or broken datacube fails before any work
         try:
             init_index(dcenv)
+        except NDVIPluginError:
+            raise  # already one line of ours (e.g. the database cannot be reached)
         except Exception as err:  # noqa: BLE001 - sqlalchemy/psycopg2 errors vary
             reason = getattr(err, "orig", None) or err
             raise DatacubeUnavailable(

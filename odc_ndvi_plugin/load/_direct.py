@@ -288,6 +288,8 @@ def _fuse_day(
             first = False
         else:
             np.copyto(day[where], values, where=wanted[where])
+        # the scene's NDVI is pasted: not held while the next scene is read
+        del piece, values, wanted
         if not np.isnan(day).any():
             break
     return out

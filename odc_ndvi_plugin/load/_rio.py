@@ -22,13 +22,10 @@ from .._transient import TRANSIENT_READ
 from ..errors import InputReadError
 from ..masking import bad_pixel_filter, filter_reach
 from ..ndvi import NDVIInputs, clear_pixels
+from ..storage import path_or_url
 from ._windows import _file_box, _native_window, _needed_blocks
 
 __all__ = ["TRANSIENT_READ", "InputReadError", "SceneRead", "read_scene"]
-
-
-def _rio_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
 @dataclass(frozen=True)
@@ -170,7 +167,7 @@ class _Files:
     def _rio_open(self, i: int, fresh: bool) -> rasterio.DatasetReader:
         """Open band ``i``; ``fresh``: bypassing what GDAL cached of the file (after a
         failed attempt its cache can hold a truncated header)."""
-        path = _rio_path(self.source.uris[i])
+        path = path_or_url(self.source.uris[i])
         if not fresh or "://" not in path:
             return rasterio.open(path)
         stale = self._open.pop(i, None)
@@ -266,6 +263,7 @@ def read_scene(
         read_at = scene.box_window()
         mask = files.read(MASK, read_at, inputs.mask_nodata)
         good = scene.good = clear_pixels(mask, inputs, bad_filter=bad_filter)
+        del mask  # not held while red and NIR are read
         need = good
         if aligned and wanted is not None:
             # the window is dst grown by pad; pad pixels never need red/NIR

@@ -15,28 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlparse
 
 from odc.stats.io import WriteResult
 
-from ..storage import (
-    LocalStore,
-    S3Store,
-    Store,
-    s3_client,
-    split_s3_url,
-    store_for,
-    write_local,
-)
-
-#: the stores' old names here (tests, other branches)
-_LocalStore, _S3Store = LocalStore, S3Store
+from .._redact import redact_url
+from ..storage import Store, is_store_url, path_or_url, store_for
 
 __all__ = [
     "STAGING_DIR",
@@ -96,6 +83,11 @@ def _worker_s3() -> Any:
     return get_worker().s3_client.s3_client
 
 
+def _worker_store(url: str, put_args: dict[str, str] | None) -> Store:
+    """The store of ``url`` on a worker (S3: the worker's boto3 client)."""
+    return store_for(url, s3_factory=_worker_s3, put_args=put_args)
+
+
 def _as_bytes(data: bytes | str) -> bytes:
     return data.encode("utf8") if isinstance(data, str) else data
 
@@ -149,18 +141,17 @@ def stage_output(
     .sha1 file lists final names)."""
     data = _as_bytes(data)
     digest = hashlib.sha1(data).hexdigest()
-    final_path = urlparse(final).path if final.startswith("file://") else final
+    final_path = path_or_url(final)
     try:
-        if staged.startswith("s3://"):
-            bucket, key = split_s3_url(staged)
-            _worker_s3().put_object(Bucket=bucket, Key=key, Body=data, **(put_args or {}))
-        else:
-            write_local(data, urlparse(staged).path)
-            with _CANCEL_LOCK:
-                if _cancelled(attempt):
-                    Path(urlparse(staged).path).unlink(missing_ok=True)
-                    return WriteResult(final_path, digest, "Cancelled")
+        store = _worker_store(staged, put_args)
+        store.put(data, staged)
+        with _CANCEL_LOCK:
+            if _cancelled(attempt):  # its staged files were removed meanwhile: ours too
+                store.remove(staged)
+                return WriteResult(final_path, digest, "Cancelled")
     except Exception as err:  # noqa: BLE001 - reported as a failed write of this task
+        if _cancelled(attempt):  # its staging folder was removed under the write
+            return WriteResult(final_path, digest, "Cancelled")
         if (transient := _as_transient(err, f"cannot write {final}")) is not None:
             raise transient from None  # the task is tried again (not counted as written)
         _log.exception("failed to write %s", final)
@@ -183,24 +174,17 @@ def commit_staged(
     data = _as_bytes(data)
     digest = hashlib.sha1(data).hexdigest()
     props = _item_properties(data)
+    path = path_or_url(url)
     try:
-        if url.startswith("s3://"):
-            if _cancelled(attempt):  # interrupted meanwhile: its staged files are going
-                return CommitResult(url, digest, "Cancelled")
-            written = _commit_files(
-                store_for(url, s3=_worker_s3(), put_args=put_args),
-                data,
-                url,
-                staged,
-                overwrite=overwrite,
-            )
-            return CommitResult(url, digest, None, written is None, written or 0, props)
-        path = urlparse(url).path
-        with _CANCEL_LOCK:  # cleanup (remove_staged) waits for a commit under way
+        store = _worker_store(url, put_args)
+        # cleanup (discard_attempt) waits for a commit under way, and a commit does not
+        # start on an attempt being cleaned up
+        with _CANCEL_LOCK:
             if _cancelled(attempt):
                 return CommitResult(path, digest, "Cancelled")
-            written = _commit_files(store_for(url), data, url, staged, overwrite=overwrite)
-            _remove_empty_staging(staged)
+            written = _commit_files(store, data, url, staged, overwrite=overwrite)
+            for src, _ in staged:  # the now empty folders this attempt staged in
+                store.prune_empty(src.rsplit("/", 1)[0], _staging_root(src))
         return CommitResult(path, digest, None, written is None, written or 0, props)
     except Exception as err:  # noqa: BLE001 - reported as a failed write of this task
         if (transient := _as_transient(err, f"cannot commit {url}")) is not None:
@@ -217,20 +201,9 @@ def _item_properties(item: bytes) -> dict | None:
     return props if isinstance(props, dict) else None
 
 
-def _remove_empty_staging(staged: list[tuple[str, str]]) -> None:
-    """Remove the folders a committed attempt staged in, now empty: from each staged
-    file's folder up to ``.staging/`` itself (a folder still in use is not empty and
-    stays; :func:`_write_local` makes a folder again if it lost that race)."""
-    for src, _ in staged:
-        folder = Path(urlparse(src).path).parent
-        while STAGING_DIR in folder.parts:
-            try:
-                folder.rmdir()
-            except OSError:
-                break  # not empty (another attempt is staging there) or gone
-            if folder.name == STAGING_DIR:
-                break
-            folder = folder.parent
+def _staging_root(staged: str) -> str:
+    """``<location>/.staging`` of a staged file's URL."""
+    return staged.split(f"/{STAGING_DIR}/", 1)[0] + f"/{STAGING_DIR}"
 
 
 def _commit_files(
@@ -262,21 +235,6 @@ def _commit_files(
     return written + len(data)
 
 
-def _remove_empty_dir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass  # not empty (another attempt is staging) or gone
-
-
-def _delete_s3_prefix(prefix_url: str) -> None:
-    bucket, prefix = split_s3_url(prefix_url)
-    s3 = s3_client()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=obj["Key"])
-
-
 def staging_url(location: str, attempt: str) -> str:
     """Where ``attempt`` stages its files under the product's ``location``."""
     return f"{location.rstrip('/')}/{STAGING_DIR}/{attempt}"
@@ -289,15 +247,12 @@ def discard_attempt(location: str, attempt: str) -> None:
     with _CANCEL_LOCK:
         _CANCELLED_ATTEMPTS.add(attempt)
         url = staging_url(location, attempt)
-        parsed = urlparse(url)
         try:
-            if parsed.scheme == "file":
-                shutil.rmtree(parsed.path, ignore_errors=True)
-                _remove_empty_dir(Path(parsed.path).parent)
-            elif parsed.scheme == "s3":
-                _delete_s3_prefix(url + "/")
+            store = driver_store(url)
+            store.remove_tree(url)
+            store.prune_empty(_staging_root(url + "/"), _staging_root(url + "/"))
         except Exception:  # noqa: BLE001 - cleanup must not mask the real failure
-            _log.warning("could not remove staged files under %s", url)
+            _log.warning("could not remove staged files under %s", redact_url(url))
 
 
 #: staged files older than this are orphans of killed attempts (no attempt runs that long:
@@ -320,66 +275,18 @@ def sweep_stale_staging(
     ``max_processing_time``): an attempt swept while alive only fails its own commit
     (its staged file is gone, so its STAC item is never written) and is computed again.
     ``dry_run``: only say what would go. Returns the attempts' URLs."""
-    parsed = urlparse(location)
-    if parsed.scheme == "s3":
-        return _sweep_s3(location, max_age, dry_run=dry_run, now=now)
-    if parsed.scheme != "file":
+    if not is_store_url(location):
         return []
-    root = Path(parsed.path) / STAGING_DIR
-    if not root.is_dir():
-        return []
-    now, removed = time.time() if now is None else now, []
-    for attempt in root.iterdir():
-        try:
-            newest = max(
-                (p.stat().st_mtime for p in attempt.rglob("*")), default=attempt.stat().st_mtime
-            )
-        except OSError:
-            continue  # being removed by its own attempt
-        if now - newest > max_age:
-            if not dry_run:
-                shutil.rmtree(attempt, ignore_errors=True)
-            removed.append(str(attempt))
-    if removed and not dry_run:
-        _log.warning("Removed %d stale staging folder(s) under %s", len(removed), root)
-    return removed
-
-
-def _sweep_s3(location: str, max_age: float, *, dry_run: bool, now: float | None) -> list[str]:
-    """:func:`sweep_stale_staging` on S3: one listing of the staging prefix, an attempt's
-    age is its newest object's ``LastModified`` (S3's clock), batch deletes."""
-    bucket, prefix = split_s3_url(location.rstrip("/") + f"/{STAGING_DIR}/")
-    s3 = s3_client()
-    newest: dict[str, float] = {}
-    keys: dict[str, list[str]] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            attempt = obj["Key"][len(prefix) :].split("/", 1)[0]
-            modified = obj["LastModified"].timestamp()
-            newest[attempt] = max(newest.get(attempt, modified), modified)
-            keys.setdefault(attempt, []).append(obj["Key"])
+    root = f"{location.rstrip('/')}/{STAGING_DIR}"
+    store = driver_store(root)
+    newest = store.newest_by_child(root)
     now = time.time() if now is None else now
-    stale = sorted(a for a, t in newest.items() if now - t > max_age)
-    doomed = [k for a in stale for k in keys[a]]
-    if not dry_run:
-        for start in range(0, len(doomed), 1000):  # DeleteObjects takes 1000 keys a request
-            batch = [{"Key": k} for k in doomed[start : start + 1000]]
-            got = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            if got.get("Errors"):
-                first = got["Errors"][0]
-                raise OSError(
-                    f"could not remove s3://{bucket}/{first.get('Key')}: {first.get('Code')} "
-                    f"{first.get('Message', '')}".rstrip()
-                )
-        if stale:
-            _log.warning(
-                "Removed %d stale staging attempt(s) (%d object(s)) under s3://%s/%s",
-                len(stale),
-                len(doomed),
-                bucket,
-                prefix,
-            )
-    return [f"s3://{bucket}/{prefix}{a}" for a in stale]
+    stale = [f"{root}/{name}" for name in sorted(newest) if now - newest[name] > max_age]
+    if stale and not dry_run:
+        for url in stale:
+            store.remove_tree(url)
+        _log.warning("Removed %d stale staging attempt(s) under %s", len(stale), redact_url(root))
+    return stale
 
 
 @dataclass(frozen=True)

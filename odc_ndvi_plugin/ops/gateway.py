@@ -20,14 +20,13 @@ Errors say what went wrong and where, without secrets: wrong credentials raise
 workers that never come raise :class:`GatewayWorkersTimeout` ("0 of 2 workers after
 30 s on cluster NAME at X"), a cluster that fails raises :class:`GatewayClusterFailed`.
 Option values are shown through :func:`describe_options`, which redacts secrets with
-:mod:`odc_ndvi_plugin.ops.secrets`.
+:mod:`odc_ndvi_plugin._redact`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 import warnings
@@ -38,7 +37,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .._redact import redact_mapping, redact_url, register_secret
-from .._validate import check_keys, did_you_mean
+from .._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    did_you_mean,
+)
 from ..errors import ConfigError, NDVIPluginError
 from .signals import interrupts_deferred
 
@@ -106,9 +114,9 @@ class AdaptConfig:
     maximum: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("adapt.minimum", self.minimum, minimum=0)
+        check_int(self.minimum, "adapt.minimum", minimum=0)
         if self.maximum is not None:
-            _check_int("adapt.maximum", self.maximum, minimum=1)
+            check_int(self.maximum, "adapt.maximum", minimum=1)
             if self.maximum < self.minimum:
                 raise ValueError(
                     f"adapt.maximum ({self.maximum}) is smaller than adapt.minimum ({self.minimum})"
@@ -130,11 +138,11 @@ class GatewayAuthConfig:
     password_env: str | None = None
 
     def __post_init__(self) -> None:
-        _check_str("auth.type", self.type)
+        check_str(self.type, "auth.type")
         if self.username is not None:
-            _check_str("auth.username", self.username)
+            check_str(self.username, "auth.username")
         if self.password_env is not None:
-            _check_str("auth.password_env", self.password_env)
+            check_str(self.password_env, "auth.password_env")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,27 +168,22 @@ class GatewayClusterConfig:
 
     def __post_init__(self) -> None:
         if self.address is not None:
-            _check_str("address", self.address)
+            check_str(self.address, "address")
         if self.proxy_address is not None:
-            _check_str("proxy_address", self.proxy_address)
-        if self.connect not in CONNECT_MODES:
-            raise ValueError(
-                f"connect must be one of {', '.join(CONNECT_MODES)}; got {self.connect!r}"
-            )
+            check_str(self.proxy_address, "proxy_address")
+        check_choice(self.connect, "connect", CONNECT_MODES)
         if self.connect == "existing" and not self.cluster_name:
             raise ValueError("connect: existing needs cluster_name")
         if self.cluster_name is not None:
-            _check_str("cluster_name", self.cluster_name)
+            check_str(self.cluster_name, "cluster_name")
             if self.connect != "existing":
                 raise ValueError(
                     f"cluster_name is only used with connect: existing (connect is "
                     f"{self.connect!r})"
                 )
-        if not isinstance(self.cluster_options, Mapping):
-            raise ValueError(
-                f"cluster_options must be a mapping of option name to value, got "
-                f"{type(self.cluster_options).__name__}"
-            )
+        check_mapping(
+            self.cluster_options, "cluster_options", what="a mapping of option name to value"
+        )
         for name, value in self.cluster_options.items():
             if not isinstance(name, str):
                 raise ValueError(f"cluster option names must be strings, got {name!r}")
@@ -194,22 +197,12 @@ class GatewayClusterConfig:
         if self.workers is not None and self.adapt is not None:
             raise ValueError("give either workers or adapt, not both")
         if self.workers is not None:
-            _check_int("workers", self.workers, minimum=0)
+            check_int(self.workers, "workers", minimum=0)
         if self.wait_for_workers is not None:
-            _check_int("wait_for_workers", self.wait_for_workers, minimum=0)
-        if (
-            isinstance(self.wait_timeout, bool)
-            or not isinstance(self.wait_timeout, int | float)
-            or not math.isfinite(self.wait_timeout)
-            or self.wait_timeout <= 0
-        ):
-            raise ValueError(
-                f"wait_timeout must be a positive number of seconds, got {self.wait_timeout!r}"
-            )
-        if self.shutdown_on_exit is not None and not isinstance(self.shutdown_on_exit, bool):
-            raise ValueError(
-                f"shutdown_on_exit must be true or false, got {self.shutdown_on_exit!r}"
-            )
+            check_int(self.wait_for_workers, "wait_for_workers", minimum=0)
+        check_number(self.wait_timeout, "wait_timeout (seconds)", positive=True)
+        if self.shutdown_on_exit is not None:
+            check_bool(self.shutdown_on_exit, "shutdown_on_exit")
 
     # -- derived settings
 
@@ -287,18 +280,6 @@ class GatewayClusterConfig:
         except yaml.YAMLError as err:
             raise ConfigError(f"gateway config {str(path)!r}", f"not valid YAML: {err}") from err
         return cls.from_mapping(data or {}, source=str(path))
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
 def _sub_config(kind: type, data: Any, name: str, source: str) -> Any:

@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from odc.stats.model import TaskRunnerConfig, product_for_plugin
 
@@ -26,6 +25,7 @@ from .._validate import (
     check_str,
     shown,
 )
+from ..storage import is_store_url
 from .cog_options import check_cog_opts
 from .identity import check_identity, split_drop_in
 
@@ -181,8 +181,7 @@ def load_run_config(
         raise ConfigError(
             WHERE, "'output_location' is required (file:///path or s3://bucket/prefix)"
         )
-    scheme = urlparse(str(merged["output_location"])).scheme
-    if scheme not in ("file", "s3"):
+    if not is_store_url(str(merged["output_location"])):
         raise ConfigError(
             WHERE,
             f"output_location {merged['output_location']!r} must start with file:// or s3://",

@@ -47,7 +47,6 @@ from odc.stats.proc import TaskRunner
 from .._transient import retry_reason
 from ..item import persist_with_item_properties
 from ..load import SKIPPED_INPUTS
-from .commit import STALE_STAGING_SECONDS, sweep_stale_staging
 from .report import RunEvents, RunSummary, TaskOutcome, outcome_of
 from .runconfig import load_run_config
 from .signals import interrupts_deferred
@@ -58,12 +57,10 @@ from .taskdb import check_task_db
 __all__ = [
     "DEFAULT_RETRIES",
     "INCOMPLETE_POLICIES",
-    "STALE_STAGING_SECONDS",
     "AtomicCOGSink",
     "NDVITaskRunner",
     "RunSummary",
     "load_run_config",
-    "sweep_stale_staging",
 ]
 
 _log = logging.getLogger(__name__)
@@ -482,10 +479,14 @@ class NDVITaskRunner(TaskRunner):
                     self._renew_lease(r)
             while running:
                 yield from self._poll_and_record(running)
-        except BaseException:
+        except BaseException as err:
             if self._submitted is not None and self._submitted not in running:
                 running.append(self._submitted)  # submitted, not yet taken into account
-            _log.warning("Interrupted: cancelling %d task(s) in flight", len(running))
+            # an error (e.g. the queue gone) is said by the caller; only a signal interrupts
+            why = (
+                f"Stopping on {type(err).__name__}" if isinstance(err, Exception) else "Interrupted"
+            )
+            _log.warning("%s: cancelling %d task(s) in flight", why, len(running))
             source.release_held()
             self._cancel_all(running)
             running.clear()
@@ -656,15 +657,3 @@ def task_period_problem(proc: Any, period: str) -> str | None:
     blocks / one season; odc-stats does not hand the plugin the period, so the runner asks)."""
     check = getattr(proc, "period_problem", None)
     return None if check is None else check(period)
-
-
-#: set-up that moved to :mod:`.session`, still importable from here (old import paths)
-_MOVED_TO_SESSION = ("check_output_location", "execute", "first_dataset", "preflight")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_SESSION:
-        from . import session
-
-        return getattr(session, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,8 +20,9 @@ from typing import Any
 from distributed import Client
 from odc.stats.model import TaskRunnerConfig
 
+from .._memory import MemoryHygiene
 from ..errors import ConfigError, OutputLocationError, S3AccessError
-from ..storage import sqs_resource, store_for
+from ..storage import is_s3, is_store_url, sqs_resource, store_for
 from .commit import sweep_stale_staging
 from .limits import DaskSizing
 from .report import AllEvents, ProgressLines, RunEvents, RunSummary
@@ -81,6 +82,7 @@ def start_local_dask(runner: NDVITaskRunner) -> Client:
             for c in (None, client):
                 _configure_s3(runner, c)
         client.register_plugin(S3ClientPlugin())
+        client.register_plugin(MemoryHygiene())
     except BaseException:
         _close_local_dask(client)  # nobody else holds it yet
         raise
@@ -100,7 +102,8 @@ def prepare_outside_client(runner: NDVITaskRunner, client: Client) -> None:
     ``worker.s3_client``, which only S3ClientPlugin sets; S3 reads configured."""
     from odc.stats.proc import S3ClientPlugin
 
-    if runner.product.location.startswith("s3://"):
+    client.register_plugin(MemoryHygiene())
+    if is_s3(runner.product.location):
         client.register_plugin(S3ClientPlugin(), name="odc-stats-s3-client")
     if _inputs_maybe_on_s3(runner):
         _configure_s3(runner, client)  # the gateway's workers read the inputs
@@ -134,7 +137,7 @@ def _s3_location(runner: NDVITaskRunner) -> str:
     """What on S3 the run reads or writes (for messages): the first input, else the output."""
     ds = first_dataset(runner.rdr) if runner.rdr is not None else None
     uris = [str(u) for u in (ds.uris if ds is not None else ())]
-    return next((u for u in uris if u.startswith("s3://")), runner.product.location)
+    return next((u for u in uris if is_s3(u)), runner.product.location)
 
 
 def check_credentials(location: str) -> None:
@@ -164,7 +167,7 @@ def check_credentials(location: str) -> None:
 def _needs_s3(runner: NDVITaskRunner) -> bool:
     """S3 set-up only when something is on S3: it probes for credentials (slowly) and
     changes GDAL's process-wide settings (unsigned requests break signed ones)."""
-    if runner.product.location.startswith("s3://"):
+    if is_s3(runner.product.location):
         return True
     if _inputs_maybe_on_s3(runner):
         return True
@@ -177,19 +180,19 @@ def _inputs_maybe_on_s3(runner: NDVITaskRunner) -> bool:
     """Inputs of the first task are on S3 (unknown before the first SQS message: yes),
     or the anomaly's baseline is (read with the same S3 settings as inputs)."""
     baseline = getattr(getattr(runner.proc, "config", None), "baseline", None) or ""
-    if baseline.startswith("s3://"):
+    if is_s3(baseline):
         return True
     ds = first_dataset(runner.rdr) if runner.rdr is not None else None
     if ds is None:
         return True
-    return any(str(uri).startswith("s3://") for uri in ds.uris)
+    return any(is_s3(str(uri)) for uri in ds.uris)
 
 
 # -- checks before any task ------------------------------------------------------------
 def check_output_location(location: str) -> None:
     """Fail before any work if ``location`` cannot be written (names the target): a probe
     file put and removed through the location's store."""
-    if not location.startswith(("file://", "s3://")):
+    if not is_store_url(location):
         return  # run configs allow these two only (checked when the config is read)
     probe = f"{location.rstrip('/')}/.odc-ndvi-write-probe-{uuid.uuid4().hex[:8]}"
     try:

@@ -12,6 +12,7 @@ from odc.stats.io import S3COGSink
 from odc.stats.model import Task
 
 from ..cogs import delayed_ds_to_cog
+from ..storage import is_store_url
 from .commit import (
     OutputAudit,
     Store,
@@ -80,10 +81,9 @@ class AtomicCOGSink(S3COGSink):
         return kw
 
     def _write_blob(self, data, url: str, ContentType: str | None = None, with_deps=None):  # noqa: N803
-        scheme = urlparse(url).scheme
-        if scheme not in ("file", "s3"):
+        if not is_store_url(url):
             raise ValueError(f"output_location: cannot write to {url!r} (file:// or s3:// only)")
-        put_args = self._put_args(ContentType) if scheme == "s3" else None
+        put_args = self._put_args(ContentType)  # S3's; a local store has no use for them
         if url == self._commit_url:
             return dask.delayed(commit_staged, name="commit-task", pure=False)(
                 data,

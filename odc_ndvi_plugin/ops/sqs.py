@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
-from .._redact import redact_text
+from .._redact import redact_text, redact_url
 from ..errors import NDVIPluginError
+from ..storage import is_s3
 
 __all__ = ["END", "QueueDepth", "QueueUnavailable", "SqsTaskSource", "lease"]
 
@@ -151,12 +151,22 @@ class SqsTaskSource:
         )
 
     def _receive_message(self) -> Any | None:
-        messages = self.queue.receive_messages(
-            VisibilityTimeout=self.lease_seconds,
-            MaxNumberOfMessages=1,
-            WaitTimeSeconds=1,
-            MessageAttributeNames=["All"],
-        )
+        """One message or None; botocore's failures (no such queue, access denied, no
+        endpoint, after boto3's own retries) are one line naming the queue."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            messages = self.queue.receive_messages(
+                VisibilityTimeout=self.lease_seconds,
+                MaxNumberOfMessages=1,
+                WaitTimeSeconds=1,
+                MessageAttributeNames=["All"],
+            )
+        except (BotoCoreError, ClientError) as err:
+            raise QueueUnavailable(
+                f"SQS queue {redact_url(str(getattr(self.queue, 'url', self.queue)))} cannot "
+                f"be received from: {type(err).__name__}: {redact_text(str(err))}"
+            ) from err
         return messages[0] if messages else None
 
     # -- tasks ------------------------------------------------------------------------
@@ -244,7 +254,7 @@ class SqsTaskSource:
 
     def _local_task_db(self, filedb: str) -> str:
         """The task db a message names, downloaded once if it is on S3 (as odc-stats)."""
-        if urlparse(filedb).scheme != "s3":
+        if not is_s3(filedb):
             return filedb
         from odc.aws import s3_url_parse
 

@@ -1,23 +1,42 @@
 """The dask graph of the streaming seasonal reduction (kernels: :mod:`._kernels`).
 
 Each reduction block is a linear chain of folds over the loaded day blocks, so the time
-stack is never held (see :func:`stream_reduce`).
+stack is never held (see :func:`stream_reduce`), and a time block's load waits until the
+block :data:`LOAD_AHEAD` before it is folded, so loads never run far ahead of the folds
+(see :func:`_bound_loads`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import dask
 import dask.array as da
 import numpy as np
+from dask._task_spec import Task, TaskRef, convert_legacy_graph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from ._kernels import STREAMABLE, reduce_block, stream_fold, stream_take
 
-__all__ = ["FOLD_PRIORITY", "seasonal_planes", "stream_reduce"]
+__all__ = ["FOLD_PRIORITY", "LOAD_AHEAD", "seasonal_planes", "stream_reduce"]
 
 
 #: dask priority of the streaming reduction's tasks (and of the load's splits into
-#: reduction blocks): above the loads' default 0
+#: reduction blocks): above the loads' default 0. Only a hint: dask 2025.7 drops the
+#: annotations of an array graph it fuses (the default), so on the scheduler every task
+#: has priority 0; :data:`LOAD_AHEAD` is what bounds the loads
 FOLD_PRIORITY = 10
+
+#: how many time blocks may be loaded ahead of the last one every chain has folded:
+#: time block ``t``'s loads wait for the folds of block ``t - LOAD_AHEAD``. Dask's
+#: priorities alone do not bound this (array graphs lose their annotations when dask
+#: fuses them, and a free thread takes any ready load): measured, 2 threads ran up to 6
+#: days ahead (234 of the 313 MiB a 3200 px task held at its peak). 3 = 2 load threads
+#: kept busy + 1 day of slack for a slow (two-scene, less cloudy) day; a smaller bound
+#: leaves a thread idle whenever the day before is slower than the day being loaded.
+LOAD_AHEAD = 3
 
 
 def seasonal_planes(
@@ -91,6 +110,7 @@ def stream_reduce(
     y_parts = [(i, ys) for i, n in enumerate(data.chunks[1]) for ys in _sub_slices(n, chunks[0])]
     x_parts = [(i, xs) for i, n in enumerate(data.chunks[2]) for xs in _sub_slices(n, chunks[1])]
     grid: list[list[list[da.Array]]] = []  # [y block][x block][band]
+    folded: list[list[Any]] = [[] for _ in day_labels]  # [time block][chain]: its fold
     # folds first: a fold that can run runs before the next load, so a day's NDVI is
     # folded and dropped as soon as it is loaded
     with dask.annotate(priority=FOLD_PRIORITY):
@@ -112,6 +132,7 @@ def stream_reduce(
                         **first,
                     )
                     states.append(state)
+                    folded[it].append(state)
                 shape = (ys.stop - ys.start, xs.stop - xs.start)
                 planes = []
                 for g, done_at in enumerate(completes):
@@ -125,8 +146,107 @@ def stream_reduce(
                     planes += [taken[i] for i in range(len(statistics))]
                 row.append([da.from_delayed(p, shape=shape, dtype=np.float32) for p in planes])
             grid.append(row)
+        # one cheap task per time block, run once every chain has folded it
+        gates = [dask.delayed(_folded, pure=False)(*states) for states in folded]
     n_bands = n_groups * len(statistics)
-    return [da.block([[cell[b] for cell in row] for row in grid]) for b in range(n_bands)]
+    bands = [da.block([[cell[b] for cell in row] for row in grid]) for b in range(n_bands)]
+    return _bound_loads(bands, data, gates, LOAD_AHEAD)
+
+
+def _folded(*states: Any) -> None:
+    """A time block is folded into every chain (the value is not used)."""
+    return None
+
+
+def _after(gate: None, value: Any) -> Any:
+    """``value``, computed only once ``gate`` is (a load made to wait for a fold)."""
+    return value
+
+
+class _GatedLoad(Task):
+    """A load made to wait for a gate; never fused with the gate (the fused task would
+    hold the gate's fold states until the load ran)."""
+
+    __slots__ = ()
+
+    @property
+    def block_fusion(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class _PriorityOf:
+    """A layer's ``priority`` annotation as a function of the key (0: not annotated)."""
+
+    priorities: Mapping[Any, Any]
+
+    def __call__(self, key: Any) -> Any:
+        return self.priorities.get(key, 0)
+
+
+def _bound_loads(
+    bands: list[da.Array], data: da.Array, gates: list[Any], ahead: int
+) -> list[da.Array]:
+    """``bands`` with every task that only time block ``t`` of ``data`` needs and that
+    needs nothing itself (its loads: one ``_day_block`` per load block with the direct
+    loader) made to wait for ``gates[t - ahead]`` (time block ``t - ahead`` folded by
+    every chain). The loaded blocks waiting to be folded are then at most ``ahead`` (plus
+    those being loaded), whatever the scheduler prefers.
+
+    The folds depend on the loads and the loads on earlier folds, so the graph is one
+    layer (the layers of ``data`` span every time block: as layers they would form a
+    cycle); its priority annotations are kept key by key."""
+    n_t = len(data.chunks[0])
+    if n_t <= ahead or not bands:
+        return bands
+    gates = gates[: n_t - ahead]  # the last blocks' folds gate no load
+    hlg = HighLevelGraph.merge(*(b.dask for b in bands), *(g.dask for g in gates))
+    priorities: dict[Any, Any] = {}
+    for layer in hlg.layers.values():
+        value = (layer.annotations or {}).get("priority")
+        if value is not None:
+            priorities.update((k, value(k) if callable(value) else value) for k in layer)
+    dsk = convert_legacy_graph(dict(hlg))
+    roots = _roots_by_time_block(dsk, data)
+    for t in range(ahead, n_t):
+        gate = gates[t - ahead].key
+        for key in roots[t]:
+            node = dsk[key]
+            if isinstance(node, Task):  # a constant (a DataNode) is not loaded
+                dsk[key] = _GatedLoad(key, _after, TaskRef(gate), node)
+    layer = MaterializedLayer(dsk, annotations={"priority": _PriorityOf(priorities)})
+    return [
+        da.Array(HighLevelGraph({b.name: layer}, {b.name: set()}), b.name, b.chunks, meta=b._meta)
+        for b in bands
+    ]
+
+
+def _roots_by_time_block(dsk: Mapping[Any, Any], data: da.Array) -> list[set[Any]]:
+    """Per time block of ``data``: the tasks of ``dsk`` without dependencies that only
+    this block's keys depend on (a task that several time blocks need is in none)."""
+    n_t, n_y, n_x = (len(c) for c in data.chunks)
+    owner: dict[Any, int] = {}  # root -> its time block, -1: shared
+    for t in range(n_t):
+        seen: set[Any] = set()
+        todo = [(data.name, t, iy, ix) for iy in range(n_y) for ix in range(n_x)]
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            node = dsk.get(key)
+            if node is None:  # computed elsewhere (a future): nothing to load here
+                continue
+            deps = node.dependencies
+            if deps:
+                todo.extend(deps)
+            else:
+                owner[key] = t if owner.get(key, t) == t else -1
+    roots: list[set[Any]] = [set() for _ in range(n_t)]
+    for key, t in owner.items():
+        if t >= 0:
+            roots[t].add(key)
+    return roots
 
 
 def _sub_slices(size: int, step: int) -> list[slice]:

@@ -40,6 +40,7 @@ __all__ = [
     "stream_fold",
     "stream_start",
     "stream_take",
+    "tally_dtype",
 ]
 
 STATISTICS = ("mean", "median", "std", "min", "max", "count")
@@ -55,6 +56,13 @@ CLIMATOLOGY_STATISTICS = ("mean", "std", "years", "count")
 CLIMATOLOGY_EXTRAS = ("median", "min", "max")
 
 
+def tally_dtype(n_obs: int | None) -> np.dtype:
+    """The narrowest counter that cannot overflow for a group of ``n_obs`` observations
+    (a pixel's clear count, years...): uint16 up to 65535, else uint32 (None: unknown).
+    Counts are exact either way; a uint16 counter is half an int32's memory."""
+    return np.dtype("uint16") if n_obs is not None and n_obs <= 65535 else np.dtype("uint32")
+
+
 def band_dtype_nodata(statistic: str) -> tuple[np.dtype, float | int]:
     """Output dtype and nodata value of a statistic's band."""
     if statistic in COUNT_STATISTICS:
@@ -64,7 +72,9 @@ def band_dtype_nodata(statistic: str) -> tuple[np.dtype, float | int]:
 
 @dataclass
 class GroupAccumulator:
-    """Running per-pixel state of one group's clear observations (sums in float64)."""
+    """Running per-pixel state of one group's clear observations (sums in float64: a
+    float32 sum with its compensation term would take the same 8 bytes; counts in
+    :func:`tally_dtype` of the group's number of observations)."""
 
     count: np.ndarray
     total: np.ndarray | None = None
@@ -72,10 +82,13 @@ class GroupAccumulator:
     highest: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, shape: tuple[int, ...], statistics: Sequence[str]) -> GroupAccumulator:
+    def empty(
+        cls, shape: tuple[int, ...], statistics: Sequence[str], n_obs: int | None = None
+    ) -> GroupAccumulator:
+        """``n_obs``: how many observations the group has (at most; None: unknown)."""
         need_mean = "mean" in statistics or "std" in statistics
         return cls(
-            count=np.zeros(shape, dtype=np.int32),
+            count=np.zeros(shape, dtype=tally_dtype(n_obs)),
             total=np.zeros(shape, dtype=np.float64) if need_mean else None,
             lowest=np.full(shape, np.inf, dtype=np.float32) if "min" in statistics else None,
             highest=np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None,
@@ -109,7 +122,9 @@ class SeasonClimate:
     changes, its mean ``m[k,s]`` (missing with fewer than ``min_clear`` clear observations)
     is folded into a Welford mean / M2 (float64) and a count of blocks; min/max of the
     block means are running too. Only ``median`` keeps every block's mean (K planes of
-    float32): mean/std/count hold a fixed number of planes whatever the number of years."""
+    float32): mean/std/count hold a fixed number of planes whatever the number of years.
+    Counts (clear observations, years) in :func:`tally_dtype` of the season's number of
+    observations; sums, means and M2 in float64."""
 
     min_clear: int
     block_sum: np.ndarray
@@ -125,16 +140,21 @@ class SeasonClimate:
 
     @classmethod
     def empty(
-        cls, shape: tuple[int, ...], statistics: Sequence[str], min_clear: int
+        cls,
+        shape: tuple[int, ...],
+        statistics: Sequence[str],
+        min_clear: int,
+        n_obs: int | None = None,
     ) -> SeasonClimate:
+        tally = tally_dtype(n_obs)  # blocks and clear observations: at most n_obs
         return cls(
             min_clear=max(min_clear, 1),
             block_sum=np.zeros(shape, dtype=np.float64),
-            block_count=np.zeros(shape, dtype=np.int32),
-            years=np.zeros(shape, dtype=np.int32),
+            block_count=np.zeros(shape, dtype=tally),
+            years=np.zeros(shape, dtype=tally),
             mean=np.zeros(shape, dtype=np.float64),
             m2=np.zeros(shape, dtype=np.float64),
-            clear=np.zeros(shape, dtype=np.int32),
+            clear=np.zeros(shape, dtype=tally),
             lowest=np.full(shape, np.inf, dtype=np.float32) if "min" in statistics else None,
             highest=np.full(shape, -np.inf, dtype=np.float32) if "max" in statistics else None,
             means=[] if "median" in statistics else None,
@@ -266,7 +286,7 @@ def _group_stats(
     Accumulates plane by plane into 2-D accumulators, so apart from the median no
     ``(n, y, x)``-sized temporary is ever made; sums are float64.
     """
-    acc = GroupAccumulator.empty(shape, statistics)
+    acc = GroupAccumulator.empty(shape, statistics, len(obs))
     for plane in obs:
         acc.add(plane)
     return _finish_group(acc, statistics, min_clear, obs)
@@ -276,6 +296,7 @@ def _nanmedian(obs: np.ndarray, valid: np.ndarray, count: np.ndarray) -> np.ndar
     # sort with NaN last, then average the middle one/two clear values per pixel
     if obs.shape[0] == 0:
         return np.full(obs.shape[1:], np.nan, dtype=np.float32)
+    count = count.astype(np.int64)  # signed: count - 1 of an empty pixel is -1, not 65535
     srt = np.sort(np.where(valid, obs, np.inf), axis=0)
     lo = np.clip((count - 1) // 2, 0, None)
     hi = np.clip(count // 2, 0, None)
@@ -373,7 +394,11 @@ def stream_fold(
         acc = state.open.get(g)
         if acc is None:
             acc = state.open[g] = _empty_accumulator(
-                state.shape, statistics, min_clear, climate=blocks is not None
+                state.shape,
+                statistics,
+                min_clear,
+                climate=blocks is not None,
+                n_obs=state.remaining[g],  # none folded yet: the group's whole number
             )
         acc.add(plane, int(k))
         state.remaining[g] -= 1
@@ -383,11 +408,16 @@ def stream_fold(
 
 
 def _empty_accumulator(
-    shape: tuple[int, ...], statistics: Sequence[str], min_clear: int, *, climate: bool
+    shape: tuple[int, ...],
+    statistics: Sequence[str],
+    min_clear: int,
+    *,
+    climate: bool,
+    n_obs: int | None = None,
 ) -> GroupAccumulator | SeasonClimate:
     if climate:
-        return SeasonClimate.empty(shape, statistics, min_clear)
-    return GroupAccumulator.empty(shape, statistics)
+        return SeasonClimate.empty(shape, statistics, min_clear, n_obs)
+    return GroupAccumulator.empty(shape, statistics, n_obs)
 
 
 def stream_take(
@@ -404,7 +434,7 @@ def stream_take(
     planes = state.done.pop(group, None)
     if planes is None:  # no observations in this group
         acc = state.open.pop(group, None) or _empty_accumulator(
-            state.shape, statistics, min_clear, climate=climate
+            state.shape, statistics, min_clear, climate=climate, n_obs=0
         )
         planes = acc.finish(statistics, min_clear)
     return planes

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..._redact import redact_url
-from ...errors import NDVIPluginError
+from ..._redact import redact_text, redact_url
+from ...errors import DatacubeUnavailable, NDVIPluginError
 
 if TYPE_CHECKING:
     from datacube import Datacube
@@ -177,24 +177,46 @@ class DatacubeEnv:
             return ODCConfig(paths=str(self.config_path))[self.name]
         return ODCConfig()[self.name]
 
+    @contextlib.contextmanager
+    def reachable(self) -> Iterator[None]:
+        """The database's connection failures (a dead port, a refused login, a server gone
+        mid-work: sqlalchemy's or the driver's ``OperationalError``/``InterfaceError``) as
+        :class:`~odc_ndvi_plugin.errors.DatacubeUnavailable`, one line naming this index
+        (password redacted)."""
+        try:
+            yield
+        except Exception as err:
+            names = {cls.__name__ for cls in type(err).__mro__}
+            if not names & {"OperationalError", "InterfaceError"}:
+                raise
+            reason = getattr(err, "orig", None) or err
+            text = (str(reason).strip().splitlines() or [""])[0]
+            raise DatacubeUnavailable(
+                f"datacube index {self.display_url} cannot be reached: "
+                f"{type(reason).__name__}: {redact_text(text)}"
+            ) from err
+
     def datacube(self, *, app: str = _APP) -> Datacube:
         """An in-process ``datacube.Datacube`` on this index (close it, or use ``with``)."""
         from datacube import Datacube
 
-        return Datacube(env=self.odc_environment(), app=app)
+        with self.reachable():
+            return Datacube(env=self.odc_environment(), app=app)
 
     @contextlib.contextmanager
     def index(self, *, app: str = _APP, validate: bool = True) -> Iterator[AbstractIndex]:
-        """A datacube index connection, closed on exit."""
+        """A datacube index connection, closed on exit; connection failures are
+        :class:`~odc_ndvi_plugin.errors.DatacubeUnavailable` (:meth:`reachable`)."""
         from datacube.index import index_connect
 
-        idx = index_connect(
-            self.odc_environment(), application_name=app, validate_connection=validate
-        )
-        try:
-            yield idx
-        finally:
-            idx.close()
+        with self.reachable():
+            idx = index_connect(
+                self.odc_environment(), application_name=app, validate_connection=validate
+            )
+            try:
+                yield idx
+            finally:
+                idx.close()
 
 
 def _default_search_path() -> list[str]:
