@@ -50,11 +50,16 @@ def is_store_url(url: str) -> bool:
     return url.startswith((_FILE, _S3))
 
 
+def _path(url: str) -> Path:
+    """The file system path of a ``file://`` URL, percent-decoded."""
+    return Path(unquote(urlparse(url).path))
+
+
 def local_path(location: str) -> Path | None:
     """The file system path of a ``file://`` URL (percent-decoded) or a plain path; None
     for any other URL."""
     if location.startswith(_FILE):
-        return Path(unquote(urlparse(location).path))
+        return _path(location)
     return None if "://" in location else Path(location)
 
 
@@ -138,10 +143,6 @@ class Store(Protocol):
 
     def move(self, src: str, dst: str) -> None: ...
     def put(self, data: bytes, url: str) -> None: ...
-
-
-def _path(url: str) -> Path:
-    return Path(unquote(urlparse(url).path))
 
 
 class LocalStore:
@@ -262,20 +263,19 @@ class S3Store:
 
     def listing(self, folder_url: str) -> dict[str, int]:
         """Object name -> size directly under a prefix (one LIST request per 1000)."""
-        bucket, prefix = split_s3_url(folder_url.rstrip("/") + "/")
-        out = {}
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                out[obj["Key"][len(prefix) :]] = int(obj["Size"])
-        return out
+        prefix_len = len(split_s3_url(folder_url.rstrip("/") + "/")[1])
+        return {
+            key[prefix_len:]: int(obj["Size"])
+            for key, obj in self._objects(folder_url, Delimiter="/")
+        }
 
-    def _objects(self, folder_url: str) -> Iterator[tuple[str, dict]]:
-        """(key, listing entry) of every object under a folder."""
+    def _objects(self, folder_url: str, **list_args: str) -> Iterator[tuple[str, dict]]:
+        """(key, listing entry) of every object under a folder (``Delimiter="/"``: only
+        those directly in it)."""
         bucket, prefix = split_s3_url(folder_url.rstrip("/") + "/")
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, **list_args
+        )
         for page in pages:
             for obj in page.get("Contents", []):
                 yield obj["Key"], obj
